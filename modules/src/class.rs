@@ -1,0 +1,136 @@
+//! The object-class contract: what a class is, and how the engine calls one.
+//!
+//! A class is a type implementing [`Class`]: a serde rule type plus `check`, `fixable` and `fix`
+//! functions over one rule. The registry ([`crate::classes::CLASSES`]) turns each into a
+//! [`ClassEntry`] of plain function pointers, so the engine and the OpenSVC object command
+//! handle every class alike. See `docs/object-class.md` for the contract in full.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::host::{Host, HostView};
+use crate::status::{Log, Status};
+
+/// One object class: its rule type and its behaviour, side by side.
+pub trait Class: 'static {
+    /// The rule, as it appears in a variable's value (serde, `deny_unknown_fields`).
+    type Rule: DeserializeOwned + std::fmt::Debug + Send + Sync + 'static;
+
+    /// The class name as a variable's `class` spells it (`file`, `sysctl`, ...).
+    const NAME: &'static str;
+    /// Other spellings: OpenSVC var_class variants and object script names (`files.py`).
+    const ALIASES: &'static [&'static str] = &[];
+    /// One line for `--help` and docs.
+    const DESCRIPTION: &'static str;
+
+    /// Splits a variable value into rules. Default: an object is one rule, an array holds one
+    /// rule per element (OpenSVC's convention).
+    fn rules(value: &Value) -> Result<Vec<Self::Rule>, String> {
+        match value {
+            Value::Array(items) => items.iter().map(parse_rule::<Self::Rule>).collect(),
+            other => Ok(vec![parse_rule::<Self::Rule>(other)?]),
+        }
+    }
+
+    /// A short label for the rule in reports (a path, a key, a package list).
+    fn describe(rule: &Self::Rule) -> String;
+
+    /// Reports whether the system complies with the rule. Reads only.
+    fn check(rule: &Self::Rule, host: &HostView, log: &mut Log) -> Status;
+
+    /// Reports whether `fix` can bring the rule to compliance: ok or n/a means it may try,
+    /// nok means it cannot (the engine then skips `fix`).
+    fn fixable(_rule: &Self::Rule, _host: &HostView, _log: &mut Log) -> Status {
+        Status::NotApplicable
+    }
+
+    /// Brings the system to comply with the rule. Called only when `check` said nok, so a
+    /// compliant system is never touched.
+    fn fix(rule: &Self::Rule, host: &Host, log: &mut Log) -> Status;
+}
+
+/// Parses one rule from JSON, with serde's message (which names the field) kept.
+pub fn parse_rule<R: DeserializeOwned>(value: &Value) -> Result<R, String> {
+    R::deserialize(value).map_err(|e| e.to_string())
+}
+
+/// A rule ready to run, whatever its class.
+pub trait DynRule: std::fmt::Debug + Send + Sync {
+    /// Label for reports.
+    fn describe(&self) -> String;
+    /// See [`Class::check`].
+    fn check(&self, host: &HostView, log: &mut Log) -> Status;
+    /// See [`Class::fixable`].
+    fn fixable(&self, host: &HostView, log: &mut Log) -> Status;
+    /// Fixes only if a (quiet) check says nok, so that fixing a compliant rule changes nothing.
+    fn fix(&self, host: &Host, log: &mut Log) -> Status;
+}
+
+struct Typed<C: Class>(C::Rule);
+
+impl<C: Class> std::fmt::Debug for Typed<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}({:?})", C::NAME, self.0)
+    }
+}
+
+impl<C: Class> DynRule for Typed<C> {
+    fn describe(&self) -> String {
+        C::describe(&self.0)
+    }
+    fn check(&self, host: &HostView, log: &mut Log) -> Status {
+        C::check(&self.0, host, log)
+    }
+    fn fixable(&self, host: &HostView, log: &mut Log) -> Status {
+        C::fixable(&self.0, host, log)
+    }
+    fn fix(&self, host: &Host, log: &mut Log) -> Status {
+        match C::check(&self.0, host.view(), &mut Log::quiet()) {
+            Status::Nok => C::fix(&self.0, host, log),
+            already => already,
+        }
+    }
+}
+
+/// A registered class: its names and a loader producing runnable rules.
+#[derive(Clone, Copy)]
+pub struct ClassEntry {
+    /// Canonical name.
+    pub name: &'static str,
+    /// Other accepted names.
+    pub aliases: &'static [&'static str],
+    /// One-line description.
+    pub description: &'static str,
+    /// Parses a (substituted) variable value into rules.
+    pub load: fn(&Value) -> Result<Vec<Box<dyn DynRule>>, String>,
+}
+
+impl std::fmt::Debug for ClassEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClassEntry").field("name", &self.name).finish()
+    }
+}
+
+fn load<C: Class>(value: &Value) -> Result<Vec<Box<dyn DynRule>>, String> {
+    Ok(C::rules(value)?
+        .into_iter()
+        .map(|r| Box::new(Typed::<C>(r)) as Box<dyn DynRule>)
+        .collect())
+}
+
+impl ClassEntry {
+    /// The entry of class `C`.
+    pub const fn of<C: Class>() -> ClassEntry {
+        ClassEntry {
+            name: C::NAME,
+            aliases: C::ALIASES,
+            description: C::DESCRIPTION,
+            load: load::<C>,
+        }
+    }
+
+    /// Whether `name` designates this class (canonical name or alias).
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.name == name || self.aliases.contains(&name)
+    }
+}

@@ -1,0 +1,30 @@
+//! # tenet-modules: the module engine and the object classes
+//!
+//! Role: run modules (check / fixable / fix / auto) against a host. A module is either a
+//! script (`NN-name` executable, OpenSVC contract) or an auto-module whose ruleset's variables
+//! are each handled by a built-in object class ([`classes`]). Every class acts only through a
+//! [`host::Host`], whose root prefix maps every path it touches, so tests run the real code on
+//! a temporary root.
+//!
+//! Must not depend on: tenet-agent, tenet-collector, any HTTP server or SQL crate. It never
+//! speaks to the collector; it receives a resolved [`tenet_rulesets::Policy`].
+//!
+//! Invariants:
+//! - `check` has no side effects: classes check through a read-only [`host::HostView`].
+//! - `fix` writes files atomically (temporary file + fsync + rename) and backs up what it
+//!   replaces; fixing a compliant rule changes nothing.
+//! - One module's failure (crash, timeout, bad rule, unknown class) never stops the run.
+
+pub mod class;
+pub mod classes;
+pub mod engine;
+pub mod error;
+pub mod host;
+pub mod object;
+pub mod script;
+pub mod status;
+pub mod testing;
+
+pub use error::{Error, Result};
+pub use host::{Host, HostView};
+pub use status::{Log, Status};

@@ -1,0 +1,158 @@
+//! The class contract, as one test helper every class's tests call.
+//!
+//! [`assert_class_contract`] takes a rule and a host whose root the caller prepared in a
+//! non-compliant state, and proves: check reports nok and writes nothing; fix reports ok and
+//! a check after it is ok; a second fix reports ok and changes nothing at all (no file
+//! rewritten, no mtime moved, no backup taken).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::class::{Class, ClassEntry, DynRule};
+use crate::host::Host;
+use crate::status::{Log, Status};
+
+/// Everything observable about one path of a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// `file`, `dir`, `symlink -> target` or `other`.
+    pub kind: String,
+    /// Mode bits (with file type).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, nanoseconds.
+    pub mtime_ns: i128,
+    /// Inode (a rename-over changes it even when content and mtime are equal).
+    pub ino: u64,
+    /// Content of regular files.
+    pub content: Option<Vec<u8>>,
+}
+
+/// A snapshot of every path under `root` (symlinks not followed).
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+            let ft = m.file_type();
+            let kind = if ft.is_symlink() {
+                format!("symlink -> {}", std::fs::read_link(&p).map(|t| t.display().to_string()).unwrap_or_default())
+            } else if ft.is_dir() {
+                stack.push(p.clone());
+                "dir".into()
+            } else if ft.is_file() {
+                "file".into()
+            } else {
+                "other".into()
+            };
+            let content = ft.is_file().then(|| std::fs::read(&p).unwrap_or_default());
+            out.insert(
+                p.strip_prefix(root).unwrap_or(&p).to_path_buf(),
+                Entry {
+                    kind,
+                    mode: m.mode(),
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+                    ino: m.ino(),
+                    content,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Describes how two snapshots differ (empty when equal).
+pub fn diff_snapshots(a: &BTreeMap<PathBuf, Entry>, b: &BTreeMap<PathBuf, Entry>) -> Vec<String> {
+    let mut d = Vec::new();
+    for (p, e) in a {
+        match b.get(p) {
+            None => d.push(format!("removed {}", p.display())),
+            Some(f) if f != e => d.push(format!("changed {}: {:?} -> {:?}", p.display(), summary(e), summary(f))),
+            _ => {}
+        }
+    }
+    for p in b.keys().filter(|p| !a.contains_key(*p)) {
+        d.push(format!("added {}", p.display()));
+    }
+    d
+}
+
+fn summary(e: &Entry) -> String {
+    format!(
+        "{} mode={:o} {}:{} mtime={} ino={} len={}",
+        e.kind,
+        e.mode,
+        e.uid,
+        e.gid,
+        e.mtime_ns,
+        e.ino,
+        e.content.as_ref().map_or(0, |c| c.len())
+    )
+}
+
+fn load<C: Class>(rule: &Value) -> Vec<Box<dyn DynRule>> {
+    let rules = (ClassEntry::of::<C>().load)(rule)
+        .unwrap_or_else(|e| panic!("class {}: rule {rule} does not load: {e}", C::NAME));
+    assert!(!rules.is_empty(), "class {}: rule {rule} gave no rules", C::NAME);
+    rules
+}
+
+fn run_all(rules: &[Box<dyn DynRule>], f: impl Fn(&dyn DynRule, &mut Log) -> Status) -> (Status, Vec<String>) {
+    let mut log = Log::new();
+    let st = Status::merge_all(rules.iter().map(|r| f(r.as_ref(), &mut log)));
+    (st, log.take().into_iter().map(|l| l.text).collect())
+}
+
+/// Asserts the class contract for `rule` (a variable value) of class `C` on `host`, whose root
+/// `watch` (usually the root prefix, and the var dir when it lies elsewhere) the caller prepared
+/// so that the rule is NOT complied with. Returns the first check's log, for further asserts.
+pub fn assert_class_contract<C: Class>(host: &Host, watch: &[&Path], rule: Value) -> Vec<String> {
+    let snap = || watch.iter().map(|w| snapshot(w)).collect::<Vec<_>>();
+    let rules = load::<C>(&rule);
+
+    let before = snap();
+    let (first, first_log) = run_all(&rules, |r, l| r.check(host.view(), l));
+    assert_eq!(first, Status::Nok, "class {}: check of {rule} on the prepared root should be nok; log: {first_log:#?}", C::NAME);
+    let after_check = snap();
+    for (a, b) in before.iter().zip(&after_check) {
+        let d = diff_snapshots(a, b);
+        assert!(d.is_empty(), "class {}: check wrote to the system: {d:#?}", C::NAME);
+    }
+
+    let (fixed, log) = run_all(&rules, |r, l| r.fix(host, l));
+    assert_eq!(fixed, Status::Ok, "class {}: fix of {rule} should be ok; log: {log:#?}", C::NAME);
+    let (again, log) = run_all(&rules, |r, l| r.check(host.view(), l));
+    assert_eq!(again, Status::Ok, "class {}: check after fix of {rule} should be ok; log: {log:#?}", C::NAME);
+
+    let settled = snap();
+    let (second, log) = run_all(&rules, |r, l| r.fix(host, l));
+    assert_eq!(second, Status::Ok, "class {}: second fix of {rule} should be ok; log: {log:#?}", C::NAME);
+    for (a, b) in settled.iter().zip(&snap()) {
+        let d = diff_snapshots(a, b);
+        assert!(d.is_empty(), "class {}: a second fix changed the system: {d:#?}", C::NAME);
+    }
+    first_log
+}
+
+/// Runs check of `rule` and returns its status and log lines (for negative cases).
+pub fn check<C: Class>(host: &Host, rule: Value) -> (Status, Vec<String>) {
+    let rules = load::<C>(&rule);
+    run_all(&rules, |r, l| r.check(host.view(), l))
+}
+
+/// Runs fix of `rule` and returns its status and log lines (for negative cases).
+pub fn fix<C: Class>(host: &Host, rule: Value) -> (Status, Vec<String>) {
+    let rules = load::<C>(&rule);
+    run_all(&rules, |r, l| r.fix(host, l))
+}
