@@ -1,1 +1,44 @@
-//! agent
+//! # tenet-agent: the node agent
+//!
+//! Role: the `tenet` command. It resolves a policy (masterless from a bundle with `--policy`;
+//! from the collector in later work), gathers node facts, runs the engine of `tenet-modules`
+//! and reports, as text for people and as JSON for programs. It also serves the OpenSVC object
+//! convention (`tenet object CLASS PREFIX ACTION`, and the `files.py`-style aliases of its own
+//! binary), so existing module scripts run unmodified.
+//!
+//! Must not depend on: tenet-collector (they talk over HTTP only).
+//!
+//! Invariants: the binary's `main` only parses, sets up logging and maps errors to exit codes;
+//! usage and policy errors exit 2, nok or failed modules exit 1, compliance exits 0.
+
+pub mod cli;
+pub mod cmd;
+pub mod facts;
+pub mod output;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Runs the agent with these arguments (argv[0] included).
+pub fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    // Called as `files.py PREFIX ACTION` (a compat alias): the OpenSVC object convention.
+    if let Some(class) = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .and_then(cmd::object::class_for_alias)
+    {
+        let rest: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+        return cmd::object::run_alias(class, &rest);
+    }
+    let cli = match cli::Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return Ok(ExitCode::from(if e.use_stderr() { 2 } else { 0 }));
+        }
+    };
+    cmd::dispatch(cli)
+}

@@ -1,0 +1,526 @@
+//! The run engine: which modules run, in what order, through which state machine, and what
+//! is reported.
+//!
+//! - `check`: check; when nok, `fixable` too (informational).
+//! - `fix`: check → (ok: done) → fixable (nok: not fixable, stop) → fix → check.
+//! - `fixable`: fixable only. `auto`: `fix` for autofix modules, `check` for the others.
+//!
+//! A module is a script when its `NN-name` executable exists in the modules directory, and an
+//! auto-module otherwise: each variable of its same-named ruleset is then run by the class its
+//! `class` names. Modules run one at a time, scripts by their `NN`, auto-modules first (as
+//! OpenSVC orders them). Nothing a module does can stop the run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tenet_rulesets::subst::{SubstContext, substitute};
+use tenet_rulesets::{Policy, PolicyRuleset, VarValue, Variable};
+
+use crate::class::DynRule;
+use crate::classes;
+use crate::host::Host;
+use crate::script::{self, Script};
+use crate::status::{Log, LogLine, Status, Stream};
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Report compliance; change nothing.
+    Check,
+    /// Bring modules to compliance.
+    Fix,
+    /// Report whether fixes are possible.
+    Fixable,
+    /// Fix autofix modules, check the others.
+    Auto,
+}
+
+impl Action {
+    /// The action's name, as passed to scripts and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Check => "check",
+            Action::Fix => "fix",
+            Action::Fixable => "fixable",
+            Action::Auto => "auto",
+        }
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where script modules (`NN-name`) live; `None` = auto-modules only.
+    pub modules_dir: Option<PathBuf>,
+    /// Per-module time limit, for each script execution (default 10 minutes).
+    pub timeout: Duration,
+    /// Run the raw action once, skipping the state machine (OpenSVC `--force`).
+    pub force: bool,
+    /// Restrict the run to these modules.
+    pub only_modules: Option<Vec<String>>,
+    /// Extra environment for scripts and substitution (`OSVC_PATH_*`, `TENET_ROOT`, ...).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            modules_dir: None,
+            timeout: Duration::from_secs(600),
+            force: false,
+            only_modules: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// The report of a run: the JSON contract of `tenet compliance ... --format json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    /// `check`, `fix`, `fixable` or `auto`.
+    pub action: Action,
+    /// Hash of the policy the run was evaluated against.
+    pub policy_hash: String,
+    /// Modules, in run order.
+    pub modules: Vec<ModuleReport>,
+    /// Counts of module statuses.
+    pub summary: Summary,
+    /// Wall time of the whole run.
+    pub duration_ms: u64,
+}
+
+/// Counts of module statuses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Modules ending ok.
+    pub ok: usize,
+    /// Modules ending nok.
+    pub nok: usize,
+    /// Modules ending n/a.
+    pub na: usize,
+}
+
+/// What happened to one module.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModuleReport {
+    /// Module name.
+    pub module: String,
+    /// The moduleset it was run from.
+    pub moduleset: String,
+    /// `script` or `auto`.
+    pub kind: ModuleKind,
+    /// Final status.
+    pub status: Status,
+    /// Every executed sub-action, in order.
+    pub actions: Vec<ActionReport>,
+    /// For auto-modules: per-variable results of the last check (or of the action run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<RuleReport>>,
+    /// Wall time of the module.
+    pub duration_ms: u64,
+}
+
+/// Whether a module is a script or an auto-module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModuleKind {
+    /// An `NN-name` executable.
+    Script,
+    /// Variables run by built-in classes.
+    Auto,
+}
+
+/// One executed sub-action (check, fixable or fix).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionReport {
+    /// `check`, `fixable` or `fix`.
+    pub action: String,
+    /// 0 ok, 1 nok, 2 n/a (what a script returned, or the merged class result).
+    pub exit_code: i32,
+    /// Output lines; lines from stderr start with `ERR: `.
+    pub log: String,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// The result of one variable of an auto-module.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleReport {
+    /// Variable name.
+    pub variable: String,
+    /// Its class.
+    pub class: String,
+    /// Result.
+    pub status: Status,
+    /// Why (the last error line), or what was seen.
+    pub message: String,
+}
+
+/// Runs `action` over the modules of `policy` on `host`. `on_module` sees each module's
+/// report as soon as it is done (for live output).
+pub fn run(
+    policy: &Policy,
+    host: &Host,
+    action: Action,
+    config: &EngineConfig,
+    mut on_module: impl FnMut(&ModuleReport),
+) -> RunReport {
+    let start = Instant::now();
+    let mut reports = Vec::new();
+    for planned in plan(policy, config) {
+        let report = run_module(policy, host, action, config, &planned);
+        on_module(&report);
+        reports.push(report);
+    }
+    let mut summary = Summary::default();
+    for r in &reports {
+        match r.status {
+            Status::Ok => summary.ok += 1,
+            Status::Nok => summary.nok += 1,
+            Status::NotApplicable => summary.na += 1,
+        }
+    }
+    RunReport {
+        action,
+        policy_hash: policy.hash.clone(),
+        modules: reports,
+        summary,
+        duration_ms: start.elapsed().as_millis() as u64,
+    }
+}
+
+/// A module as it will run.
+#[derive(Debug, Clone)]
+pub struct PlannedModule {
+    /// Name.
+    pub name: String,
+    /// Reported moduleset.
+    pub moduleset: String,
+    /// Autofix flag.
+    pub autofix: bool,
+    /// Its script, or why finding one failed; `Ok(None)` = auto-module.
+    pub script: Result<Option<Script>, String>,
+}
+
+/// Orders the policy's modules: auto-modules first, then scripts by `NN`; ties keep the
+/// policy's order.
+pub fn plan(policy: &Policy, config: &EngineConfig) -> Vec<PlannedModule> {
+    let mut planned: Vec<(u64, PlannedModule)> = policy
+        .modules
+        .iter()
+        .filter(|m| {
+            config
+                .only_modules
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|o| o == &m.name))
+        })
+        .map(|m| {
+            let script = match &config.modules_dir {
+                Some(dir) => script::find(dir, &m.name).map_err(|e| e.to_string()),
+                None => Ok(None),
+            };
+            let order = match &script {
+                Ok(Some(s)) => s.order,
+                _ => 0,
+            };
+            (
+                order,
+                PlannedModule {
+                    name: m.name.clone(),
+                    moduleset: m.modulesets.first().cloned().unwrap_or_default(),
+                    autofix: m.autofix,
+                    script,
+                },
+            )
+        })
+        .collect();
+    planned.sort_by_key(|(order, _)| *order);
+    planned.into_iter().map(|(_, m)| m).collect()
+}
+
+/// The environment of a module: the agent's extra variables, then the policy's.
+pub fn module_env(policy: &Policy, config: &EngineConfig, module: &str) -> Vec<(String, String)> {
+    let mut env: BTreeMap<String, String> = config.env.iter().cloned().collect();
+    env.extend(policy.module_env(module));
+    env.into_iter().collect()
+}
+
+fn run_module(
+    policy: &Policy,
+    host: &Host,
+    action: Action,
+    config: &EngineConfig,
+    planned: &PlannedModule,
+) -> ModuleReport {
+    let start = Instant::now();
+    let env = module_env(policy, config, &planned.name);
+    let (kind, mut runner): (ModuleKind, Box<dyn Runner>) = match &planned.script {
+        Err(e) => (ModuleKind::Script, Box::new(Broken(e.clone()))),
+        Ok(Some(s)) => {
+            let dir = config.modules_dir.clone().unwrap_or_default();
+            match script::verify_safe(s, &dir) {
+                Ok(()) => (
+                    ModuleKind::Script,
+                    Box::new(ScriptRunner {
+                        script: s.clone(),
+                        env: env.clone(),
+                        timeout: config.timeout,
+                    }),
+                ),
+                Err(e) => (ModuleKind::Script, Box::new(Broken(e.to_string()))),
+            }
+        }
+        Ok(None) => (
+            ModuleKind::Auto,
+            Box::new(AutoRunner::load(policy, host, &planned.name, &env)),
+        ),
+    };
+    let action = match action {
+        Action::Auto if planned.autofix => Action::Fix,
+        Action::Auto => Action::Check,
+        other => other,
+    };
+    let mut actions = Vec::new();
+    let mut step = |runner: &mut Box<dyn Runner>, a: &str| -> Status {
+        let t = Instant::now();
+        let (status, exit_code, lines) = runner.run(a, host);
+        actions.push(ActionReport {
+            action: a.to_string(),
+            exit_code,
+            log: render_log(&lines),
+            duration_ms: t.elapsed().as_millis() as u64,
+        });
+        status
+    };
+    let status = if config.force {
+        step(&mut runner, action.as_str())
+    } else {
+        match action {
+            Action::Check => {
+                let s = step(&mut runner, "check");
+                if s == Status::Nok {
+                    step(&mut runner, "fixable");
+                }
+                s
+            }
+            Action::Fixable => step(&mut runner, "fixable"),
+            Action::Fix | Action::Auto => match step(&mut runner, "check") {
+                Status::Nok => match step(&mut runner, "fixable") {
+                    Status::Nok => Status::Nok,
+                    _ => {
+                        step(&mut runner, "fix");
+                        step(&mut runner, "check")
+                    }
+                },
+                other => other,
+            },
+        }
+    };
+    ModuleReport {
+        module: planned.name.clone(),
+        moduleset: planned.moduleset.clone(),
+        kind,
+        status,
+        actions,
+        rules: runner.rules(),
+        duration_ms: start.elapsed().as_millis() as u64,
+    }
+}
+
+/// Renders log lines as OpenSVC sends them to the collector (`ERR: ` before stderr lines).
+pub fn render_log(lines: &[LogLine]) -> String {
+    let mut s = String::new();
+    for l in lines {
+        if l.stream == Stream::Err {
+            s.push_str("ERR: ");
+        }
+        s.push_str(&l.text);
+        s.push('\n');
+    }
+    s
+}
+
+trait Runner {
+    /// Runs one sub-action: (status, exit code, log).
+    fn run(&mut self, action: &str, host: &Host) -> (Status, i32, Vec<LogLine>);
+    fn rules(&self) -> Option<Vec<RuleReport>> {
+        None
+    }
+}
+
+struct Broken(String);
+
+impl Runner for Broken {
+    fn run(&mut self, _: &str, _: &Host) -> (Status, i32, Vec<LogLine>) {
+        let line = LogLine {
+            stream: Stream::Err,
+            text: self.0.clone(),
+        };
+        (Status::Nok, 1, vec![line])
+    }
+}
+
+struct ScriptRunner {
+    script: Script,
+    env: Vec<(String, String)>,
+    timeout: Duration,
+}
+
+impl Runner for ScriptRunner {
+    fn run(&mut self, action: &str, _: &Host) -> (Status, i32, Vec<LogLine>) {
+        let x = script::execute(&self.script.path, action, &self.env, self.timeout);
+        (Status::from_exit_code(x.exit_code), x.exit_code, x.log)
+    }
+}
+
+/// One variable of an auto-module, loaded once per run (so a `ref` is fetched once).
+struct LoadedVariable {
+    variable: String,
+    class: String,
+    rules: Result<Vec<Box<dyn DynRule>>, String>,
+    last: Option<(Status, String)>,
+}
+
+struct AutoRunner {
+    variables: Vec<LoadedVariable>,
+    missing: Option<String>,
+}
+
+impl AutoRunner {
+    fn load(policy: &Policy, host: &Host, module: &str, env: &[(String, String)]) -> AutoRunner {
+        let Some(ruleset) = policy.auto_module_ruleset(module) else {
+            return AutoRunner {
+                variables: Vec::new(),
+                missing: Some(format!(
+                    "no script and no ruleset named {module} applies to this node: nothing to do"
+                )),
+            };
+        };
+        let env: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let lookup = |name: &str| -> Option<String> {
+            env.get(name)
+                .map(|v| v.to_string())
+                .or_else(|| std::env::var(name).ok())
+        };
+        let ctx = SubstContext {
+            lookup: &lookup,
+            hostname: host.hostname(),
+        };
+        let variables = ruleset
+            .variables
+            .iter()
+            .filter(|v| v.class != "raw")
+            .map(|v| LoadedVariable {
+                variable: v.name.clone(),
+                class: v.class.clone(),
+                rules: load_variable(ruleset, v, &ctx),
+                last: None,
+            })
+            .collect();
+        AutoRunner {
+            variables,
+            missing: None,
+        }
+    }
+}
+
+/// Substitutes and parses a variable's value and builds its rules. The error names the
+/// ruleset, the variable and the class.
+pub fn load_variable(
+    ruleset: &PolicyRuleset,
+    var: &Variable,
+    ctx: &SubstContext<'_>,
+) -> Result<Vec<Box<dyn DynRule>>, String> {
+    let at = format!("ruleset {}, variable {} (class {})", ruleset.name, var.name, var.class);
+    let class = classes::find(&var.class).ok_or_else(|| {
+        let known: Vec<&str> = classes::CLASSES.iter().map(|c| c.name).collect();
+        format!("{at}: unknown class {:?}; known classes: {}, raw", var.class, known.join(", "))
+    })?;
+    let value = substitute_value(&var.value, ctx).map_err(|e| format!("{at}: {e}"))?;
+    (class.load)(&value).map_err(|e| format!("{at}: {e}"))
+}
+
+/// `%%ENV:X%%` substitution of a value, then JSON parsing (text values stay strings).
+pub fn substitute_value(value: &VarValue, ctx: &SubstContext<'_>) -> Result<Value, String> {
+    match value {
+        VarValue::Json(v) => {
+            let text = serde_json::to_string(v).map_err(|e| e.to_string())?;
+            let text = substitute(&text, ctx, true).map_err(|e| e.to_string())?;
+            serde_json::from_str(&text).map_err(|e| format!("value is not valid JSON after substitution: {e}"))
+        }
+        VarValue::Text(t) => {
+            let text = substitute(t, ctx, false).map_err(|e| e.to_string())?;
+            Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        }
+    }
+}
+
+impl Runner for AutoRunner {
+    fn run(&mut self, action: &str, host: &Host) -> (Status, i32, Vec<LogLine>) {
+        let mut log = Log::new();
+        if let Some(why) = &self.missing {
+            log.info(why.clone());
+            return (Status::NotApplicable, 2, log.take());
+        }
+        if self.variables.is_empty() {
+            log.info("no variable of this module's ruleset applies to this node");
+        }
+        let mut statuses = Vec::new();
+        for v in &mut self.variables {
+            let mut vlog = Log::new();
+            let status = match &v.rules {
+                Err(e) => {
+                    vlog.err(e.clone());
+                    Status::Nok
+                }
+                Ok(rules) => Status::merge_all(rules.iter().map(|r| match action {
+                    "check" => r.check(host.view(), &mut vlog),
+                    "fixable" => r.fixable(host.view(), &mut vlog),
+                    _ => r.fix(host, &mut vlog),
+                })),
+            };
+            let lines = vlog.take();
+            let message = lines
+                .iter()
+                .rev()
+                .find(|l| l.stream == Stream::Err)
+                .or(lines.last())
+                .map(|l| l.text.clone())
+                .unwrap_or_default();
+            if action != "fixable" {
+                v.last = Some((status, message));
+            }
+            for l in lines {
+                match l.stream {
+                    Stream::Out => log.info(format!("{}: {}", v.variable, l.text)),
+                    Stream::Err => log.err(format!("{}: {}", v.variable, l.text)),
+                }
+            }
+            statuses.push(status);
+        }
+        let status = Status::merge_all(statuses);
+        (status, status.exit_code(), log.take())
+    }
+
+    fn rules(&self) -> Option<Vec<RuleReport>> {
+        Some(
+            self.variables
+                .iter()
+                .map(|v| {
+                    let (status, message) = v.last.clone().unwrap_or((Status::NotApplicable, String::new()));
+                    RuleReport {
+                        variable: v.variable.clone(),
+                        class: v.class.clone(),
+                        status,
+                        message,
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+

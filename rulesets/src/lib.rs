@@ -27,6 +27,8 @@ pub mod subst;
 pub mod toml_format;
 
 pub use error::{Error, Result};
+/// Re-exported so dependents build facts maps without naming the crate.
+pub use indexmap;
 pub use model::*;
 pub use policy::{Policy, PolicyModule, PolicyModuleset, PolicyRuleset, Selection};
 

@@ -220,3 +220,283 @@ pub struct PackageFact {
     /// Architecture (`pkg_arch`).
     pub arch: String,
 }
+
+impl VarValue {
+    /// Interprets an OpenSVC `var_value` text: JSON when the whole text parses as JSON, else the
+    /// text verbatim. Surrounding whitespace of a JSON text is not kept.
+    pub fn from_text(text: &str) -> Self {
+        match serde_json::from_str(text) {
+            Ok(v) => VarValue::Json(v),
+            Err(_) => VarValue::Text(text.to_string()),
+        }
+    }
+
+    /// The OpenSVC `var_value` text: compact JSON for [`VarValue::Json`], the text verbatim for
+    /// [`VarValue::Text`]. `from_text(to_text(v)) == v` for every value `from_text` can produce.
+    pub fn to_text(&self) -> String {
+        match self {
+            VarValue::Json(v) => v.to_string(),
+            VarValue::Text(s) => s.clone(),
+        }
+    }
+
+    /// The value as JSON; a [`VarValue::Text`] becomes a JSON string.
+    pub fn as_json(&self) -> serde_json::Value {
+        match self {
+            VarValue::Json(v) => v.clone(),
+            VarValue::Text(s) => serde_json::Value::String(s.clone()),
+        }
+    }
+}
+
+/// The three kinds of named objects of a bundle, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// A [`Ruleset`].
+    Ruleset,
+    /// A [`Filterset`].
+    Filterset,
+    /// A [`Moduleset`].
+    Moduleset,
+}
+
+impl ObjectKind {
+    /// `ruleset`, `filterset` or `moduleset`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Ruleset => "ruleset",
+            ObjectKind::Filterset => "filterset",
+            ObjectKind::Moduleset => "moduleset",
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A consistency problem of one object, before the loader adds where the object came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    pub kind: ObjectKind,
+    pub name: String,
+    pub message: String,
+}
+
+impl Bundle {
+    /// Checks the bundle is consistent: every map key equals its object's name, every referenced
+    /// ruleset / moduleset / filterset exists, every contextual ruleset has a filterset, and
+    /// ruleset, moduleset and filterset nesting have no cycles. Errors are
+    /// [`crate::Error::Invalid`] naming the object at fault.
+    pub fn validate(&self) -> crate::Result<()> {
+        check(self).map_err(|p| crate::Error::Invalid {
+            context: format!("{} {}", p.kind, p.name),
+            message: p.message,
+        })
+    }
+}
+
+/// Checks a bundle is consistent; see [`Bundle::validate`].
+pub fn validate(bundle: &Bundle) -> crate::Result<()> {
+    bundle.validate()
+}
+
+/// The first problem of the bundle, in a deterministic order (keys, references, cycles).
+pub(crate) fn check(bundle: &Bundle) -> Result<(), Problem> {
+    let problem = |kind, name: &str, message: String| Problem {
+        kind,
+        name: name.to_string(),
+        message,
+    };
+    for (key, rs) in &bundle.rulesets {
+        if key != &rs.name {
+            return Err(problem(
+                ObjectKind::Ruleset,
+                &rs.name,
+                format!("is stored under the different name {key:?}"),
+            ));
+        }
+        for child in &rs.children {
+            if !bundle.rulesets.contains_key(child) {
+                return Err(problem(
+                    ObjectKind::Ruleset,
+                    key,
+                    format!("child ruleset {child:?} does not exist"),
+                ));
+            }
+        }
+        match (&rs.filterset, rs.kind) {
+            (Some(fs), _) if !bundle.filtersets.contains_key(fs) => {
+                return Err(problem(
+                    ObjectKind::Ruleset,
+                    key,
+                    format!("filterset {fs:?} does not exist"),
+                ));
+            }
+            (None, RulesetType::Contextual) => {
+                return Err(problem(
+                    ObjectKind::Ruleset,
+                    key,
+                    "is contextual but has no filterset".to_string(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    for (key, fs) in &bundle.filtersets {
+        if key != &fs.name {
+            return Err(problem(
+                ObjectKind::Filterset,
+                &fs.name,
+                format!("is stored under the different name {key:?}"),
+            ));
+        }
+        for entry in &fs.filters {
+            if let FilterTest::Filterset(child) = &entry.test
+                && !bundle.filtersets.contains_key(child)
+            {
+                return Err(problem(
+                    ObjectKind::Filterset,
+                    key,
+                    format!("nested filterset {child:?} does not exist"),
+                ));
+            }
+        }
+    }
+    for (key, ms) in &bundle.modulesets {
+        if key != &ms.name {
+            return Err(problem(
+                ObjectKind::Moduleset,
+                &ms.name,
+                format!("is stored under the different name {key:?}"),
+            ));
+        }
+        for child in &ms.children {
+            if !bundle.modulesets.contains_key(child) {
+                return Err(problem(
+                    ObjectKind::Moduleset,
+                    key,
+                    format!("child moduleset {child:?} does not exist"),
+                ));
+            }
+        }
+        for rs in &ms.rulesets {
+            if !bundle.rulesets.contains_key(rs) {
+                return Err(problem(
+                    ObjectKind::Moduleset,
+                    key,
+                    format!("attached ruleset {rs:?} does not exist"),
+                ));
+            }
+        }
+    }
+    let cycle = |kind, names: Vec<&str>, edges: &dyn Fn(&str) -> Vec<String>| {
+        find_cycle(&names, edges).map(|path| {
+            let message = format!("nesting cycle: {}", path.join(" -> "));
+            problem(kind, &path[0], message)
+        })
+    };
+    let rs_edges = |n: &str| bundle.rulesets.get(n).map(|r| r.children.clone()).unwrap_or_default();
+    if let Some(p) = cycle(ObjectKind::Ruleset, bundle.rulesets.keys().map(String::as_str).collect(), &rs_edges) {
+        return Err(p);
+    }
+    let ms_edges = |n: &str| bundle.modulesets.get(n).map(|m| m.children.clone()).unwrap_or_default();
+    if let Some(p) = cycle(ObjectKind::Moduleset, bundle.modulesets.keys().map(String::as_str).collect(), &ms_edges) {
+        return Err(p);
+    }
+    let fs_edges = |n: &str| {
+        bundle
+            .filtersets
+            .get(n)
+            .map(|f| {
+                f.filters
+                    .iter()
+                    .filter_map(|e| match &e.test {
+                        FilterTest::Filterset(c) => Some(c.clone()),
+                        FilterTest::Filter(_) => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if let Some(p) = cycle(ObjectKind::Filterset, bundle.filtersets.keys().map(String::as_str).collect(), &fs_edges) {
+        return Err(p);
+    }
+    Ok(())
+}
+
+/// A cycle of the graph as a path `a, b, ..., a`, if any. Iterative, so deep nesting cannot
+/// overflow the stack.
+fn find_cycle(nodes: &[&str], edges: &dyn Fn(&str) -> Vec<String>) -> Option<Vec<String>> {
+    use std::collections::HashMap;
+    #[derive(Clone, Copy, PartialEq)]
+    enum State {
+        OnPath,
+        Done,
+    }
+    let mut state: HashMap<String, State> = HashMap::new();
+    for &start in nodes {
+        if state.contains_key(start) {
+            continue;
+        }
+        // Each frame: the node and its remaining children.
+        let mut path: Vec<(String, std::vec::IntoIter<String>)> =
+            vec![(start.to_string(), edges(start).into_iter())];
+        state.insert(start.to_string(), State::OnPath);
+        while let Some((_, children)) = path.last_mut() {
+            match children.next() {
+                Some(child) => match state.get(&child) {
+                    Some(State::OnPath) => {
+                        let from = path.iter().position(|(n, _)| *n == child).unwrap_or(0);
+                        let mut cycle: Vec<String> = path[from..].iter().map(|(n, _)| n.clone()).collect();
+                        cycle.push(child);
+                        return Some(cycle);
+                    }
+                    Some(State::Done) => {}
+                    None => {
+                        state.insert(child.clone(), State::OnPath);
+                        let grand = edges(&child).into_iter();
+                        path.push((child, grand));
+                    }
+                },
+                None => {
+                    if let Some((done, _)) = path.pop() {
+                        state.insert(done, State::Done);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Where each object of a loaded bundle was defined (`file:line:column`), for messages.
+pub(crate) type Origins = std::collections::HashMap<(ObjectKind, String), String>;
+
+/// [`Bundle::validate`], naming the file and position of the object at fault.
+pub(crate) fn validate_at(bundle: &Bundle, origins: &Origins, fallback: &str) -> crate::Result<()> {
+    check(bundle).map_err(|p| {
+        let at = origins
+            .get(&(p.kind, p.name.clone()))
+            .map_or(fallback, String::as_str);
+        crate::Error::Invalid {
+            context: format!("{at}: {} {}", p.kind, p.name),
+            message: p.message,
+        }
+    })
+}
+
+/// 1-based line and column (in characters) of a byte offset; offsets past the end or inside a
+/// character are clamped.
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, text[line_start..offset].chars().count() + 1)
+}

@@ -13,6 +13,14 @@ macro_rules! classes {
 }
 
 classes! {
+    sysctl::Sysctl,
+    sysfs::Sysfs,
+    nodeconf::NodeConf,
+    file::File,
+    fileprop::FileProp,
+    remove_files::RemoveFiles,
+    symlink::Symlink,
+    package::Package,
 }
 
 /// Finds a class by name or alias.

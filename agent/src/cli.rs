@@ -1,0 +1,185 @@
+//! Command-line arguments (clap derive). Each variant documents its command for `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Tenet node agent: check and fix compliance of this node with its policy.
+#[derive(Debug, Parser)]
+#[command(name = "tenet", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compliance runs and policy inspection.
+    #[command(subcommand)]
+    Compliance(Compliance),
+    /// Run one object class over the environment variables starting with PREFIX (the OpenSVC
+    /// `files.py PREFIX check` convention used by module scripts).
+    Object(ObjectArgs),
+    /// Print the node facts filtersets are evaluated against.
+    Facts(FactsArgs),
+}
+
+/// `tenet compliance ...`
+#[derive(Debug, Subcommand)]
+pub enum Compliance {
+    /// Report whether the node complies; change nothing (exit 1 when any module is nok).
+    Check(RunArgs),
+    /// Bring the node to compliance: check, fixable, fix, check again, module by module.
+    Fix(RunArgs),
+    /// Report whether non-compliant modules can be fixed.
+    Fixable(RunArgs),
+    /// Fix modules marked autofix, check the others.
+    Auto(RunArgs),
+    /// Print each module's environment (the OSVC_COMP_* variables scripts receive).
+    Env(RunArgs),
+    /// List the modulesets, rulesets or modules of a policy.
+    List(ListArgs),
+    /// Show a moduleset tree or the rulesets that apply to this node.
+    Show(ShowArgs),
+    /// Create DIR/com.opensvc/ holding the OpenSVC object aliases (files.py, sysctl.py, ...)
+    /// so that existing module scripts in DIR run unmodified.
+    InstallCompat {
+        /// The modules directory.
+        dir: PathBuf,
+    },
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Readable text (colour on a terminal).
+    #[default]
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// Where the policy comes from and which part of it to use.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// Policy bundle: a folder of Tenet TOML files, a TOML file, or an OpenSVC export JSON.
+    #[arg(long, env = "TENET_POLICY", value_name = "PATH")]
+    pub policy: Option<PathBuf>,
+    /// Modulesets to run, comma-separated (default: every root moduleset of the policy).
+    #[arg(long, value_delimiter = ',')]
+    pub moduleset: Option<Vec<String>>,
+    /// Rulesets attached to this node, comma-separated (visible to every module).
+    #[arg(long, value_delimiter = ',')]
+    pub ruleset: Vec<String>,
+    /// Run for this service (exports OSVC_COMP_SERVICES_SVCNAME and friends).
+    #[arg(long, value_name = "SVC")]
+    pub service: Option<String>,
+    /// Root prefix of the managed system: every path, /proc/sys, /sys and package database
+    /// is looked up under it.
+    #[arg(long, env = "TENET_ROOT", default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// Options of check / fix / fixable / auto / env.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    /// Policy selection.
+    pub policy: PolicyArgs,
+    /// Run only these modules, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub module: Option<Vec<String>>,
+    /// Directory of script modules (`NN-name` executables).
+    #[arg(long, env = "TENET_MODULES_DIR", value_name = "DIR")]
+    pub modules_dir: Option<PathBuf>,
+    /// Where backups and agent state go (default `<root>/var/lib/tenet`).
+    #[arg(long, env = "TENET_VAR_DIR", value_name = "DIR")]
+    pub var_dir: Option<PathBuf>,
+    /// Folder of local package files (.deb, .rpm) the package class installs from.
+    #[arg(long, env = "TENET_PACKAGE_DIR", value_name = "DIR")]
+    pub package_dir: Option<PathBuf>,
+    /// Per-module time limit in seconds; the module's whole process group is killed after it.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub timeout: u64,
+    /// Run the raw action once per module, skipping the check/fixable/fix/check sequence.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `tenet compliance list`
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// What to list.
+    pub what: ListWhat,
+    #[command(flatten)]
+    /// Policy selection.
+    pub policy: PolicyArgs,
+}
+
+/// What `list` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListWhat {
+    /// Every moduleset of the policy.
+    Modulesets,
+    /// Every ruleset of the policy.
+    Rulesets,
+    /// The modules the selected modulesets run.
+    Modules,
+}
+
+/// `tenet compliance show`
+#[derive(Debug, Clone, Args)]
+pub struct ShowArgs {
+    /// What to show.
+    pub what: ShowWhat,
+    #[command(flatten)]
+    /// Policy selection.
+    pub policy: PolicyArgs,
+}
+
+/// What `show` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowWhat {
+    /// The moduleset tree: modulesets, their modules (autofix marked), their children.
+    Moduleset,
+    /// The rulesets that apply to this node, why, and their variables as environment.
+    Ruleset,
+}
+
+/// `tenet object`
+#[derive(Debug, Clone, Args)]
+pub struct ObjectArgs {
+    /// Class name (file, sysctl, package, nodeconf, sysfs, symlink, remove_files, fileprop).
+    pub class: String,
+    /// Environment variable prefix, e.g. OSVC_COMP_SPDC_KERNEL_FILE.
+    pub prefix: String,
+    /// check, fix or fixable.
+    pub action: String,
+}
+
+/// `tenet facts`
+#[derive(Debug, Clone, Args)]
+pub struct FactsArgs {
+    /// Root prefix of the managed system.
+    #[arg(long, env = "TENET_ROOT", default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

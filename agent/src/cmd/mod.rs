@@ -1,0 +1,30 @@
+//! One file per command group; [`dispatch`] routes the parsed command line.
+
+pub mod compliance;
+pub mod object;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the parsed command.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Compliance(c) => compliance::run(c),
+        Command::Object(o) => object::run(&o),
+        Command::Facts(f) => {
+            let host = tenet_modules::Host::new(&f.root);
+            let facts = crate::facts::gather(&host);
+            match f.format {
+                crate::cli::Format::Json => println!("{}", serde_json::to_string_pretty(&facts)?),
+                crate::cli::Format::Text => {
+                    for (k, v) in &facts.node {
+                        println!("{k}: {v}");
+                    }
+                    println!("packages: {}", facts.packages.len());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

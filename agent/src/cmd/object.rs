@@ -1,0 +1,84 @@
+//! `tenet object CLASS PREFIX ACTION`, and the OpenSVC script names (`files.py`, `sysctl.py`,
+//! ...) the `tenet` binary answers to when called through a compat alias.
+//!
+//! The host comes from the environment the engine gives scripts: `TENET_ROOT`, `TENET_VAR_DIR`,
+//! `TENET_NODE_CONFIG`, `TENET_PACKAGE_DIR`, `OSVC_SESSION_UUID`, `OSVC_COMP_NODES_OS_VENDOR`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tenet_modules::class::ClassEntry;
+use tenet_modules::classes;
+use tenet_modules::{Host, Status};
+
+use crate::cli::ObjectArgs;
+
+/// The class an OpenSVC object script name stands for (`files.py` → file).
+pub fn class_for_alias(name: &str) -> Option<&'static ClassEntry> {
+    name.ends_with(".py").then(|| classes::find(name)).flatten()
+}
+
+/// Every script name to install in `com.opensvc/`.
+pub fn compat_aliases() -> Vec<&'static str> {
+    classes::CLASSES
+        .iter()
+        .flat_map(|c| c.aliases.iter().copied())
+        .filter(|a| a.ends_with(".py"))
+        .collect()
+}
+
+/// The host described by the environment a module script runs in.
+pub fn host_from_env() -> Host {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    let root = var("TENET_ROOT").map(PathBuf::from).unwrap_or_else(|| "/".into());
+    let mut host = Host::new(&root);
+    if let Some(v) = var("TENET_VAR_DIR") {
+        host = host.with_var_dir(PathBuf::from(v));
+    }
+    if let Some(v) = var("TENET_NODE_CONFIG") {
+        host = host.with_node_config(PathBuf::from(v));
+    }
+    if let Some(v) = std::env::var("OSVC_SESSION_UUID").ok().filter(|s| !s.is_empty()) {
+        host = host.with_session(v);
+    }
+    host.with_package_dir(var("TENET_PACKAGE_DIR").map(PathBuf::from))
+        .with_os_vendor(std::env::var("OSVC_COMP_NODES_OS_VENDOR").ok())
+}
+
+/// `tenet object CLASS PREFIX ACTION`.
+pub fn run(args: &ObjectArgs) -> anyhow::Result<ExitCode> {
+    let Some(class) = classes::find(&args.class) else {
+        let known: Vec<_> = classes::CLASSES.iter().map(|c| c.name).collect();
+        eprintln!("tenet object: unknown class {:?}; known: {}", args.class, known.join(", "));
+        return Ok(ExitCode::from(2));
+    };
+    object(class, &args.prefix, &args.action)
+}
+
+/// `files.py PREFIX ACTION` (argv[0] alias).
+pub fn run_alias(class: &'static ClassEntry, args: &[String]) -> anyhow::Result<ExitCode> {
+    match args {
+        [prefix, action] => object(class, prefix, action),
+        _ => {
+            eprintln!("usage: {}.py PREFIX check|fix|fixable", class.name);
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn object(class: &ClassEntry, prefix: &str, action: &str) -> anyhow::Result<ExitCode> {
+    if !matches!(action, "check" | "fix" | "fixable") {
+        eprintln!("tenet object: action must be check, fix or fixable, not {action:?}");
+        return Ok(ExitCode::from(2));
+    }
+    let host = host_from_env();
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let lookup = |name: &str| std::env::var(name).ok();
+    let status = tenet_modules::object::run_object(class, prefix, action, &env, &lookup, &host);
+    Ok(ExitCode::from(status.exit_code() as u8))
+}
+
+/// Exit code of a status (kept here so the mapping is in one place for the agent).
+pub fn exit_code(status: Status) -> ExitCode {
+    ExitCode::from(status.exit_code() as u8)
+}

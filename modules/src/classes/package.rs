@@ -1,0 +1,1661 @@
+//! The `package` class: which packages must be installed, and which must be absent.
+//!
+//! OpenSVC name: `package` (var_class `package` / `packages`, object script `packages.py`).
+//! The rule is OpenSVC's JSON list of package names: `name` or `+name` must be installed,
+//! `-name` must be absent. A single string is a one-name list. Unlike the other classes, the
+//! whole list of one variable is ONE rule, so that a fix installs every missing package in a
+//! single `apt-get` / `dnf` / `dpkg -i` call (one dependency resolution, one transaction).
+//!
+//! Backends, chosen from what the root prefix holds (not from the vendor string alone):
+//! - `<root>/var/lib/dpkg/status` exists: dpkg. Check parses the status file itself (no
+//!   command). Fix installs from the package directory with `dpkg --root=<root> -i` when every
+//!   missing package has a `.deb` there, else with `apt-get install` (root `/` only); removes
+//!   with `apt-get remove` on `/`, `dpkg --root=<root> --remove` elsewhere.
+//! - `<root>/var/lib/rpm` (or `<root>/usr/lib/sysimage/rpm`) exists, or the `rpm` command
+//!   exists and the OS vendor is of the Red Hat / SuSE family: rpm. Check runs
+//!   `rpm --root <root> -qa`. Fix uses `rpm --root <root> -i` with a package directory, else
+//!   `dnf` (or `yum`) on `/`; removes with `dnf -y remove` on `/`, `rpm --root <root> -e`
+//!   elsewhere.
+//! - neither: not applicable ("no package database found under <root>").
+//!
+//! Differences from OpenSVC:
+//! - Names are validated (`[a-zA-Z0-9][a-zA-Z0-9+._-]*`, optional `:arch`); anything else,
+//!   including wildcards (`*`, which OpenSVC expanded with yum/zypper) and the HP-UX
+//!   `name:reloc` form, is an error. This also keeps options out of the package tools'
+//!   command lines. A non-string element is an error too (OpenSVC's Solaris dict form is not
+//!   supported).
+//! - The same name wanted and unwanted (`x` and `-x`, or `x` and `-x:i386`) is an error
+//!   rather than a fix that can never converge (OM3 blacklists such names silently).
+//! - `apt-get` runs without `--allow-unauthenticated` (security is not weakened), with
+//!   `--no-install-recommends`, `DEBIAN_FRONTEND=noninteractive` and `--force-confdef`/
+//!   `--force-confold` for dpkg, so an unattended run never prompts.
+//! - An `x` name matches any installed architecture of `x`; `x:arch` only that one. On rpm,
+//!   `x.arch` (the OpenSVC spelling) works as well as `x:arch`.
+//! - Versions are not checked (as in OpenSVC). When the package directory holds several
+//!   versions of a package, the highest (dpkg / rpm version order) of the native or
+//!   architecture-independent ones is installed.
+//! - A package whose dpkg state is `triggers-awaiting` / `triggers-pending` counts as
+//!   installed (it is configured; only a trigger is pending), whereas OpenSVC's `dpkg -l`
+//!   parsing wanted the `ii` state only; half-installed, unpacked, config-files and similar
+//!   states count as not installed.
+
+use std::cmp::Ordering;
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::Value;
+use tenet_rulesets::PackageFact;
+
+use crate::class::{Class, parse_rule};
+use crate::error::{Error, Result};
+use crate::host::{Host, HostView};
+use crate::status::{Log, Status, Stream};
+
+/// One package rule: the whole list of one variable.
+///
+/// Deserialized from a JSON list of strings (or one string) through [`TryFrom<Value>`], so
+/// there are no object fields (and no `deny_unknown_fields`): anything but a string or a list
+/// of strings is refused with a message naming the offending element.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "Value")]
+pub struct PackageRule {
+    /// Packages that must be installed (`name`, `+name`), in rule order, without duplicates.
+    pub install: Vec<PackageName>,
+    /// Packages that must be absent (`-name`), in rule order, without duplicates.
+    pub remove: Vec<PackageName>,
+}
+
+/// A validated package name, with an optional architecture qualifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageName {
+    /// The package name (`[a-zA-Z0-9][a-zA-Z0-9+._-]*`).
+    pub name: String,
+    /// The architecture after `:` (`amd64`, `x86_64`, `all`, ...), if given.
+    pub arch: Option<String>,
+}
+
+impl std::fmt::Display for PackageName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.arch {
+            Some(a) => write!(f, "{}:{a}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+impl TryFrom<Value> for PackageRule {
+    type Error = String;
+
+    fn try_from(value: Value) -> Result<Self, String> {
+        let items = match value {
+            Value::Array(items) => items,
+            s @ Value::String(_) => vec![s],
+            other => {
+                return Err(format!(
+                    "a package rule is a list of package names, not {other}"
+                ));
+            }
+        };
+        let mut rule = PackageRule {
+            install: Vec::new(),
+            remove: Vec::new(),
+        };
+        for (i, item) in items.iter().enumerate() {
+            let Value::String(text) = item else {
+                return Err(format!(
+                    "package list element {i} ({item}) is not a string (a package name)"
+                ));
+            };
+            let (wanted, name) = parse_spec(text)
+                .map_err(|e| format!("package list element {i} ({text:?}): {e}"))?;
+            let list = if wanted {
+                &mut rule.install
+            } else {
+                &mut rule.remove
+            };
+            if !list.contains(&name) {
+                list.push(name);
+            }
+        }
+        for w in &rule.install {
+            if let Some(u) = rule.remove.iter().find(|u| conflicts(w, u)) {
+                return Err(format!(
+                    "package {w} is both required ({w:?}) and forbidden (\"-{u}\")"
+                ));
+            }
+        }
+        Ok(rule)
+    }
+}
+
+impl PackageRule {
+    fn is_empty(&self) -> bool {
+        self.install.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// The `package` class.
+#[derive(Debug)]
+pub struct Package;
+
+impl Class for Package {
+    type Rule = PackageRule;
+    const NAME: &'static str = "package";
+    const ALIASES: &'static [&'static str] = &["packages", "packages.py", "package.py"];
+    const DESCRIPTION: &'static str =
+        "packages that must be installed (name, +name) or absent (-name), via dpkg/apt or rpm/dnf";
+
+    /// The whole list is one rule (one install transaction); an empty list is no rule.
+    fn rules(value: &Value) -> Result<Vec<PackageRule>, String> {
+        let rule: PackageRule = parse_rule(value)?;
+        Ok(if rule.is_empty() {
+            Vec::new()
+        } else {
+            vec![rule]
+        })
+    }
+
+    fn describe(rule: &PackageRule) -> String {
+        let names: Vec<String> = rule
+            .install
+            .iter()
+            .map(ToString::to_string)
+            .chain(rule.remove.iter().map(|n| format!("-{n}")))
+            .collect();
+        format!("packages {}", names.join(", "))
+    }
+
+    fn check(rule: &PackageRule, host: &HostView, log: &mut Log) -> Status {
+        let (_, installed) = match inventory(host) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                log.info(no_database(host));
+                return Status::NotApplicable;
+            }
+            Err(e) => {
+                log.err(e.to_string());
+                return Status::Nok;
+            }
+        };
+        let mut status = Status::Ok;
+        for name in &rule.install {
+            if is_installed(name, &installed) {
+                log.info(format!("package {name} is installed"));
+            } else {
+                log.err(format!("package {name} is not installed"));
+                status = Status::Nok;
+            }
+        }
+        for name in &rule.remove {
+            if is_installed(name, &installed) {
+                log.err(format!("package {name} is installed, and must not be"));
+                status = Status::Nok;
+            } else {
+                log.info(format!("package {name} is not installed"));
+            }
+        }
+        status
+    }
+
+    fn fixable(rule: &PackageRule, host: &HostView, log: &mut Log) -> Status {
+        let (backend, installed) = match inventory(host) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                log.info(no_database(host));
+                return Status::NotApplicable;
+            }
+            Err(e) => {
+                log.err(e.to_string());
+                return Status::Nok;
+            }
+        };
+        let missing = missing(rule, &installed);
+        let present = present(rule, &installed);
+        let mut status = Status::Ok;
+        if !missing.is_empty() {
+            match install_plan(backend, &missing, host) {
+                Ok(plan) => log.info(format!("can install {} ({})", join(&missing), plan.how())),
+                Err(reason) => {
+                    log.err(reason);
+                    status = Status::Nok;
+                }
+            }
+        }
+        if !present.is_empty() {
+            match removal_command(backend, &present, host) {
+                Ok(_) => log.info(format!("can remove {}", join(&present))),
+                Err(reason) => {
+                    log.err(reason);
+                    status = Status::Nok;
+                }
+            }
+        }
+        status
+    }
+
+    fn fix(rule: &PackageRule, host: &Host, log: &mut Log) -> Status {
+        let view = host.view();
+        let (backend, installed) = match inventory(view) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                log.info(no_database(view));
+                return Status::NotApplicable;
+            }
+            Err(e) => {
+                log.err(e.to_string());
+                return Status::Nok;
+            }
+        };
+
+        let missing = missing(rule, &installed);
+        if !missing.is_empty() {
+            let plan = match install_plan(backend, &missing, view) {
+                Ok(plan) => plan,
+                Err(reason) => {
+                    log.err(reason);
+                    return Status::Nok;
+                }
+            };
+            let mut cmd = install_command(backend, &plan, &missing, view);
+            if run_change(host, &mut cmd, log) != Status::Ok {
+                return Status::Nok;
+            }
+        }
+
+        // Installing may have removed conflicting packages: look again before removing.
+        let installed = match inventory(view) {
+            Ok(Some((_, installed))) => installed,
+            Ok(None) => {
+                log.err(no_database(view));
+                return Status::Nok;
+            }
+            Err(e) => {
+                log.err(e.to_string());
+                return Status::Nok;
+            }
+        };
+        let present = present(rule, &installed);
+        if !present.is_empty() {
+            let mut cmd = match removal_command(backend, &present, view) {
+                Ok(cmd) => cmd,
+                Err(reason) => {
+                    log.err(reason);
+                    return Status::Nok;
+                }
+            };
+            if run_change(host, &mut cmd, log) != Status::Ok {
+                return Status::Nok;
+            }
+        }
+
+        // The tools said yes; make sure the result complies (a removal may have taken a
+        // required package with it, an install may have stopped half-way).
+        let mut verify = Log::new();
+        match Package::check(rule, view, &mut verify) {
+            Status::Ok => Status::Ok,
+            other => {
+                for line in verify.lines().iter().filter(|l| l.stream == Stream::Err) {
+                    log.err(format!("after fix: {}", line.text));
+                }
+                if other == Status::NotApplicable {
+                    log.err(no_database(view));
+                }
+                Status::Nok
+            }
+        }
+    }
+}
+
+/// The installed packages of the managed system (name, version, architecture), for facts
+/// gathering: from `<root>/var/lib/dpkg/status` on dpkg systems, from
+/// `rpm --root <root> -qa` on rpm systems. A system without a package database (or with an
+/// unknown one) has no packages: the list is empty.
+pub fn installed_packages(host: &HostView) -> Result<Vec<PackageFact>> {
+    Ok(inventory(host)?.map(|(_, p)| p).unwrap_or_default())
+}
+
+/// Parses a dpkg status file (`/var/lib/dpkg/status`) into the packages it records as
+/// installed. Stanzas are separated by blank lines; continuation lines (starting with a space
+/// or tab) are skipped; field names are case-insensitive. A package is installed when the
+/// third word of its `Status:` is `installed` (or `triggers-awaiting` / `triggers-pending`).
+pub fn parse_dpkg_status(text: &str) -> Vec<PackageFact> {
+    let mut out = Vec::new();
+    let mut cur = Stanza::default();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            cur.finish(&mut out);
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            continue;
+        }
+        let Some((field, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim().to_string();
+        match field.trim().to_ascii_lowercase().as_str() {
+            "package" => cur.name = Some(value),
+            "status" => cur.status = Some(value),
+            "version" => cur.version = Some(value),
+            "architecture" => cur.arch = Some(value),
+            _ => {}
+        }
+    }
+    cur.finish(&mut out);
+    out
+}
+
+/// Parses the output of `rpm -qa --qf '%{NAME}\t%{VERSION}-%{RELEASE}\t%{ARCH}\n'`.
+/// Lines without three tab-separated fields are skipped.
+pub fn parse_rpm_query(text: &str) -> Vec<PackageFact> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split('\t');
+            let (name, version, arch) = (f.next()?, f.next()?, f.next()?);
+            let name = name.trim();
+            (!name.is_empty() && f.next().is_none()).then(|| PackageFact {
+                name: name.to_string(),
+                version: version.trim().to_string(),
+                arch: arch.trim().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Compares two Debian versions (`[epoch:]upstream[-revision]`) the way dpkg does.
+pub fn compare_deb_versions(a: &str, b: &str) -> Ordering {
+    fn split(v: &str) -> (u64, &str, &str) {
+        let (epoch, rest) = match v.split_once(':') {
+            Some((e, r)) if e.chars().all(|c| c.is_ascii_digit()) && !e.is_empty() => {
+                (e.parse().unwrap_or(u64::MAX), r)
+            }
+            _ => (0, v),
+        };
+        match rest.rsplit_once('-') {
+            Some((up, rev)) => (epoch, up, rev),
+            None => (epoch, rest, ""),
+        }
+    }
+    let (ea, ua, ra) = split(a);
+    let (eb, ub, rb) = split(b);
+    ea.cmp(&eb)
+        .then_with(|| deb_verrevcmp(ua, ub))
+        .then_with(|| deb_verrevcmp(ra, rb))
+}
+
+/// Compares two rpm `version-release` strings the way rpm does (rpmvercmp on each part).
+pub fn compare_rpm_versions(a: &str, b: &str) -> Ordering {
+    let split = |v: &'_ str| -> (String, String) {
+        match v.rsplit_once('-') {
+            Some((ver, rel)) => (ver.to_string(), rel.to_string()),
+            None => (v.to_string(), String::new()),
+        }
+    };
+    let (va, ra) = split(a);
+    let (vb, rb) = split(b);
+    rpmvercmp(&va, &vb).then_with(|| rpmvercmp(&ra, &rb))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rule parsing.
+
+fn parse_spec(text: &str) -> Result<(bool, PackageName), String> {
+    let text = text.trim();
+    let (wanted, spec) = if let Some(rest) = text.strip_prefix('-') {
+        (false, rest)
+    } else if let Some(rest) = text.strip_prefix('+') {
+        (true, rest)
+    } else {
+        (true, text)
+    };
+    if spec.contains(['*', '?', '[']) {
+        return Err("wildcards are not supported in package names".into());
+    }
+    let (name, arch) = match spec.split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (spec, None),
+    };
+    let valid = |s: &str, extra: &[char]| {
+        let mut chars = s.chars();
+        s.len() <= 255
+            && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && chars.all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+    };
+    if !valid(name, &['+', '.', '_', '-']) {
+        return Err(
+            "invalid package name (expected [a-zA-Z0-9][a-zA-Z0-9+._-]*, optionally :arch, \
+             with a leading - for a package that must be absent)"
+                .into(),
+        );
+    }
+    if let Some(a) = arch
+        && !valid(a, &['_', '-'])
+    {
+        return Err(format!(
+            "invalid architecture {a:?} (expected [a-zA-Z0-9][a-zA-Z0-9_-]*)"
+        ));
+    }
+    Ok((
+        wanted,
+        PackageName {
+            name: name.to_string(),
+            arch: arch.map(str::to_string),
+        },
+    ))
+}
+
+/// Whether requiring `w` and forbidding `u` can both hold at once: not when they name the
+/// same package and either leaves the architecture open (or both give the same one).
+fn conflicts(w: &PackageName, u: &PackageName) -> bool {
+    w.name == u.name && (w.arch.is_none() || u.arch.is_none() || w.arch == u.arch)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends and the installed inventory.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Dpkg,
+    Rpm,
+}
+
+const RPM_VENDORS: &[&str] = &[
+    "red hat",
+    "redhat",
+    "centos",
+    "oracle",
+    "suse",
+    "fedora",
+    "rocky",
+    "alma",
+    "almalinux",
+];
+
+fn backend(host: &HostView) -> Result<Option<Backend>> {
+    if host
+        .metadata(&host.path("/var/lib/dpkg/status")?)?
+        .is_some()
+    {
+        return Ok(Some(Backend::Dpkg));
+    }
+    for db in ["/var/lib/rpm", "/usr/lib/sysimage/rpm"] {
+        if host.metadata(&host.path(db)?)?.is_some() {
+            return Ok(Some(Backend::Rpm));
+        }
+    }
+    let rpm_vendor = host
+        .os_vendor()
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| RPM_VENDORS.contains(&v.as_str()));
+    if rpm_vendor && which("rpm").is_some() {
+        return Ok(Some(Backend::Rpm));
+    }
+    Ok(None)
+}
+
+fn no_database(host: &HostView) -> String {
+    format!("no package database found under {}", host.root().display())
+}
+
+fn inventory(host: &HostView) -> Result<Option<(Backend, Vec<PackageFact>)>> {
+    let Some(backend) = backend(host)? else {
+        return Ok(None);
+    };
+    let packages = match backend {
+        Backend::Dpkg => {
+            let path = host.path("/var/lib/dpkg/status")?;
+            parse_dpkg_status(&host.read_to_string(&path)?.unwrap_or_default())
+        }
+        Backend::Rpm => {
+            let mut cmd = command("rpm");
+            cmd.arg("--root").arg(host.root()).args([
+                "-qa",
+                "--qf",
+                "%{NAME}\\t%{VERSION}-%{RELEASE}\\t%{ARCH}\\n",
+            ]);
+            let out = host.run_query(&mut cmd)?;
+            if !out.status.success() {
+                return Err(Error::Command(failure(&cmd, &out)));
+            }
+            parse_rpm_query(&String::from_utf8_lossy(&out.stdout))
+        }
+    };
+    Ok(Some((backend, packages)))
+}
+
+#[derive(Default)]
+struct Stanza {
+    name: Option<String>,
+    status: Option<String>,
+    version: Option<String>,
+    arch: Option<String>,
+}
+
+impl Stanza {
+    fn finish(&mut self, out: &mut Vec<PackageFact>) {
+        let s = std::mem::take(self);
+        let installed = s.status.as_deref().is_some_and(|st| {
+            matches!(
+                st.split_whitespace().nth(2),
+                Some("installed" | "triggers-awaiting" | "triggers-pending")
+            )
+        });
+        if let (Some(name), true) = (s.name, installed) {
+            out.push(PackageFact {
+                name,
+                version: s.version.unwrap_or_default(),
+                arch: s.arch.unwrap_or_default(),
+            });
+        }
+    }
+}
+
+fn matches(want: &PackageName, p: &PackageFact) -> bool {
+    match &want.arch {
+        Some(arch) => p.name == want.name && &p.arch == arch,
+        // rpm spelling `name.arch` (a dpkg name may contain dots, but never equals
+        // `<another name>.<its arch>` in practice).
+        None => p.name == want.name || format!("{}.{}", p.name, p.arch) == want.name,
+    }
+}
+
+fn is_installed(want: &PackageName, installed: &[PackageFact]) -> bool {
+    installed.iter().any(|p| matches(want, p))
+}
+
+fn missing(rule: &PackageRule, installed: &[PackageFact]) -> Vec<PackageName> {
+    rule.install
+        .iter()
+        .filter(|n| !is_installed(n, installed))
+        .cloned()
+        .collect()
+}
+
+fn present(rule: &PackageRule, installed: &[PackageFact]) -> Vec<PackageName> {
+    rule.remove
+        .iter()
+        .filter(|n| is_installed(n, installed))
+        .cloned()
+        .collect()
+}
+
+fn join(names: &[PackageName]) -> String {
+    names
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fix planning and commands.
+
+enum InstallPlan {
+    /// Package files from the package directory, one per missing name.
+    Local(Vec<PathBuf>),
+    /// The distribution's repositories (apt-get / dnf / yum), root `/` only.
+    Repo(&'static str),
+}
+
+impl InstallPlan {
+    fn how(&self) -> String {
+        match self {
+            InstallPlan::Local(files) => format!("{} local package file(s)", files.len()),
+            InstallPlan::Repo(tool) => format!("with {tool}"),
+        }
+    }
+}
+
+fn install_plan(
+    backend: Backend,
+    missing: &[PackageName],
+    host: &HostView,
+) -> Result<InstallPlan, String> {
+    let mut uncovered: Vec<PackageName> = missing.to_vec();
+    if let Some(dir) = host.package_dir() {
+        let files = package_files(backend, dir, host)?;
+        let mut chosen: Vec<PathBuf> = Vec::new();
+        uncovered.clear();
+        for want in missing {
+            match best_candidate(backend, want, &files) {
+                Some(f) => {
+                    if !chosen.contains(&f.path) {
+                        chosen.push(f.path.clone());
+                    }
+                }
+                None => uncovered.push(want.clone()),
+            }
+        }
+        if uncovered.is_empty() {
+            return Ok(InstallPlan::Local(chosen));
+        }
+    }
+    let tool = repo_tool(backend);
+    if host.is_real_root() {
+        return match tool {
+            Some(tool) => Ok(InstallPlan::Repo(tool)),
+            None => Err(format!(
+                "cannot install {}: {} not found{}",
+                join(&uncovered),
+                match backend {
+                    Backend::Dpkg => "apt-get",
+                    Backend::Rpm => "dnf or yum",
+                },
+                host.package_dir()
+                    .map(|d| format!(", and no package file for it in {}", d.display()))
+                    .unwrap_or_default()
+            )),
+        };
+    }
+    Err(match host.package_dir() {
+        Some(dir) => format!(
+            "cannot install {} under root prefix {}: no package file for it in the package \
+             directory {}",
+            join(&uncovered),
+            host.root().display(),
+            dir.display()
+        ),
+        None => format!(
+            "cannot install {} under root prefix {} without a package directory (--package-dir)",
+            join(&uncovered),
+            host.root().display()
+        ),
+    })
+}
+
+fn repo_tool(backend: Backend) -> Option<&'static str> {
+    match backend {
+        Backend::Dpkg => which("apt-get").map(|_| "apt-get"),
+        Backend::Rpm => which("dnf")
+            .map(|_| "dnf")
+            .or_else(|| which("yum").map(|_| "yum")),
+    }
+}
+
+fn install_command(
+    backend: Backend,
+    plan: &InstallPlan,
+    missing: &[PackageName],
+    host: &HostView,
+) -> Command {
+    match (backend, plan) {
+        (Backend::Dpkg, InstallPlan::Local(files)) => {
+            let mut cmd = command("dpkg");
+            cmd.arg(root_arg(host)).args(["-i", "--"]).args(files);
+            cmd
+        }
+        (Backend::Rpm, InstallPlan::Local(files)) => {
+            let mut cmd = command("rpm");
+            cmd.arg("--root")
+                .arg(host.root())
+                .args(["-i", "--"])
+                .args(files);
+            cmd
+        }
+        (Backend::Dpkg, InstallPlan::Repo(tool)) => {
+            let mut cmd = apt_get(tool);
+            cmd.args(["install", "-y", "--no-install-recommends", "--"])
+                .args(missing.iter().map(ToString::to_string));
+            cmd
+        }
+        (Backend::Rpm, InstallPlan::Repo(tool)) => {
+            let mut cmd = command(tool);
+            cmd.args(["-y", "install", "--"])
+                .args(missing.iter().map(rpm_spelling));
+            cmd
+        }
+    }
+}
+
+fn removal_command(
+    backend: Backend,
+    present: &[PackageName],
+    host: &HostView,
+) -> Result<Command, String> {
+    match backend {
+        Backend::Dpkg if host.is_real_root() => {
+            let tool = repo_tool(backend)
+                .ok_or_else(|| format!("cannot remove {}: apt-get not found", join(present)))?;
+            let mut cmd = apt_get(tool);
+            cmd.args(["remove", "-y", "--"])
+                .args(present.iter().map(ToString::to_string));
+            Ok(cmd)
+        }
+        Backend::Dpkg => {
+            which("dpkg")
+                .ok_or_else(|| format!("cannot remove {}: dpkg not found", join(present)))?;
+            let mut cmd = command("dpkg");
+            cmd.arg(root_arg(host))
+                .args(["--remove", "--"])
+                .args(present.iter().map(ToString::to_string));
+            Ok(cmd)
+        }
+        Backend::Rpm if host.is_real_root() => {
+            let tool = repo_tool(backend)
+                .ok_or_else(|| format!("cannot remove {}: dnf or yum not found", join(present)))?;
+            let mut cmd = command(tool);
+            cmd.args(["-y", "remove", "--"])
+                .args(present.iter().map(rpm_spelling));
+            Ok(cmd)
+        }
+        Backend::Rpm => {
+            which("rpm")
+                .ok_or_else(|| format!("cannot remove {}: rpm not found", join(present)))?;
+            let mut cmd = command("rpm");
+            cmd.arg("--root")
+                .arg(host.root())
+                .args(["-e", "--"])
+                .args(present.iter().map(rpm_spelling));
+            Ok(cmd)
+        }
+    }
+}
+
+fn root_arg(host: &HostView) -> OsString {
+    let mut arg = OsString::from("--root=");
+    arg.push(host.root());
+    arg
+}
+
+fn apt_get(tool: &str) -> Command {
+    let mut cmd = command(tool);
+    cmd.env("DEBIAN_FRONTEND", "noninteractive").args([
+        "-o",
+        "Dpkg::Options::=--force-confdef",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+    ]);
+    cmd
+}
+
+fn rpm_spelling(n: &PackageName) -> String {
+    match &n.arch {
+        Some(a) => format!("{}.{a}", n.name),
+        None => n.name.clone(),
+    }
+}
+
+/// Runs a changing command, logging it; a failure logs the command line and the end of its
+/// output.
+fn run_change(host: &Host, cmd: &mut Command, log: &mut Log) -> Status {
+    log.info(format!("running {}", render(cmd)));
+    match host.run_change(cmd) {
+        Ok(out) if out.status.success() => Status::Ok,
+        Ok(out) => {
+            log.err(failure(cmd, &out));
+            Status::Nok
+        }
+        Err(e) => {
+            log.err(format!("{}: {e}", render(cmd)));
+            Status::Nok
+        }
+    }
+}
+
+fn failure(cmd: &Command, out: &std::process::Output) -> String {
+    const TAIL: usize = 10;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let text = if stderr.trim().is_empty() {
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        stderr.into_owned()
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(TAIL)..].join("\n");
+    let code = out.status.code().map_or_else(
+        || "killed by a signal".to_string(),
+        |c| format!("exit code {c}"),
+    );
+    if tail.is_empty() {
+        format!("{} failed ({code})", render(cmd))
+    } else {
+        format!("{} failed ({code}):\n{tail}", render(cmd))
+    }
+}
+
+/// The command line as a shell would read it (for messages only).
+fn render(cmd: &Command) -> String {
+    let quote = |s: &str| {
+        if !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-_./:=,@%".contains(c))
+        {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    };
+    let mut parts: Vec<String> = cmd
+        .get_envs()
+        .filter(|(k, _)| *k != "PATH")
+        .filter_map(|(k, v)| {
+            Some(format!(
+                "{}={}",
+                k.to_string_lossy(),
+                quote(&v?.to_string_lossy())
+            ))
+        })
+        .collect();
+    parts.push(quote(&cmd.get_program().to_string_lossy()));
+    parts.extend(cmd.get_args().map(|a| quote(&a.to_string_lossy())));
+    parts.join(" ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Package files of the package directory.
+
+#[derive(Debug, Clone)]
+struct PackageFile {
+    path: PathBuf,
+    fact: PackageFact,
+}
+
+fn package_files(
+    backend: Backend,
+    dir: &Path,
+    host: &HostView,
+) -> Result<Vec<PackageFile>, String> {
+    let ext = match backend {
+        Backend::Dpkg => "deb",
+        Backend::Rpm => "rpm",
+    };
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read the package directory {}: {e}", dir.display()))?;
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext) && p.is_file())
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths {
+        if let Some(fact) = read_package_file(backend, &path, host) {
+            out.push(PackageFile { path, fact });
+        }
+    }
+    Ok(out)
+}
+
+/// Name, version and architecture of a package file, from the file itself (`dpkg-deb -W`,
+/// `rpm -qp`); a `.deb` falls back to its file name (`name_version_arch.deb`) when dpkg-deb
+/// cannot run. Unreadable files are skipped.
+fn read_package_file(backend: Backend, path: &Path, host: &HostView) -> Option<PackageFact> {
+    let mut cmd = match backend {
+        Backend::Dpkg => {
+            let mut c = command("dpkg-deb");
+            c.args([
+                "-W",
+                "--showformat=${Package}\\t${Version}\\t${Architecture}\\n",
+                "--",
+            ]);
+            c
+        }
+        Backend::Rpm => {
+            let mut c = command("rpm");
+            c.args([
+                "-qp",
+                "--qf",
+                "%{NAME}\\t%{VERSION}-%{RELEASE}\\t%{ARCH}\\n",
+                "--",
+            ]);
+            c
+        }
+    };
+    cmd.arg(path);
+    match host.run_query(&mut cmd) {
+        Ok(out) if out.status.success() => parse_rpm_query(&String::from_utf8_lossy(&out.stdout))
+            .into_iter()
+            .next(),
+        Ok(_) => None,
+        Err(_) if backend == Backend::Dpkg => {
+            let stem = path.file_stem()?.to_str()?;
+            let mut f = stem.split('_');
+            let (name, version, arch) = (f.next()?, f.next()?, f.next()?);
+            Some(PackageFact {
+                name: name.to_string(),
+                version: version.replace("%3a", ":"),
+                arch: arch.to_string(),
+            })
+        }
+        Err(_) => None,
+    }
+}
+
+/// The file to install for `want`: among the files naming it, those of the native (or no)
+/// architecture when `want` leaves it open, then the highest version.
+fn best_candidate<'a>(
+    backend: Backend,
+    want: &PackageName,
+    files: &'a [PackageFile],
+) -> Option<&'a PackageFile> {
+    let candidates: Vec<&PackageFile> = files.iter().filter(|f| matches(want, &f.fact)).collect();
+    let (native, neutral) = match backend {
+        Backend::Dpkg => (native_deb_arch(), "all"),
+        Backend::Rpm => (std::env::consts::ARCH, "noarch"),
+    };
+    let preferred: Vec<&PackageFile> = candidates
+        .iter()
+        .copied()
+        .filter(|f| f.fact.arch == native || f.fact.arch == neutral)
+        .collect();
+    let pool = if want.arch.is_none() && !preferred.is_empty() {
+        preferred
+    } else {
+        candidates
+    };
+    let cmp = match backend {
+        Backend::Dpkg => compare_deb_versions,
+        Backend::Rpm => compare_rpm_versions,
+    };
+    // `max_by` keeps the last of equals; reversing the pool keeps the first file instead.
+    pool.into_iter()
+        .rev()
+        .max_by(|a, b| cmp(&a.fact.version, &b.fact.version))
+}
+
+fn native_deb_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "x86" => "i386",
+        "aarch64" => "arm64",
+        "arm" => "armhf",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64el",
+        "loongarch64" => "loong64",
+        "mips64" => "mips64el",
+        other => other,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands and PATH.
+
+/// Directories the package tools need on PATH (dpkg refuses to run without ldconfig and
+/// start-stop-daemon, which live in sbin; an agent may run with a PATH lacking them).
+const TOOL_DIRS: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+fn search_path() -> OsString {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for d in TOOL_DIRS {
+        if !dirs.iter().any(|x| x == Path::new(d)) {
+            dirs.push(PathBuf::from(d));
+        }
+    }
+    std::env::join_paths(dirs).unwrap_or_else(|_| OsString::from(TOOL_DIRS.join(":")))
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&search_path())
+        .map(|d| d.join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+fn command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env("PATH", search_path());
+    cmd
+}
+
+// ---------------------------------------------------------------------------------------------
+// Version comparison.
+
+fn deb_order(c: Option<u8>) -> i32 {
+    match c {
+        None => 0,
+        Some(c) if c.is_ascii_digit() => 0,
+        Some(c) if c.is_ascii_alphabetic() => c as i32,
+        Some(b'~') => -1,
+        Some(c) => c as i32 + 256,
+    }
+}
+
+/// dpkg's `verrevcmp`.
+fn deb_verrevcmp(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    let digit = |s: &[u8], k: usize| s.get(k).is_some_and(u8::is_ascii_digit);
+    while i < a.len() || j < b.len() {
+        let mut first_diff = 0i32;
+        while (i < a.len() && !digit(a, i)) || (j < b.len() && !digit(b, j)) {
+            let (ac, bc) = (deb_order(a.get(i).copied()), deb_order(b.get(j).copied()));
+            if ac != bc {
+                return ac.cmp(&bc);
+            }
+            i += 1;
+            j += 1;
+        }
+        while a.get(i) == Some(&b'0') {
+            i += 1;
+        }
+        while b.get(j) == Some(&b'0') {
+            j += 1;
+        }
+        while digit(a, i) && digit(b, j) {
+            if first_diff == 0 {
+                first_diff = a[i] as i32 - b[j] as i32;
+            }
+            i += 1;
+            j += 1;
+        }
+        if digit(a, i) {
+            return Ordering::Greater;
+        }
+        if digit(b, j) {
+            return Ordering::Less;
+        }
+        if first_diff != 0 {
+            return first_diff.cmp(&0);
+        }
+    }
+    Ordering::Equal
+}
+
+/// rpm's `rpmvercmp` (with `~` sorting before anything and `^` after the end only).
+fn rpmvercmp(a: &str, b: &str) -> Ordering {
+    if a == b {
+        return Ordering::Equal;
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    let sep = |c: u8| !c.is_ascii_alphanumeric() && c != b'~' && c != b'^';
+    loop {
+        while i < a.len() && sep(a[i]) {
+            i += 1;
+        }
+        while j < b.len() && sep(b[j]) {
+            j += 1;
+        }
+        let (ca, cb) = (a.get(i).copied(), b.get(j).copied());
+        if ca == Some(b'~') || cb == Some(b'~') {
+            if ca != Some(b'~') {
+                return Ordering::Greater;
+            }
+            if cb != Some(b'~') {
+                return Ordering::Less;
+            }
+            i += 1;
+            j += 1;
+            continue;
+        }
+        if ca == Some(b'^') || cb == Some(b'^') {
+            if ca.is_none() {
+                return Ordering::Less;
+            }
+            if cb.is_none() {
+                return Ordering::Greater;
+            }
+            if ca != Some(b'^') {
+                return Ordering::Greater;
+            }
+            if cb != Some(b'^') {
+                return Ordering::Less;
+            }
+            i += 1;
+            j += 1;
+            continue;
+        }
+        let (Some(ca), Some(_)) = (ca, cb) else { break };
+        let numeric = ca.is_ascii_digit();
+        let class = |c: &u8| {
+            if numeric {
+                c.is_ascii_digit()
+            } else {
+                c.is_ascii_alphabetic()
+            }
+        };
+        let ea = i + a[i..].iter().take_while(|c| class(c)).count();
+        let eb = j + b[j..].iter().take_while(|c| class(c)).count();
+        if eb == j {
+            // Different kinds of segment: a number is newer than letters.
+            return if numeric {
+                Ordering::Greater
+            } else {
+                Ordering::Less
+            };
+        }
+        let (mut sa, mut sb) = (&a[i..ea], &b[j..eb]);
+        if numeric {
+            while sa.first() == Some(&b'0') {
+                sa = &sa[1..];
+            }
+            while sb.first() == Some(&b'0') {
+                sb = &sb[1..];
+            }
+            match sa.len().cmp(&sb.len()) {
+                Ordering::Equal => {}
+                other => return other,
+            }
+        }
+        match sa.cmp(sb) {
+            Ordering::Equal => {}
+            other => return other,
+        }
+        i = ea;
+        j = eb;
+    }
+    match (i >= a.len(), j >= b.len()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Less,
+        _ => Ordering::Greater,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test support, public so that end-to-end tests of other crates can build dpkg roots.
+
+/// Helpers to build `.deb` files and private dpkg roots in tests. They panic on failure.
+#[doc(hidden)]
+pub mod test_support {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// Builds `<dir>/<name>_<version>_all.deb` with `dpkg-deb --build`: a package without
+    /// maintainer scripts holding one file, `/usr/share/doc/<name>/marker`.
+    pub fn build_test_deb(dir: &Path, name: &str, version: &str) -> PathBuf {
+        build_test_deb_with(dir, name, version, "")
+    }
+
+    /// Like [`build_test_deb`], with extra control fields (`"Depends: foo\n"`).
+    pub fn build_test_deb_with(dir: &Path, name: &str, version: &str, extra: &str) -> PathBuf {
+        let tree = tempfile_dir(dir, &format!(".build-{name}-{version}"));
+        let doc = tree.join("usr/share/doc").join(name);
+        std::fs::create_dir_all(tree.join("DEBIAN")).expect("create DEBIAN");
+        std::fs::create_dir_all(&doc).expect("create doc dir");
+        std::fs::write(doc.join("marker"), format!("{name} {version}\n")).expect("write marker");
+        std::fs::write(
+            tree.join("DEBIAN/control"),
+            format!(
+                "Package: {name}\nVersion: {version}\nArchitecture: all\n\
+                 Maintainer: Tenet Tests <tests@example.invalid>\n{extra}\
+                 Description: test package {name}\n"
+            ),
+        )
+        .expect("write control");
+        let deb = dir.join(format!("{name}_{}_all.deb", version.replace(':', "%3a")));
+        let out = Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(&tree)
+            .arg(&deb)
+            .output()
+            .expect("run dpkg-deb");
+        assert!(
+            out.status.success(),
+            "dpkg-deb --build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::remove_dir_all(&tree).expect("remove build tree");
+        deb
+    }
+
+    /// Creates a minimal dpkg database under `root` (`var/lib/dpkg/{status,available,info,
+    /// updates,triggers}`) recording `installed` (name, version) as installed, architecture
+    /// `all`, each with an empty file list.
+    pub fn init_dpkg_root(root: &Path, installed: &[(&str, &str)]) {
+        let db = root.join("var/lib/dpkg");
+        for d in ["info", "updates", "triggers"] {
+            std::fs::create_dir_all(db.join(d)).expect("create dpkg dirs");
+        }
+        let mut status = String::new();
+        for (name, version) in installed {
+            status.push_str(&format!(
+                "Package: {name}\nStatus: install ok installed\nPriority: optional\n\
+                 Section: misc\nMaintainer: Tenet Tests <tests@example.invalid>\n\
+                 Architecture: all\nVersion: {version}\nDescription: test package {name}\n\
+                 \x20a longer description\n\n"
+            ));
+            std::fs::write(db.join("info").join(format!("{name}.list")), "")
+                .expect("write file list");
+        }
+        std::fs::write(db.join("status"), status).expect("write status");
+        std::fs::write(db.join("available"), "").expect("write available");
+    }
+
+    fn tempfile_dir(parent: &Path, name: &str) -> PathBuf {
+        let p = parent.join(name);
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create build dir");
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{build_test_deb, build_test_deb_with, init_dpkg_root};
+    use super::*;
+    use crate::testing::{assert_class_contract, check, fix};
+    use serde_json::json;
+
+    fn host(root: &Path) -> Host {
+        Host::new(root).with_var_dir(root.join("var/lib/tenet"))
+    }
+
+    fn load(v: Value) -> Result<Vec<PackageRule>, String> {
+        Package::rules(&v)
+    }
+
+    #[test]
+    fn only_missing_packages_are_reported() {
+        let d = tempfile::tempdir().unwrap();
+        init_dpkg_root(d.path(), &[("sysstat", "12.6.1-1")]);
+        let (st, log) = check::<Package>(
+            &host(d.path()),
+            json!(["sysstat", "docker.io", "btrfs-tools"]),
+        );
+        assert_eq!(st, Status::Nok);
+        assert!(
+            log.contains(&"package sysstat is installed".to_string()),
+            "{log:?}"
+        );
+        assert!(
+            log.contains(&"package docker.io is not installed".to_string()),
+            "{log:?}"
+        );
+        assert!(
+            log.contains(&"package btrfs-tools is not installed".to_string()),
+            "{log:?}"
+        );
+    }
+
+    #[test]
+    fn installs_missing_packages_from_the_package_dir_in_one_call() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let debs = d.path().join("debs");
+        std::fs::create_dir_all(&debs).unwrap();
+        init_dpkg_root(&root, &[("sysstat", "12.6.1-1")]);
+        build_test_deb(&debs, "docker.io", "20.10.24+dfsg1-1");
+        build_test_deb(&debs, "btrfs-tools", "6.2-1");
+        build_test_deb(&debs, "unrelated", "1.0");
+        let h = host(&root).with_package_dir(Some(debs.clone()));
+        let rule = json!(["sysstat", "docker.io", "+btrfs-tools"]);
+
+        let mut log = Log::new();
+        let rules = load(rule.clone()).unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(Package::fixable(&rules[0], h.view(), &mut log), Status::Ok);
+
+        assert_class_contract::<Package>(&h, &[&root], rule.clone());
+        assert!(root.join("usr/share/doc/docker.io/marker").is_file());
+        assert!(root.join("usr/share/doc/btrfs-tools/marker").is_file());
+        assert!(!root.join("usr/share/doc/unrelated").exists());
+
+        let facts = installed_packages(h.view()).unwrap();
+        let names: Vec<&str> = facts.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(facts.contains(&PackageFact {
+            name: "docker.io".into(),
+            version: "20.10.24+dfsg1-1".into(),
+            arch: "all".into()
+        }));
+    }
+
+    #[test]
+    fn fix_logs_the_single_dpkg_command() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let debs = d.path().join("debs");
+        std::fs::create_dir_all(&debs).unwrap();
+        init_dpkg_root(&root, &[]);
+        build_test_deb(&debs, "a", "1");
+        build_test_deb(&debs, "b", "1");
+        let h = host(&root).with_package_dir(Some(debs));
+        let (st, log) = fix::<Package>(&h, json!(["a", "b"]));
+        assert_eq!(st, Status::Ok, "{log:?}");
+        let runs: Vec<&String> = log.iter().filter(|l| l.starts_with("running ")).collect();
+        assert_eq!(runs.len(), 1, "{log:?}");
+        assert!(
+            runs[0].contains("dpkg --root=") && runs[0].contains(" -i -- "),
+            "{runs:?}"
+        );
+        assert!(runs[0].contains("a_1_all.deb") && runs[0].contains("b_1_all.deb"));
+    }
+
+    #[test]
+    fn removes_unwanted_packages_with_dpkg_under_a_root_prefix() {
+        // Acceptance case 14, under a root prefix: ["bzip2", "-zip"], both installed.
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let debs = d.path().join("debs");
+        std::fs::create_dir_all(&debs).unwrap();
+        init_dpkg_root(&root, &[("bzip2", "1.0.8-5")]);
+        let zip = build_test_deb(&debs, "zip", "3.0-13");
+        let out = Command::new("dpkg")
+            .arg(format!("--root={}", root.display()))
+            .arg("-i")
+            .arg(&zip)
+            .env("PATH", search_path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(root.join("usr/share/doc/zip/marker").is_file());
+
+        let h = host(&root);
+        let log = assert_class_contract::<Package>(&h, &[&root], json!(["bzip2", "-zip"]));
+        assert!(
+            log.contains(&"package zip is installed, and must not be".to_string()),
+            "{log:?}"
+        );
+        assert!(!root.join("usr/share/doc/zip/marker").exists());
+        let (_, log) = check::<Package>(&h, json!(["bzip2", "-zip"]));
+        assert!(
+            log.contains(&"package zip is not installed".to_string()),
+            "{log:?}"
+        );
+    }
+
+    #[test]
+    fn config_files_state_is_not_installed() {
+        let d = tempfile::tempdir().unwrap();
+        init_dpkg_root(d.path(), &[]);
+        std::fs::write(
+            d.path().join("var/lib/dpkg/status"),
+            "Package: old\nStatus: deinstall ok config-files\nArchitecture: all\n\
+             Version: 0.1\nConffiles:\n /etc/old.conf 0123\nDescription: x\n",
+        )
+        .unwrap();
+        let h = host(d.path());
+        assert_eq!(check::<Package>(&h, json!(["old"])).0, Status::Nok);
+        assert_eq!(check::<Package>(&h, json!(["-old"])).0, Status::Ok);
+    }
+
+    #[test]
+    fn a_single_string_is_a_one_name_list() {
+        let d = tempfile::tempdir().unwrap();
+        init_dpkg_root(d.path(), &[("sysstat", "1")]);
+        let h = host(d.path());
+        assert_eq!(
+            check::<Package>(&h, json!("sysstat")),
+            (Status::Ok, vec!["package sysstat is installed".to_string()])
+        );
+        let rules = load(json!("-sysstat")).unwrap();
+        assert_eq!(Package::describe(&rules[0]), "packages -sysstat");
+        assert_eq!(
+            Package::describe(&load(json!(["a", "-b", "+c:amd64", "a"])).unwrap()[0]),
+            "packages a, c:amd64, -b"
+        );
+        assert!(load(json!([])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn invalid_names_are_errors() {
+        for bad in [
+            "--foo", "a b", "; rm", "rm;", "", "-", "+", "a:", "a:b:c", "fo*", "é", "a/b", "$(x)",
+        ] {
+            let err = load(json!([bad])).expect_err(bad);
+            assert!(err.contains("element 0"), "{bad}: {err}");
+        }
+        let err = load(json!(["ok", 42])).unwrap_err();
+        assert!(err.contains("element 1") && err.contains("42"), "{err}");
+        assert!(
+            load(json!({"names": ["a"]}))
+                .unwrap_err()
+                .contains("list of package names")
+        );
+        assert!(
+            load(json!(["x", "-x"]))
+                .unwrap_err()
+                .contains("both required")
+        );
+        assert!(
+            load(json!(["x", "-x:i386"]))
+                .unwrap_err()
+                .contains("both required")
+        );
+        assert!(load(json!(["x:amd64", "-x:i386"])).is_ok());
+        assert!(
+            load(json!([
+                "lib32z1",
+                "g++",
+                "libstdc++6:amd64",
+                "python3.11",
+                "a_b"
+            ]))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn no_database_is_not_applicable() {
+        let d = tempfile::tempdir().unwrap();
+        let h = host(d.path());
+        let (st, log) = check::<Package>(&h, json!(["sysstat"]));
+        assert_eq!(st, Status::NotApplicable);
+        assert_eq!(
+            log,
+            vec![format!(
+                "no package database found under {}",
+                d.path().display()
+            )]
+        );
+        assert_eq!(installed_packages(h.view()).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn no_package_dir_under_a_root_prefix_cannot_fix() {
+        let d = tempfile::tempdir().unwrap();
+        init_dpkg_root(d.path(), &[]);
+        let h = host(d.path());
+        let want = format!(
+            "cannot install docker.io under root prefix {} without a package directory (--package-dir)",
+            d.path().display()
+        );
+        let rules = load(json!(["docker.io"])).unwrap();
+        let mut log = Log::new();
+        assert_eq!(Package::fixable(&rules[0], h.view(), &mut log), Status::Nok);
+        assert_eq!(log.last_error(), Some(want.as_str()));
+        let (st, log) = fix::<Package>(&h, json!(["docker.io"]));
+        assert_eq!(st, Status::Nok);
+        assert_eq!(log, vec![want]);
+    }
+
+    #[test]
+    fn a_package_dir_lacking_a_name_cannot_fix_under_a_root_prefix() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let debs = d.path().join("debs");
+        std::fs::create_dir_all(&debs).unwrap();
+        init_dpkg_root(&root, &[]);
+        build_test_deb(&debs, "a", "1");
+        let h = host(&root).with_package_dir(Some(debs.clone()));
+        let (st, log) = fix::<Package>(&h, json!(["a", "b"]));
+        assert_eq!(st, Status::Nok);
+        assert!(
+            log[0].contains("cannot install b under root prefix")
+                && log[0].contains(&debs.display().to_string()),
+            "{log:?}"
+        );
+        assert!(
+            !root.join("usr/share/doc/a").exists(),
+            "nothing installed when one name is missing"
+        );
+    }
+
+    #[test]
+    fn the_highest_version_in_the_package_dir_wins() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let debs = d.path().join("debs");
+        std::fs::create_dir_all(&debs).unwrap();
+        init_dpkg_root(&root, &[]);
+        build_test_deb(&debs, "foo", "1.9");
+        build_test_deb(&debs, "foo", "1.10");
+        build_test_deb(&debs, "foo", "1.10~rc1");
+        let h = host(&root).with_package_dir(Some(debs));
+        assert_class_contract::<Package>(&h, &[&root], json!(["foo"]));
+        let facts = installed_packages(h.view()).unwrap();
+        assert_eq!(facts.len(), 1);
+        assert_eq!(facts[0].version, "1.10");
+    }
+
+    #[test]
+    fn a_failing_command_is_reported_with_its_stderr() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let debs = d.path().join("debs");
+        std::fs::create_dir_all(&debs).unwrap();
+        init_dpkg_root(&root, &[]);
+        build_test_deb_with(&debs, "needy", "1", "Depends: nosuchpackage\n");
+        let h = host(&root).with_package_dir(Some(debs));
+        let (st, log) = fix::<Package>(&h, json!(["needy"]));
+        assert_eq!(st, Status::Nok);
+        let all = log.join("\n");
+        assert!(
+            all.contains("dpkg --root=") && all.contains("failed (exit code 1)"),
+            "{all}"
+        );
+        assert!(all.contains("nosuchpackage"), "{all}");
+    }
+
+    #[test]
+    fn architecture_qualifiers_match_exactly() {
+        let d = tempfile::tempdir().unwrap();
+        init_dpkg_root(d.path(), &[("foo", "1")]);
+        let h = host(d.path());
+        assert_eq!(check::<Package>(&h, json!(["foo:all"])).0, Status::Ok);
+        assert_eq!(check::<Package>(&h, json!(["foo:amd64"])).0, Status::Nok);
+        assert_eq!(check::<Package>(&h, json!(["-foo:i386"])).0, Status::Ok);
+    }
+
+    #[test]
+    fn rpm_database_selects_rpm_and_a_missing_rpm_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("var/lib/rpm")).unwrap();
+        let h = host(d.path());
+        assert_eq!(backend(h.view()).unwrap(), Some(Backend::Rpm));
+        if which("rpm").is_none() {
+            let (st, log) = check::<Package>(&h, json!(["bash"]));
+            assert_eq!(st, Status::Nok);
+            assert!(log[0].contains("rpm"), "{log:?}");
+        }
+        // dpkg wins when both databases are there.
+        init_dpkg_root(d.path(), &[]);
+        assert_eq!(backend(h.view()).unwrap(), Some(Backend::Dpkg));
+    }
+
+    #[test]
+    fn dpkg_status_parsing() {
+        let text = "Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:2.0-1\n\
+                    Description: a\n Package: fake\n .\n more\n\n\n\
+                    package: b\nstatus: hold ok installed\narchitecture: all\nversion: 3\n\n\
+                    Package: c\nStatus: install ok unpacked\nVersion: 1\n\n\
+                    Package: d\nStatus: install ok half-configured\n\n\
+                    Package: e\nStatus: install ok triggers-pending\nArchitecture: i386\nVersion: 5\n\n\
+                    Package: a\nStatus: install ok installed\nArchitecture: i386\nVersion: 1:2.0-1\n";
+        let facts = parse_dpkg_status(text);
+        let got: Vec<(&str, &str, &str)> = facts
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str(), p.arch.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", "1:2.0-1", "amd64"),
+                ("b", "3", "all"),
+                ("e", "5", "i386"),
+                ("a", "1:2.0-1", "i386")
+            ]
+        );
+    }
+
+    #[test]
+    fn rpm_query_parsing_and_matching() {
+        let out = "bash\t5.1.8-6.el9\tx86_64\nglibc\t2.34-60.el9\ti686\nglibc\t2.34-60.el9\tx86_64\n\
+                   gpg-pubkey\tfd431d51-4ae0493b\t(none)\ngarbage line\n\n";
+        let facts = parse_rpm_query(out);
+        assert_eq!(facts.len(), 4);
+        assert_eq!(
+            facts[0],
+            PackageFact {
+                name: "bash".into(),
+                version: "5.1.8-6.el9".into(),
+                arch: "x86_64".into()
+            }
+        );
+        let n = |s: &str| parse_spec(s).unwrap().1;
+        assert!(is_installed(&n("bash"), &facts));
+        assert!(is_installed(&n("bash.x86_64"), &facts));
+        assert!(is_installed(&n("glibc.i686"), &facts));
+        assert!(is_installed(&n("glibc:i686"), &facts));
+        assert!(!is_installed(&n("bash.i686"), &facts));
+        assert!(!is_installed(&n("zsh"), &facts));
+        assert_eq!(rpm_spelling(&n("glibc:i686")), "glibc.i686");
+    }
+
+    #[test]
+    fn deb_version_order() {
+        use Ordering::*;
+        for (a, b, want) in [
+            ("1.0", "1.0", Equal),
+            ("1.10", "1.9", Greater),
+            ("1.0~rc1", "1.0", Less),
+            ("1.0", "1.0-1", Less),
+            ("1:0.1", "9.9", Greater),
+            ("1.0a", "1.0", Greater),
+            ("1.0+b1", "1.0a", Greater),
+            ("2.0-1ubuntu1", "2.0-1", Greater),
+            ("1.001", "1.1", Equal),
+            ("1.0~~", "1.0~", Less),
+        ] {
+            assert_eq!(compare_deb_versions(a, b), want, "{a} vs {b}");
+            assert_eq!(compare_deb_versions(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn rpm_version_order() {
+        use Ordering::*;
+        for (a, b, want) in [
+            ("1.0-1", "1.0-1", Equal),
+            ("1.10-1", "1.9-1", Greater),
+            ("1.0~rc1-1", "1.0-1", Less),
+            ("1.0-2.el9", "1.0-10.el9", Less),
+            ("1.0a-1", "1.0-1", Greater),
+            ("1.0^git1-1", "1.0-1", Greater),
+            ("1.0^git1-1", "1.0.1-1", Less),
+            ("1.01-1", "1.1-1", Equal),
+            ("2-1", "a-1", Greater),
+        ] {
+            assert_eq!(compare_rpm_versions(a, b), want, "{a} vs {b}");
+            assert_eq!(compare_rpm_versions(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn command_lines_are_rendered_for_messages() {
+        let mut cmd = apt_get("apt-get");
+        cmd.args(["install", "-y", "--", "a b", "c"]);
+        assert_eq!(
+            render(&cmd),
+            "DEBIAN_FRONTEND=noninteractive apt-get -o Dpkg::Options::=--force-confdef -o \
+             Dpkg::Options::=--force-confold install -y -- 'a b' c"
+        );
+    }
+
+    #[test]
+    fn registered_under_its_aliases() {
+        for name in ["package", "packages", "packages.py", "package.py"] {
+            assert_eq!(
+                crate::classes::find(name).map(|c| c.name),
+                Some("package"),
+                "{name}"
+            );
+        }
+    }
+}
