@@ -196,7 +196,8 @@ impl Host {
         fs::create_dir_all(path).map_err(|e| Error::io(path, e))
     }
 
-    /// Sets the permission bits of a root-prefixed path (symlinks are not followed).
+    /// Sets the permission bits of a root-prefixed path. Symlinks ARE followed (chmod has no
+    /// lchmod on Linux): callers refuse symlinks before calling this.
     pub fn set_mode(&self, path: &Path, mode: u32) -> Result<()> {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| Error::io(path, e))
     }
