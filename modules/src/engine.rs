@@ -320,6 +320,10 @@ fn run_module(
             },
         }
     };
+    // The module's writes are durable before it is reported.
+    if let Err(e) = host.sync() {
+        tracing::warn!(module = %planned.name, "syncing written directories: {e}");
+    }
     ModuleReport {
         module: planned.name.clone(),
         moduleset: planned.moduleset.clone(),

@@ -30,6 +30,20 @@ pub struct HostView {
 #[derive(Debug, Clone)]
 pub struct Host {
     view: HostView,
+    /// Directories holding renamed files whose directory entry is not yet on disk. A rename
+    /// is atomic without it (a reader or a crash sees the old file or the new one); the
+    /// directory fsync only makes the new entry durable, so it is done once per directory
+    /// per batch ([`Host::sync`]) rather than once per file.
+    unsynced_dirs: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<PathBuf>>>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // The last clone makes sure nothing written is left undurable.
+        if std::sync::Arc::strong_count(&self.unsynced_dirs) == 1 {
+            let _ = self.sync();
+        }
+    }
 }
 
 impl std::ops::Deref for Host {
@@ -58,6 +72,28 @@ impl Host {
                 package_dir: None,
                 os_vendor: None,
             },
+            unsynced_dirs: Default::default(),
+        }
+    }
+
+    /// Makes every rename done so far durable: fsyncs each directory that received one.
+    pub fn sync(&self) -> Result<()> {
+        let dirs = match self.unsynced_dirs.lock() {
+            Ok(mut d) => std::mem::take(&mut *d),
+            Err(_) => return Ok(()),
+        };
+        for dir in dirs {
+            File::open(&dir)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Records that `dir` received a rename to fsync at the next [`Host::sync`].
+    pub fn defer_dir_sync(&self, dir: &Path) {
+        if let Ok(mut d) = self.unsynced_dirs.lock() {
+            d.insert(dir.to_path_buf());
         }
     }
 
@@ -104,8 +140,8 @@ impl Host {
     }
 
     /// Writes `content` to `path` (already root-prefixed) atomically: a temporary file in the
-    /// same directory, fsync, mode and owner set, rename over the target, fsync of the
-    /// directory. A reader (or a crash) sees the old file or the new one, never a mix.
+    /// same directory, fsync, mode and owner set, rename over the target; the directory is
+    /// fsynced at the next [`Host::sync`]. A reader (or a crash) sees the old file or the new one, never a mix.
     /// The replaced file, if any, is backed up first. Parent directories are created.
     pub fn write_atomic(
         &self,
@@ -161,13 +197,13 @@ impl Host {
             }
             f.set_permissions(fs::Permissions::from_mode(mode))?;
             drop(f);
-            fs::rename(&tmp, path)?;
-            File::open(parent)?.sync_all()
+            fs::rename(&tmp, path)
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);
             return Err(Error::io(path, e));
         }
+        self.defer_dir_sync(parent);
         Ok(())
     }
 

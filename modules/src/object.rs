@@ -73,5 +73,9 @@ pub fn run_object(
     if loaded == 0 && statuses.is_empty() {
         log.info(format!("no rules found under prefix {prefix}: not applicable"));
     }
+    if let Err(e) = host.sync() {
+        log.err(format!("syncing written directories: {e}"));
+        statuses.push(Status::Nok);
+    }
     Status::merge_all(statuses)
 }

@@ -169,13 +169,19 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(env_name("spdc_kernel_sysctl"), "OSVC_COMP_SPDC_KERNEL_SYSCTL");
+        assert_eq!(
+            env_name("spdc_kernel_sysctl"),
+            "OSVC_COMP_SPDC_KERNEL_SYSCTL"
+        );
         assert_eq!(env_name("a.b-c d"), "OSVC_COMP_A_B_C_D");
     }
 
     #[test]
     fn values_like_python() {
-        assert_eq!(env_value(&VarValue::Text("svc:/x:default".into())), "svc:/x:default");
+        assert_eq!(
+            env_value(&VarValue::Text("svc:/x:default".into())),
+            "svc:/x:default"
+        );
         assert_eq!(env_value(&VarValue::from_text("\"abc\"")), "\"abc\"");
         assert_eq!(env_value(&VarValue::from_text("33")), "33");
         assert_eq!(
@@ -184,7 +190,10 @@ mod tests {
         );
         assert_eq!(python_json(&json!({})), "{}");
         assert_eq!(python_json(&json!([])), "[]");
-        assert_eq!(python_json(&json!(18446744073709551615u64)), "18446744073709551615");
+        assert_eq!(
+            python_json(&json!(18446744073709551615u64)),
+            "18446744073709551615"
+        );
     }
 
     #[test]

@@ -133,7 +133,9 @@ struct VariableWire {
 }
 
 /// `null` reads as the type's default (older collectors export `null` for empty columns).
-fn null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+fn null_default<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
+    d: D,
+) -> Result<T, D::Error> {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
@@ -159,7 +161,11 @@ pub fn logical_op_str(op: LogicalOp) -> &'static str {
 /// Parses an OpenSVC logical operator (`AND`, `OR`, `AND NOT`, `OR NOT`; case and inner
 /// spacing are not significant).
 pub fn parse_logical_op(s: &str) -> Option<LogicalOp> {
-    let norm = s.split_whitespace().collect::<Vec<_>>().join(" ").to_uppercase();
+    let norm = s
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_uppercase();
     Some(match norm.as_str() {
         "AND" => LogicalOp::And,
         "OR" => LogicalOp::Or,
@@ -188,7 +194,11 @@ pub fn filter_op_str(op: FilterOp) -> &'static str {
 /// Parses an OpenSVC filter operator (`=`, `!=`, `LIKE`, `NOT LIKE`, `<`, `<=`, `>`, `>=`, `IN`,
 /// `NOT IN`; keywords in any case).
 pub fn parse_filter_op(s: &str) -> Option<FilterOp> {
-    let norm = s.split_whitespace().collect::<Vec<_>>().join(" ").to_uppercase();
+    let norm = s
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_uppercase();
     Some(match norm.as_str() {
         "=" => FilterOp::Eq,
         "!=" | "<>" => FilterOp::Ne,
@@ -302,7 +312,12 @@ pub fn from_json(text: &str, path: &str) -> Result<Bundle> {
     let src = Src { path, text };
     let doc: ExportIn = serde_json::from_str(text).map_err(|e| Error::Parse {
         path: src.at(offset_in(text, e.line(), e.column())),
-        message: format!("not an OpenSVC export: {}", strip_position(&e)),
+        message: match e.classify() {
+            serde_json::error::Category::Data => {
+                format!("not an OpenSVC export: {}", strip_position(&e))
+            }
+            _ => format!("invalid JSON: {}", strip_position(&e)),
+        },
     })?;
     let mut bundle = Bundle::default();
     let mut origins = Origins::new();
@@ -329,7 +344,11 @@ pub fn from_json(text: &str, path: &str) -> Result<Bundle> {
             let logical_op = parse_logical_op(&e.f_log_op).ok_or_else(|| {
                 src.err(
                     fraw,
-                    format!("{}: unknown f_log_op {:?} (expected one of {LOGICAL_OPS})", what(), e.f_log_op),
+                    format!(
+                        "{}: unknown f_log_op {:?} (expected one of {LOGICAL_OPS})",
+                        what(),
+                        e.f_log_op
+                    ),
                 )
             })?;
             let test = match (e.filter, e.filterset) {
@@ -337,7 +356,11 @@ pub fn from_json(text: &str, path: &str) -> Result<Bundle> {
                     let op = parse_filter_op(&f.f_op).ok_or_else(|| {
                         src.err(
                             fraw,
-                            format!("{}: unknown f_op {:?} (expected one of {FILTER_OPS})", what(), f.f_op),
+                            format!(
+                                "{}: unknown f_op {:?} (expected one of {FILTER_OPS})",
+                                what(),
+                                f.f_op
+                            ),
                         )
                     })?;
                     FilterTest::Filter(Filter {
@@ -352,7 +375,10 @@ pub fn from_json(text: &str, path: &str) -> Result<Bundle> {
                 _ => {
                     return Err(src.err(
                         fraw,
-                        format!("{}: exactly one of \"filter\" and \"filterset\" must be set", what()),
+                        format!(
+                            "{}: exactly one of \"filter\" and \"filterset\" must be set",
+                            what()
+                        ),
                     ));
                 }
             };
@@ -388,7 +414,13 @@ pub fn from_json(text: &str, path: &str) -> Result<Bundle> {
         })?;
         let mut variables = Vec::with_capacity(w.variables.len());
         for (j, vraw) in w.variables.iter().enumerate() {
-            let what = || format!("ruleset {}, variable {}", w.ruleset_name, raw_name(vraw, "var_name", j));
+            let what = || {
+                format!(
+                    "ruleset {}, variable {}",
+                    w.ruleset_name,
+                    raw_name(vraw, "var_name", j)
+                )
+            };
             let v: VariableWire = src.parse(vraw, &what)?;
             let value = match v.var_value {
                 serde_json::Value::String(s) => VarValue::from_text(&s),
@@ -539,7 +571,8 @@ pub fn to_json(bundle: &Bundle) -> String {
             .collect(),
     };
     // Plain structs of strings, numbers and lists: serialization cannot fail.
-    serde_json::to_string_pretty(&out).unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()))
+    serde_json::to_string_pretty(&out)
+        .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()))
 }
 
 #[cfg(test)]
@@ -563,7 +596,10 @@ mod tests {
     #[test]
     fn loads_and_round_trips() {
         let b = from_json(SMALL, "small.json").unwrap_or_default();
-        assert_eq!(b.rulesets["r"].variables[0].value, VarValue::Text("plain text".into()));
+        assert_eq!(
+            b.rulesets["r"].variables[0].value,
+            VarValue::Text("plain text".into())
+        );
         assert_eq!(from_json(&to_json(&b), "out.json").unwrap_or_default(), b);
     }
 
@@ -577,15 +613,32 @@ mod tests {
     #[test]
     fn errors_name_object_and_position() {
         let e = err(&SMALL.replace("\"f_op\": \"=\"", "\"f_op\": \"~\""));
-        assert!(e.starts_with("x.json:4:") && e.contains("filterset linux, filter 1: unknown f_op \"~\""), "{e}");
+        assert!(
+            e.starts_with("x.json:4:")
+                && e.contains("filterset linux, filter 1: unknown f_op \"~\""),
+            "{e}"
+        );
         let e = err(&SMALL.replace("\"var_author\"", "\"var_authr\""));
-        assert!(e.starts_with("x.json:11:") && e.contains("ruleset r, variable v: unknown field `var_authr`"), "{e}");
+        assert!(
+            e.starts_with("x.json:11:")
+                && e.contains("ruleset r, variable v: unknown field `var_authr`"),
+            "{e}"
+        );
         let e = err(&SMALL.replace("\"contextual\"", "\"sometimes\""));
-        assert!(e.contains("ruleset r: unknown ruleset_type \"sometimes\""), "{e}");
+        assert!(
+            e.contains("ruleset r: unknown ruleset_type \"sometimes\""),
+            "{e}"
+        );
         let e = err("{\"rulesets\": [}");
         assert!(e.starts_with("x.json:1:"), "{e}");
-        let e = err(&SMALL.replace("true, \"fset_name\": \"linux\"", "true, \"fset_name\": \"nope\""));
-        assert!(e.contains("ruleset r") && e.contains("\"nope\" does not exist"), "{e}");
+        let e = err(&SMALL.replace(
+            "true, \"fset_name\": \"linux\"",
+            "true, \"fset_name\": \"nope\"",
+        ));
+        assert!(
+            e.contains("ruleset r") && e.contains("\"nope\" does not exist"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -595,6 +648,9 @@ mod tests {
             "\"rulesets\": [\n    {\"ruleset_name\": \"r\", \"ruleset_type\": \"explicit\"},\n",
         );
         let e = err(&dup);
-        assert!(e.contains("ruleset r: duplicate name (first defined at x.json:"), "{e}");
+        assert!(
+            e.contains("ruleset r: duplicate name (first defined at x.json:"),
+            "{e}"
+        );
     }
 }

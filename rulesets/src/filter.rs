@@ -58,17 +58,24 @@ fn eval_set<'a>(
 pub fn eval_filter(f: &Filter, facts: &NodeFacts) -> bool {
     let field = f.field.as_str();
     match f.table.as_str() {
-        "nodes" => compare(facts.node.get(field).map_or("", String::as_str), f.op, &f.value),
+        "nodes" => compare(
+            facts.node.get(field).map_or("", String::as_str),
+            f.op,
+            &f.value,
+        ),
         "services" | "svcmon" => match &facts.service {
             Some(svc) => compare(svc.get(field).map_or("", String::as_str), f.op, &f.value),
             None => false,
         },
-        "packages" => any_or_none(facts.packages.iter().map(|p| match field {
-            "pkg_name" => p.name.as_str(),
-            "pkg_version" => p.version.as_str(),
-            "pkg_arch" => p.arch.as_str(),
-            _ => "",
-        }), f),
+        "packages" => any_or_none(
+            facts.packages.iter().map(|p| match field {
+                "pkg_name" => p.name.as_str(),
+                "pkg_version" => p.version.as_str(),
+                "pkg_arch" => p.arch.as_str(),
+                _ => "",
+            }),
+            f,
+        ),
         "tags" | "v_tags" => any_or_none(
             facts
                 .tags
@@ -250,16 +257,46 @@ mod tests {
     #[test]
     fn tables() {
         let f = facts();
-        assert!(eval_filter(&filter("nodes", "os_name", FilterOp::Eq, "Linux"), &f));
-        assert!(eval_filter(&filter("nodes", "mem_bytes", FilterOp::Ge, "4096"), &f));
-        assert!(eval_filter(&filter("nodes", "missing", FilterOp::Eq, ""), &f));
-        assert!(eval_filter(&filter("packages", "pkg_name", FilterOp::Eq, "systemd"), &f));
-        assert!(!eval_filter(&filter("packages", "pkg_name", FilterOp::Ne, "systemd"), &f));
-        assert!(eval_filter(&filter("packages", "pkg_name", FilterOp::Ne, "xinetd"), &f));
-        assert!(eval_filter(&filter("packages", "pkg_name", FilterOp::NotLike, "xin%"), &f));
-        assert!(eval_filter(&filter("tags", "tag_name", FilterOp::In, "dev,prod"), &f));
-        assert!(!eval_filter(&filter("services", "svcname", FilterOp::Ne, "x"), &f));
-        assert!(!eval_filter(&filter("node_hba", "x", FilterOp::Ne, "x"), &f));
+        assert!(eval_filter(
+            &filter("nodes", "os_name", FilterOp::Eq, "Linux"),
+            &f
+        ));
+        assert!(eval_filter(
+            &filter("nodes", "mem_bytes", FilterOp::Ge, "4096"),
+            &f
+        ));
+        assert!(eval_filter(
+            &filter("nodes", "missing", FilterOp::Eq, ""),
+            &f
+        ));
+        assert!(eval_filter(
+            &filter("packages", "pkg_name", FilterOp::Eq, "systemd"),
+            &f
+        ));
+        assert!(!eval_filter(
+            &filter("packages", "pkg_name", FilterOp::Ne, "systemd"),
+            &f
+        ));
+        assert!(eval_filter(
+            &filter("packages", "pkg_name", FilterOp::Ne, "xinetd"),
+            &f
+        ));
+        assert!(eval_filter(
+            &filter("packages", "pkg_name", FilterOp::NotLike, "xin%"),
+            &f
+        ));
+        assert!(eval_filter(
+            &filter("tags", "tag_name", FilterOp::In, "dev,prod"),
+            &f
+        ));
+        assert!(!eval_filter(
+            &filter("services", "svcname", FilterOp::Ne, "x"),
+            &f
+        ));
+        assert!(!eval_filter(
+            &filter("node_hba", "x", FilterOp::Ne, "x"),
+            &f
+        ));
     }
 
     #[test]
@@ -282,10 +319,16 @@ mod tests {
                 "nested",
                 vec![
                     entry(LogicalOp::And, t()),
-                    entry(LogicalOp::AndNot, FilterTest::Filterset("first negated".into())),
+                    entry(
+                        LogicalOp::AndNot,
+                        FilterTest::Filterset("first negated".into()),
+                    ),
                 ],
             ),
-            ("loop", vec![entry(LogicalOp::And, FilterTest::Filterset("loop".into()))]),
+            (
+                "loop",
+                vec![entry(LogicalOp::And, FilterTest::Filterset("loop".into()))],
+            ),
         ]);
         let facts = facts();
         assert!(!matches(&b, "empty", &facts).unwrap_or(true));
@@ -293,7 +336,10 @@ mod tests {
         assert!(!matches(&b, "first negated", &facts).unwrap_or(true));
         assert!(matches(&b, "nested", &facts).unwrap_or(false));
         assert!(matches(&b, "loop", &facts).is_err());
-        assert!(matches!(matches(&b, "nope", &facts), Err(Error::NotFound { .. })));
+        assert!(matches!(
+            matches(&b, "nope", &facts),
+            Err(Error::NotFound { .. })
+        ));
     }
 
     fn arb_op() -> impl Strategy<Value = FilterOp> {
@@ -329,7 +375,12 @@ mod tests {
                 Just("services"),
                 Just("other")
             ],
-            prop_oneof![Just("os_name"), Just("pkg_name"), Just("tag_name"), Just("x")],
+            prop_oneof![
+                Just("os_name"),
+                Just("pkg_name"),
+                Just("tag_name"),
+                Just("x")
+            ],
             arb_op(),
             "[a-zA-Z0-9%_\\\\, .-]{0,8}",
         )
@@ -341,7 +392,10 @@ mod tests {
             proptest::collection::vec(("[a-z_]{1,8}", "[a-zA-Z0-9%_ .-]{0,6}"), 0..4),
             proptest::collection::vec("[a-z0-9%_]{0,6}", 0..3),
             proptest::collection::vec("[a-z0-9]{0,4}", 0..3),
-            proptest::option::of(proptest::collection::vec(("[a-z_]{1,8}", "[a-z0-9]{0,6}"), 0..3)),
+            proptest::option::of(proptest::collection::vec(
+                ("[a-z_]{1,8}", "[a-z0-9]{0,6}"),
+                0..3,
+            )),
         )
             .prop_map(|(node, pkgs, tags, svc)| NodeFacts {
                 node: node.into_iter().collect(),

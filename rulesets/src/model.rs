@@ -224,10 +224,12 @@ pub struct PackageFact {
 impl VarValue {
     /// Interprets an OpenSVC `var_value` text: JSON when the whole text parses as JSON, else the
     /// text verbatim. Surrounding whitespace of a JSON text is not kept.
+    /// An integer too large for 64 bits keeps the value as text: as JSON it would become a
+    /// float and lose digits.
     pub fn from_text(text: &str) -> Self {
         match serde_json::from_str(text) {
-            Ok(v) => VarValue::Json(v),
-            Err(_) => VarValue::Text(text.to_string()),
+            Ok(v) if !has_oversized_integer(text) => VarValue::Json(v),
+            _ => VarValue::Text(text.to_string()),
         }
     }
 
@@ -247,6 +249,41 @@ impl VarValue {
             VarValue::Text(s) => serde_json::Value::String(s.clone()),
         }
     }
+}
+
+/// Whether a JSON text holds an integer literal outside the i64 / u64 range.
+fn has_oversized_integer(text: &str) -> bool {
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut run = String::new();
+    let oversized = |run: &str| {
+        let digits = run.strip_prefix('-').unwrap_or(run);
+        !digits.is_empty()
+            && digits.chars().all(|c| c.is_ascii_digit())
+            && run.parse::<i64>().is_err()
+            && run.parse::<u64>().is_err()
+    };
+    for c in text.chars() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E') {
+            run.push(c);
+            continue;
+        }
+        if oversized(&run) {
+            return true;
+        }
+        run.clear();
+        in_string = c == '"';
+    }
+    oversized(&run)
 }
 
 /// The three kinds of named objects of a bundle, for messages.
@@ -398,12 +435,32 @@ pub(crate) fn check(bundle: &Bundle) -> Result<(), Problem> {
             problem(kind, &path[0], message)
         })
     };
-    let rs_edges = |n: &str| bundle.rulesets.get(n).map(|r| r.children.clone()).unwrap_or_default();
-    if let Some(p) = cycle(ObjectKind::Ruleset, bundle.rulesets.keys().map(String::as_str).collect(), &rs_edges) {
+    let rs_edges = |n: &str| {
+        bundle
+            .rulesets
+            .get(n)
+            .map(|r| r.children.clone())
+            .unwrap_or_default()
+    };
+    if let Some(p) = cycle(
+        ObjectKind::Ruleset,
+        bundle.rulesets.keys().map(String::as_str).collect(),
+        &rs_edges,
+    ) {
         return Err(p);
     }
-    let ms_edges = |n: &str| bundle.modulesets.get(n).map(|m| m.children.clone()).unwrap_or_default();
-    if let Some(p) = cycle(ObjectKind::Moduleset, bundle.modulesets.keys().map(String::as_str).collect(), &ms_edges) {
+    let ms_edges = |n: &str| {
+        bundle
+            .modulesets
+            .get(n)
+            .map(|m| m.children.clone())
+            .unwrap_or_default()
+    };
+    if let Some(p) = cycle(
+        ObjectKind::Moduleset,
+        bundle.modulesets.keys().map(String::as_str).collect(),
+        &ms_edges,
+    ) {
         return Err(p);
     }
     let fs_edges = |n: &str| {
@@ -421,7 +478,11 @@ pub(crate) fn check(bundle: &Bundle) -> Result<(), Problem> {
             })
             .unwrap_or_default()
     };
-    if let Some(p) = cycle(ObjectKind::Filterset, bundle.filtersets.keys().map(String::as_str).collect(), &fs_edges) {
+    if let Some(p) = cycle(
+        ObjectKind::Filterset,
+        bundle.filtersets.keys().map(String::as_str).collect(),
+        &fs_edges,
+    ) {
         return Err(p);
     }
     Ok(())
@@ -450,7 +511,8 @@ fn find_cycle(nodes: &[&str], edges: &dyn Fn(&str) -> Vec<String>) -> Option<Vec
                 Some(child) => match state.get(&child) {
                     Some(State::OnPath) => {
                         let from = path.iter().position(|(n, _)| *n == child).unwrap_or(0);
-                        let mut cycle: Vec<String> = path[from..].iter().map(|(n, _)| n.clone()).collect();
+                        let mut cycle: Vec<String> =
+                            path[from..].iter().map(|(n, _)| n.clone()).collect();
                         cycle.push(child);
                         return Some(cycle);
                     }
@@ -499,4 +561,92 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     (line, text[line_start..offset].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn value_text() {
+        assert_eq!(VarValue::from_text("33"), VarValue::Json(json!(33)));
+        assert_eq!(
+            VarValue::from_text("svc:/x"),
+            VarValue::Text("svc:/x".into())
+        );
+        assert_eq!(VarValue::from_text("\"x\"").as_json(), json!("x"));
+        assert_eq!(VarValue::Text("x".into()).as_json(), json!("x"));
+        assert_eq!(
+            VarValue::from_text("{\"a\": [1, true]}").to_text(),
+            "{\"a\":[1,true]}"
+        );
+        // Integers beyond 64 bits would lose digits as JSON floats: kept as text.
+        for big in [
+            "123456789012345678901234567890",
+            "[1, -9223372036854775809]",
+        ] {
+            assert_eq!(VarValue::from_text(big), VarValue::Text(big.into()));
+        }
+        for fine in [
+            "[1, 18446744073709551615]",
+            "{\"a\": \"99999999999999999999\"}",
+            "1e400000",
+        ] {
+            let v = VarValue::from_text(fine);
+            assert_eq!(VarValue::from_text(&v.to_text()), v, "{fine}");
+        }
+    }
+
+    fn bundle(text: &str) -> crate::Result<Bundle> {
+        crate::toml_format::from_toml_str(text, "v.toml")
+    }
+
+    #[test]
+    fn validation() {
+        let cases = [
+            (
+                "[[ruleset]]\nname = \"a\"\nrulesets = [\"b\"]\n",
+                "child ruleset \"b\" does not exist",
+            ),
+            (
+                "[[ruleset]]\nname = \"a\"\ntype = \"contextual\"\n",
+                "is contextual but has no filterset",
+            ),
+            (
+                "[[ruleset]]\nname = \"a\"\nrulesets = [\"b\"]\n[[ruleset]]\nname = \"b\"\nrulesets = [\"a\"]\n",
+                "nesting cycle: a -> b -> a",
+            ),
+            (
+                "[[moduleset]]\nname = \"m\"\nmodulesets = [\"m\"]\n",
+                "nesting cycle: m -> m",
+            ),
+            (
+                "[[filterset]]\nname = \"f\"\nfilter = [{ filterset = \"f\" }]\n",
+                "nesting cycle: f -> f",
+            ),
+            (
+                "[[moduleset]]\nname = \"m\"\nrulesets = [\"x\"]\n",
+                "attached ruleset \"x\" does not exist",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = bundle(text).map(|_| ()).unwrap_err().to_string();
+            assert!(e.starts_with("v.toml:") && e.contains(want), "{e}");
+        }
+        let mut b = Bundle::default();
+        b.rulesets.insert(
+            "key".into(),
+            Ruleset {
+                name: "other".into(),
+                kind: RulesetType::Explicit,
+                filterset: None,
+                public: false,
+                children: vec![],
+                variables: vec![],
+                meta: Meta::default(),
+            },
+        );
+        assert!(validate(&b).is_err());
+    }
 }

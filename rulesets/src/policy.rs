@@ -161,11 +161,13 @@ impl Policy {
         let mut modules: IndexMap<String, PolicyModule> = IndexMap::new();
         for ms in &modulesets {
             for m in &ms.modules {
-                let entry = modules.entry(m.name.clone()).or_insert_with(|| PolicyModule {
-                    name: m.name.clone(),
-                    autofix: false,
-                    modulesets: Vec::new(),
-                });
+                let entry = modules
+                    .entry(m.name.clone())
+                    .or_insert_with(|| PolicyModule {
+                        name: m.name.clone(),
+                        autofix: false,
+                        modulesets: Vec::new(),
+                    });
                 entry.autofix |= m.autofix;
                 if !entry.modulesets.contains(&ms.name) {
                     entry.modulesets.push(ms.name.clone());
@@ -189,9 +191,11 @@ impl Policy {
         };
         // (name, moduleset binding, reason), in order, each binding once.
         let mut bindings: Vec<(String, Option<String>, String)> = Vec::new();
+        let mut bound: HashSet<(String, Option<String>)> = HashSet::new();
         let mut bind = |name: &str, ms: Option<&str>, reason: String| {
-            if !bindings.iter().any(|(n, m, _)| n == name && m.as_deref() == ms) {
-                bindings.push((name.to_string(), ms.map(str::to_string), reason));
+            let key = (name.to_string(), ms.map(str::to_string));
+            if bound.insert(key.clone()) {
+                bindings.push((key.0, key.1, reason));
             }
         };
         for name in &sel.rulesets {
@@ -207,13 +211,19 @@ impl Policy {
             for name in &ms.rulesets {
                 let rs = ruleset(bundle, name)?;
                 match rs.kind {
-                    RulesetType::Explicit => {
-                        bind(name, Some(&ms.name), REASON_EXPLICIT_VIA_MODULESET.to_string())
-                    }
+                    RulesetType::Explicit => bind(
+                        name,
+                        Some(&ms.name),
+                        REASON_EXPLICIT_VIA_MODULESET.to_string(),
+                    ),
                     RulesetType::Contextual => {
                         if matcher.ruleset_matches(rs)? {
                             let fs = rs.filterset.clone().unwrap_or_default();
-                            bind(name, Some(&ms.name), format!("{fs} {REASON_CONTEXTUAL_VIA_MODULESET}"));
+                            bind(
+                                name,
+                                Some(&ms.name),
+                                format!("{fs} {REASON_CONTEXTUAL_VIA_MODULESET}"),
+                            );
                         }
                     }
                 }
@@ -253,8 +263,14 @@ impl Policy {
 
     /// The rulesets whose variables a module sees, in policy order: those not bound to a
     /// moduleset, and those bound to one of the module's modulesets.
-    pub fn visible_rulesets<'a>(&'a self, module: &str) -> impl Iterator<Item = &'a PolicyRuleset> + 'a {
-        let owners: Vec<String> = self.module(module).map(|m| m.modulesets.clone()).unwrap_or_default();
+    pub fn visible_rulesets<'a>(
+        &'a self,
+        module: &str,
+    ) -> impl Iterator<Item = &'a PolicyRuleset> + 'a {
+        let owners: Vec<String> = self
+            .module(module)
+            .map(|m| m.modulesets.clone())
+            .unwrap_or_default();
         self.rulesets.iter().filter(move |r| match &r.moduleset {
             None => true,
             Some(ms) => owners.contains(ms),
@@ -277,7 +293,11 @@ impl Policy {
             }
         }
         if let Some(name) = &self.service {
-            for key in ["OSVC_COMP_SERVICES_SVCNAME", "OSVC_COMP_SERVICES_SVC_NAME", "OSVC_COMP_SVC_NAME"] {
+            for key in [
+                "OSVC_COMP_SERVICES_SVCNAME",
+                "OSVC_COMP_SERVICES_SVC_NAME",
+                "OSVC_COMP_SVC_NAME",
+            ] {
                 env.insert(key.to_string(), name.clone());
             }
         }
@@ -292,8 +312,10 @@ impl Policy {
     /// The ruleset backing an auto-module: the visible ruleset named like the module, preferring
     /// one bound through the module's moduleset over a node-level one.
     pub fn auto_module_ruleset(&self, module: &str) -> Option<&PolicyRuleset> {
-        let mut candidates: Vec<&PolicyRuleset> =
-            self.visible_rulesets(module).filter(|r| r.name == module).collect();
+        let mut candidates: Vec<&PolicyRuleset> = self
+            .visible_rulesets(module)
+            .filter(|r| r.name == module)
+            .collect();
         candidates.sort_by_key(|r| r.moduleset.is_none());
         candidates.into_iter().next()
     }
@@ -309,10 +331,13 @@ fn expand_moduleset(
     // Explicit stack of (name, parent, depth) so deep nesting cannot overflow.
     let mut stack: Vec<(String, Option<String>, usize)> = vec![(root.to_string(), None, 0)];
     while let Some((name, parent, depth)) = stack.pop() {
-        let ms = bundle.modulesets.get(&name).ok_or_else(|| Error::NotFound {
-            kind: "moduleset",
-            name: name.clone(),
-        })?;
+        let ms = bundle
+            .modulesets
+            .get(&name)
+            .ok_or_else(|| Error::NotFound {
+                kind: "moduleset",
+                name: name.clone(),
+            })?;
         if !seen.insert(name.clone()) {
             continue;
         }
@@ -532,16 +557,28 @@ modules = [{ name = "m2" }, { name = "shared", autofix = true }]
         p.rulesets
             .iter()
             .find(|r| r.name == rs)
-            .map(|r| r.variables.iter().map(|v| (v.name.clone(), v.value.to_text())).collect())
+            .map(|r| {
+                r.variables
+                    .iter()
+                    .map(|v| (v.name.clone(), v.value.to_text()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     #[test]
     fn modulesets_and_modules() {
         let p = resolve(&NodeFacts::default(), &Selection::default());
-        let names: Vec<_> = p.modulesets.iter().map(|m| (m.name.as_str(), m.depth)).collect();
+        let names: Vec<_> = p
+            .modulesets
+            .iter()
+            .map(|m| (m.name.as_str(), m.depth))
+            .collect();
         assert_eq!(names, [("parent", 0), ("m1", 1), ("m2", 1)]);
-        let shared = p.module("shared").cloned().unwrap_or_else(|| panic!("no shared"));
+        let shared = p
+            .module("shared")
+            .cloned()
+            .unwrap_or_else(|| panic!("no shared"));
         assert!(shared.autofix);
         assert_eq!(shared.modulesets, ["m1", "m2"]);
         assert!(p.warnings.iter().any(|w| w.contains("module shared")));
@@ -550,7 +587,10 @@ modules = [{ name = "m2" }, { name = "shared", autofix = true }]
             ..Default::default()
         };
         let b = from_toml_str(BUNDLE, "b.toml").unwrap_or_default();
-        assert!(matches!(Policy::resolve(&b, &NodeFacts::default(), &sel), Err(Error::NotFound { .. })));
+        assert!(matches!(
+            Policy::resolve(&b, &NodeFacts::default(), &sel),
+            Err(Error::NotFound { .. })
+        ));
     }
 
     #[test]
@@ -562,9 +602,17 @@ modules = [{ name = "m2" }, { name = "shared", autofix = true }]
         let p = resolve(&NodeFacts::default(), &sel);
         assert_eq!(
             vars(&p, "top"),
-            [("x".into(), "deep".into()), ("y".into(), "a".into()), ("z".into(), "b".into())]
+            [
+                ("x".into(), "deep".into()),
+                ("y".into(), "a".into()),
+                ("z".into(), "b".into())
+            ]
         );
-        assert!(p.warnings.iter().any(|w| w.contains("variable z") && w.contains("rulesets a and b")));
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("variable z") && w.contains("rulesets a and b"))
+        );
         let p = resolve(&linux(), &sel);
         assert!(vars(&p, "top").contains(&("linux_only".into(), "1".into())));
         assert_eq!(p.rulesets[0].reason, REASON_EXPLICIT);
@@ -575,7 +623,11 @@ modules = [{ name = "m2" }, { name = "shared", autofix = true }]
     #[test]
     fn env_visibility() {
         let mut facts = linux();
-        facts.service = Some([("svc_app".to_string(), "app1".to_string())].into_iter().collect());
+        facts.service = Some(
+            [("svc_app".to_string(), "app1".to_string())]
+                .into_iter()
+                .collect(),
+        );
         let sel = Selection {
             service: Some("svc1".into()),
             ..Default::default()
@@ -583,17 +635,33 @@ modules = [{ name = "m2" }, { name = "shared", autofix = true }]
         let p = resolve(&facts, &sel);
         let env: BTreeMap<String, String> = p.module_env("m1").into_iter().collect();
         assert_eq!(env.get("OSVC_COMP_M1_VAR").map(String::as_str), Some("m1"));
-        assert_eq!(env.get("OSVC_COMP_P").map(String::as_str), Some(r#"{"a": "\u00e9"}"#));
-        assert_eq!(env.get("OSVC_COMP_NODES_OS_NAME").map(String::as_str), Some("Linux"));
-        assert_eq!(env.get("OSVC_COMP_SERVICES_SVC_APP").map(String::as_str), Some("app1"));
-        for k in ["OSVC_COMP_SERVICES_SVCNAME", "OSVC_COMP_SERVICES_SVC_NAME", "OSVC_COMP_SVC_NAME"] {
+        assert_eq!(
+            env.get("OSVC_COMP_P").map(String::as_str),
+            Some(r#"{"a": "\u00e9"}"#)
+        );
+        assert_eq!(
+            env.get("OSVC_COMP_NODES_OS_NAME").map(String::as_str),
+            Some("Linux")
+        );
+        assert_eq!(
+            env.get("OSVC_COMP_SERVICES_SVC_APP").map(String::as_str),
+            Some("app1")
+        );
+        for k in [
+            "OSVC_COMP_SERVICES_SVCNAME",
+            "OSVC_COMP_SERVICES_SVC_NAME",
+            "OSVC_COMP_SVC_NAME",
+        ] {
             assert_eq!(env.get(k).map(String::as_str), Some("svc1"));
         }
         // m1's ruleset is bound to moduleset m1: invisible to m2's modules.
         let env2: BTreeMap<String, String> = p.module_env("m2").into_iter().collect();
         assert!(!env2.contains_key("OSVC_COMP_M1_VAR"));
         assert!(env2.contains_key("OSVC_COMP_P"));
-        assert_eq!(p.auto_module_ruleset("m1").map(|r| r.name.as_str()), Some("m1"));
+        assert_eq!(
+            p.auto_module_ruleset("m1").map(|r| r.name.as_str()),
+            Some("m1")
+        );
         assert!(p.auto_module_ruleset("m2").is_none());
         let sorted = p.module_env("m1");
         assert!(sorted.windows(2).all(|w| w[0].0 < w[1].0));

@@ -105,8 +105,15 @@ mod tests {
 
     #[test]
     fn env_lookup_order_and_case() {
-        let v = vars(&[("POD", "p1"), ("OSVC_COMP_POD", "no"), ("OSVC_COMP_SERVER_ID", "7")]);
-        assert_eq!(run("%%env:pod%%/%%ENV:Server_Id%%", &v, false).as_deref(), Ok("p1/7"));
+        let v = vars(&[
+            ("POD", "p1"),
+            ("OSVC_COMP_POD", "no"),
+            ("OSVC_COMP_SERVER_ID", "7"),
+        ]);
+        assert_eq!(
+            run("%%env:pod%%/%%ENV:Server_Id%%", &v, false).as_deref(),
+            Ok("p1/7")
+        );
     }
 
     #[test]

@@ -222,7 +222,10 @@ fn object_at(text: &str, offset: usize) -> Option<String> {
         for (i, obj) in list.iter().enumerate() {
             let obj_name = format!("{kind} {}", name(obj.get_ref(), i));
             for (j, var) in obj.get_ref().variable.iter().enumerate() {
-                marks.push((var.span().start, format!("{obj_name}, variable {}", name(var.get_ref(), j))));
+                marks.push((
+                    var.span().start,
+                    format!("{obj_name}, variable {}", name(var.get_ref(), j)),
+                ));
             }
             for (j, f) in obj.get_ref().filter.iter().enumerate() {
                 marks.push((f.span().start, format!("{obj_name}, filter {}", j + 1)));
@@ -306,9 +309,8 @@ fn parse_into(text: &str, path: &str, bundle: &mut Bundle, origins: &mut Origins
             let v = v.into_inner();
             let vname = v.name.get_ref().clone();
             let value_at = v.value.span().start;
-            let value = value_from_toml(v.value.into_inner()).map_err(|m| {
-                src.err(value_at, format!("{what}, variable {vname}: value: {m}"))
-            })?;
+            let value = value_from_toml(v.value.into_inner())
+                .map_err(|m| src.err(value_at, format!("{what}, variable {vname}: value: {m}")))?;
             variables.push(Variable {
                 name: vname,
                 class: v.class.unwrap_or_else(|| "raw".to_string()),
@@ -351,7 +353,10 @@ fn parse_into(text: &str, path: &str, bundle: &mut Bundle, origins: &mut Origins
                 Some(l) => parse_logical_op(l.get_ref()).ok_or_else(|| {
                     src.err(
                         l.span().start,
-                        format!("{what}: logic: unknown operator {:?} (expected one of {LOGICAL_OPS})", l.get_ref()),
+                        format!(
+                            "{what}: logic: unknown operator {:?} (expected one of {LOGICAL_OPS})",
+                            l.get_ref()
+                        ),
                     )
                 })?,
             };
@@ -362,19 +367,25 @@ fn parse_into(text: &str, path: &str, bundle: &mut Bundle, origins: &mut Origins
                     let op = parse_filter_op(op.get_ref()).ok_or_else(|| {
                         src.err(
                             op_at,
-                            format!("{what}: op: unknown operator {:?} (expected one of {FILTER_OPS})", op.get_ref()),
+                            format!(
+                                "{what}: op: unknown operator {:?} (expected one of {FILTER_OPS})",
+                                op.get_ref()
+                            ),
                         )
                     })?;
                     let value_at = value.span().start;
                     let value = match value.into_inner() {
                         toml::Value::String(s) => s,
-                        v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)) => {
-                            v.to_string()
-                        }
+                        v @ (toml::Value::Integer(_)
+                        | toml::Value::Float(_)
+                        | toml::Value::Boolean(_)) => v.to_string(),
                         other => {
                             return Err(src.err(
                                 value_at,
-                                format!("{what}: value: expected a string, found {}", other.type_str()),
+                                format!(
+                                    "{what}: value: expected a string, found {}",
+                                    other.type_str()
+                                ),
                             ));
                         }
                     };
@@ -466,7 +477,9 @@ fn toml_to_json(v: toml::Value) -> Result<serde_json::Value, String> {
                 "TOML datetime {d} has no JSON representation (quote it to make it a string)"
             ));
         }
-        toml::Value::Array(a) => J::Array(a.into_iter().map(toml_to_json).collect::<Result<_, _>>()?),
+        toml::Value::Array(a) => {
+            J::Array(a.into_iter().map(toml_to_json).collect::<Result<_, _>>()?)
+        }
         toml::Value::Table(t) => J::Object(
             t.into_iter()
                 .map(|(k, v)| Ok((k, toml_to_json(v)?)))
@@ -498,7 +511,12 @@ fn json_to_toml(v: &serde_json::Value) -> Option<toml::Value> {
 
 /// The TOML form of a value: structured when exact, else the OpenSVC text as a string.
 fn value_to_toml(v: &VarValue) -> toml::Value {
-    if let VarValue::Json(j @ (serde_json::Value::Object(_) | serde_json::Value::Array(_) | serde_json::Value::Number(_) | serde_json::Value::Bool(_))) = v
+    if let VarValue::Json(
+        j @ (serde_json::Value::Object(_)
+        | serde_json::Value::Array(_)
+        | serde_json::Value::Number(_)
+        | serde_json::Value::Bool(_)),
+    ) = v
         && let Some(t) = json_to_toml(j)
     {
         return t;
@@ -625,7 +643,12 @@ pub fn load_dir(dir: &Path) -> Result<Bundle> {
     let mut origins = Origins::new();
     for file in &files {
         let text = read(file)?;
-        parse_into(&text, &file.display().to_string(), &mut bundle, &mut origins)?;
+        parse_into(
+            &text,
+            &file.display().to_string(),
+            &mut bundle,
+            &mut origins,
+        )?;
     }
     validate_at(&bundle, &origins, &dir.display().to_string())?;
     Ok(bundle)
@@ -669,9 +692,21 @@ fn collect_toml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// bundle order). [`from_toml_str`] reads it back to an equal bundle.
 pub fn to_toml_string(bundle: &Bundle) -> String {
     let doc = FileToml {
-        ruleset: bundle.rulesets.values().map(|r| spanned(ruleset_toml(r))).collect(),
-        filterset: bundle.filtersets.values().map(|f| spanned(filterset_toml(f))).collect(),
-        moduleset: bundle.modulesets.values().map(|m| spanned(moduleset_toml(m))).collect(),
+        ruleset: bundle
+            .rulesets
+            .values()
+            .map(|r| spanned(ruleset_toml(r)))
+            .collect(),
+        filterset: bundle
+            .filtersets
+            .values()
+            .map(|f| spanned(filterset_toml(f)))
+            .collect(),
+        moduleset: bundle
+            .modulesets
+            .values()
+            .map(|m| spanned(moduleset_toml(m)))
+            .collect(),
     };
     // Only strings, integers, floats, booleans, arrays and tables are built: rendering cannot
     // fail, but a message beats a panic if it ever does.
@@ -709,24 +744,33 @@ pub fn file_stem(name: &str) -> String {
 /// bundle; anything else under `dir` is left alone.
 pub fn write_dir(bundle: &Bundle, dir: &Path) -> Result<()> {
     let rulesets = bundle.rulesets.values().map(|r| {
-        (r.name.as_str(), FileToml {
-            ruleset: vec![spanned(ruleset_toml(r))],
-            ..Default::default()
-        })
+        (
+            r.name.as_str(),
+            FileToml {
+                ruleset: vec![spanned(ruleset_toml(r))],
+                ..Default::default()
+            },
+        )
     });
     write_objects(&dir.join("rulesets"), rulesets)?;
     let filtersets = bundle.filtersets.values().map(|f| {
-        (f.name.as_str(), FileToml {
-            filterset: vec![spanned(filterset_toml(f))],
-            ..Default::default()
-        })
+        (
+            f.name.as_str(),
+            FileToml {
+                filterset: vec![spanned(filterset_toml(f))],
+                ..Default::default()
+            },
+        )
     });
     write_objects(&dir.join("filtersets"), filtersets)?;
     let modulesets = bundle.modulesets.values().map(|m| {
-        (m.name.as_str(), FileToml {
-            moduleset: vec![spanned(moduleset_toml(m))],
-            ..Default::default()
-        })
+        (
+            m.name.as_str(),
+            FileToml {
+                moduleset: vec![spanned(moduleset_toml(m))],
+                ..Default::default()
+            },
+        )
     });
     write_objects(&dir.join("modulesets"), modulesets)
 }
@@ -763,7 +807,10 @@ fn write_objects<'a>(sub: &Path, objects: impl Iterator<Item = (&'a str, FileTom
 
 fn write_atomic(path: &Path, content: &str) -> Result<()> {
     use std::io::Write;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -826,7 +873,10 @@ modules = [{ name = "m", autofix = true }]
     fn reads_values() {
         let b = from_toml_str(DOC, "t.toml").unwrap_or_default();
         let vars = &b.rulesets["r"].variables;
-        assert_eq!(vars[0].value, VarValue::Text("svc:/network/x:default".into()));
+        assert_eq!(
+            vars[0].value,
+            VarValue::Text("svc:/network/x:default".into())
+        );
         assert_eq!(vars[0].class, "raw");
         assert_eq!(vars[1].value, VarValue::Json(serde_json::json!(33)));
         assert_eq!(
@@ -841,24 +891,50 @@ modules = [{ name = "m", autofix = true }]
     #[test]
     fn errors_name_file_line_and_object() {
         let e = err(&DOC.replace("class = \"file\"", "clas = \"file\""));
-        assert!(e.starts_with("t.toml:26:") && e.contains("ruleset r, variable structured: unknown field `clas`"), "{e}");
+        assert!(
+            e.starts_with("t.toml:26:")
+                && e.contains("ruleset r, variable structured: unknown field `clas`"),
+            "{e}"
+        );
         let e = err(&DOC.replace("type = \"contextual\"", "type = \"sometimes\""));
-        assert!(e.starts_with("t.toml:13:8: ruleset r: type: unknown ruleset type"), "{e}");
+        assert!(
+            e.starts_with("t.toml:13:8: ruleset r: type: unknown ruleset type"),
+            "{e}"
+        );
         let e = err(&DOC.replace("op = \"=\"", "op = \"~\""));
-        assert!(e.starts_with("t.toml:8:") && e.contains("filterset servers with systemd, filter 1: op"), "{e}");
+        assert!(
+            e.starts_with("t.toml:8:")
+                && e.contains("filterset servers with systemd, filter 1: op"),
+            "{e}"
+        );
         let e = err(&DOC.replace("value = \"33\"", "value = 1979-05-27T07:32:00Z"));
-        assert!(e.contains("ruleset r, variable number_text: value: TOML datetime"), "{e}");
+        assert!(
+            e.contains("ruleset r, variable number_text: value: TOML datetime"),
+            "{e}"
+        );
         let e = err("[[ruleset]\nname = 1");
         assert!(e.starts_with("t.toml:1:"), "{e}");
         let e = err(&DOC.replace("rulesets = [\"r\"]", "rulesets = [\"nope\"]"));
-        assert!(e.starts_with("t.toml:29:1: moduleset m") && e.contains("\"nope\" does not exist"), "{e}");
+        assert!(
+            e.starts_with("t.toml:29:1: moduleset m") && e.contains("\"nope\" does not exist"),
+            "{e}"
+        );
         let e = err(&format!("{DOC}\n[[ruleset]]\nname = \"r\"\n"));
-        assert!(e.contains("ruleset r: duplicate name (first defined at t.toml:11:1)"), "{e}");
+        assert!(
+            e.contains("ruleset r: duplicate name (first defined at t.toml:11:1)"),
+            "{e}"
+        );
     }
 
     #[test]
     fn values_toml_cannot_carry_become_text() {
-        for text in [r#"{"a": null}"#, "18446744073709551615", "null", "\"quoted\"", "[1, null]"] {
+        for text in [
+            r#"{"a": null}"#,
+            "18446744073709551615",
+            "null",
+            "\"quoted\"",
+            "[1, null]",
+        ] {
             let v = VarValue::from_text(text);
             let t = value_to_toml(&v);
             assert!(t.is_str(), "{text}");
@@ -884,11 +960,24 @@ modules = [{ name = "m", autofix = true }]
         assert!(std::fs::write(&stale, "").is_ok());
         assert!(write_dir(&b, dir.path()).is_ok());
         assert!(!stale.exists());
-        assert!(dir.path().join("filtersets/servers_with_systemd.toml").is_file());
+        assert!(
+            dir.path()
+                .join("filtersets/servers_with_systemd.toml")
+                .is_file()
+        );
         assert_eq!(load_dir(dir.path()).unwrap_or_default(), b);
         // The same ruleset in a second file is named with both files.
-        assert!(std::fs::copy(dir.path().join("rulesets/r.toml"), dir.path().join("copy.toml")).is_ok());
+        assert!(
+            std::fs::copy(
+                dir.path().join("rulesets/r.toml"),
+                dir.path().join("copy.toml")
+            )
+            .is_ok()
+        );
         let e = load_dir(dir.path()).map(|_| ()).unwrap_err().to_string();
-        assert!(e.contains("copy.toml") && e.contains("rulesets/r.toml"), "{e}");
+        assert!(
+            e.contains("copy.toml") && e.contains("rulesets/r.toml"),
+            "{e}"
+        );
     }
 }

@@ -8,7 +8,10 @@ use tenet_rulesets::export::{from_json, to_json};
 use tenet_rulesets::toml_format::{from_toml_str, load_dir, to_toml_string, write_dir};
 use tenet_rulesets::*;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/opensvc-spd");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/fixtures/opensvc-spd"
+);
 
 fn fixture_text(name: &str) -> String {
     let path = format!("{FIXTURES}/{name}");
@@ -61,7 +64,10 @@ fn node_export_loads() {
     assert_eq!(b.filtersets.len(), 3);
     assert_eq!(b.rulesets.len(), 8);
     let s = fixture("service-export.json");
-    assert_eq!((s.modulesets.len(), s.filtersets.len(), s.rulesets.len()), (2, 0, 1));
+    assert_eq!(
+        (s.modulesets.len(), s.filtersets.len(), s.rulesets.len()),
+        (2, 0, 1)
+    );
     let smf = &b.rulesets["com.opensvc.sys.opensvc.dequeue-actions-listener.smf"];
     assert_eq!(smf.kind, RulesetType::Contextual);
     assert_eq!(smf.filterset.as_deref(), Some("opensvc solaris servers"));
@@ -69,9 +75,18 @@ fn node_export_loads() {
         smf.variables[1].value,
         VarValue::Text("svc:/network/opensvc-dequeue-actions/tcp:default".into())
     );
-    assert_eq!(smf.variables[1].author.as_deref(), Some("Christophe Varoqui"));
-    assert_eq!(smf.variables[1].updated.as_deref(), Some("2015-12-01 18:16:25"));
-    assert_eq!(b.modulesets["spdc.kernel"].meta.responsibles, ["OpenSVC", "SPD"]);
+    assert_eq!(
+        smf.variables[1].author.as_deref(),
+        Some("Christophe Varoqui")
+    );
+    assert_eq!(
+        smf.variables[1].updated.as_deref(),
+        Some("2015-12-01 18:16:25")
+    );
+    assert_eq!(
+        b.modulesets["spdc.kernel"].meta.responsibles,
+        ["OpenSVC", "SPD"]
+    );
 }
 
 #[test]
@@ -80,7 +95,11 @@ fn export_round_trip_keeps_every_field() {
         let text = fixture_text(name);
         let b = fixture(name);
         let out = to_json(&b);
-        assert_eq!(from_json(&out, "out.json").unwrap_or_else(|e| panic!("{e}")), b, "{name}");
+        assert_eq!(
+            from_json(&out, "out.json").unwrap_or_else(|e| panic!("{e}")),
+            b,
+            "{name}"
+        );
         assert_eq!(normalized(&out), normalized(&text), "{name}");
     }
 }
@@ -100,7 +119,12 @@ fn export_toml_export_round_trip() {
         let loaded = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(loaded, b, "{name}");
         assert_eq!(load_path(dir.path()).unwrap_or_default(), b);
-        assert!(dir.path().join("filtersets/servers_with_systemd.toml").is_file() || name != "node-export.json");
+        assert!(
+            dir.path()
+                .join("filtersets/servers_with_systemd.toml")
+                .is_file()
+                || name != "node-export.json"
+        );
     }
 }
 
@@ -116,28 +140,51 @@ fn unknown_f_op_names_the_filterset() {
     let text = fixture_text("node-export.json").replacen("\"f_op\": \"=\"", "\"f_op\": \"=~\"", 1);
     let e = err_text(from_json(&text, "node-export.json"));
     assert!(e.starts_with("node-export.json:"), "{e}");
-    assert!(e.contains("filterset opensvc solaris servers, filter 1: unknown f_op \"=~\""), "{e}");
+    assert!(
+        e.contains("filterset opensvc solaris servers, filter 1: unknown f_op \"=~\""),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_ruleset_type_names_the_ruleset() {
-    let text = fixture_text("service-export.json").replacen("\"ruleset_type\": \"explicit\"", "\"ruleset_type\": \"Explicit\"", 1);
+    let text = fixture_text("service-export.json").replacen(
+        "\"ruleset_type\": \"explicit\"",
+        "\"ruleset_type\": \"Explicit\"",
+        1,
+    );
     let e = err_text(from_json(&text, "service-export.json"));
-    assert!(e.contains("ruleset spdc.svc.db.cnf: unknown ruleset_type \"Explicit\""), "{e}");
+    assert!(
+        e.contains("ruleset spdc.svc.db.cnf: unknown ruleset_type \"Explicit\""),
+        "{e}"
+    );
 
-    let toml = to_toml_string(&fixture("service-export.json")).replacen("type = \"explicit\"", "type = \"Explicit\"", 1);
+    let toml = to_toml_string(&fixture("service-export.json")).replacen(
+        "type = \"explicit\"",
+        "type = \"Explicit\"",
+        1,
+    );
     let e = err_text(from_toml_str(&toml, "svc.toml"));
-    assert!(e.starts_with("svc.toml:3:8: ruleset spdc.svc.db.cnf: type"), "{e}");
+    assert!(
+        e.starts_with("svc.toml:3:8: ruleset spdc.svc.db.cnf: type"),
+        "{e}"
+    );
 }
 
 #[test]
 fn malformed_toml_names_file_line_and_variable() {
     let toml = to_toml_string(&fixture("service-export.json"));
     let bad = toml.replacen("class = \"raw\"", "klass = \"raw\"", 1);
-    let line = bad.lines().position(|l| l.starts_with("klass")).map_or(0, |i| i + 1);
+    let line = bad
+        .lines()
+        .position(|l| l.starts_with("klass"))
+        .map_or(0, |i| i + 1);
     let e = err_text(from_toml_str(&bad, "svc.toml"));
     assert!(e.starts_with(&format!("svc.toml:{line}:1: ruleset spdc.svc.db.cnf, variable first_server_ip: unknown field `klass`")), "{e}");
-    let e = err_text(from_toml_str("[[ruleset]]\nname = \"x\"\nvalue = = 1\n", "x.toml"));
+    let e = err_text(from_toml_str(
+        "[[ruleset]]\nname = \"x\"\nvalue = = 1\n",
+        "x.toml",
+    ));
     assert!(e.starts_with("x.toml:3:"), "{e}");
 }
 
@@ -160,19 +207,34 @@ const LISTENER: &str = "com.opensvc.sys.opensvc.dequeue-actions-listener";
 
 fn listener_vars(pkgs: &[&str]) -> Vec<(String, Value)> {
     let b = fixture("node-export.json");
-    let p = Policy::resolve(&b, &facts_with_packages(pkgs), &Selection::default()).unwrap_or_else(|e| panic!("{e}"));
-    let rs = p.auto_module_ruleset(LISTENER).unwrap_or_else(|| panic!("no auto ruleset"));
+    let p = Policy::resolve(&b, &facts_with_packages(pkgs), &Selection::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rs = p
+        .auto_module_ruleset(LISTENER)
+        .unwrap_or_else(|| panic!("no auto ruleset"));
     assert_eq!(rs.moduleset.as_deref(), Some(LISTENER));
     assert_eq!(rs.reason, "explicit attachment via moduleset");
-    rs.variables.iter().map(|v| (v.name.clone(), v.value.as_json())).collect()
+    rs.variables
+        .iter()
+        .map(|v| (v.name.clone(), v.value.as_json()))
+        .collect()
 }
 
 #[test]
 fn dequeue_listener_follows_packages() {
     let vars = listener_vars(&["systemd", "bash"]);
     let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["opensvc_dequeue_actions_file_service", "opensvc_dequeue_actions_file_socket"]);
-    assert_eq!(vars[0].1["path"], "/etc/systemd/system/opensvc-actions@.service");
+    assert_eq!(
+        names,
+        [
+            "opensvc_dequeue_actions_file_service",
+            "opensvc_dequeue_actions_file_socket"
+        ]
+    );
+    assert_eq!(
+        vars[0].1["path"],
+        "/etc/systemd/system/opensvc-actions@.service"
+    );
 
     let vars = listener_vars(&["xinetd"]);
     assert_eq!(vars.len(), 1);
@@ -185,20 +247,43 @@ fn dequeue_listener_follows_packages() {
 #[test]
 fn node_policy_modulesets_and_env() {
     let b = fixture("node-export.json");
-    let p = Policy::resolve(&b, &facts_with_packages(&["systemd"]), &Selection::default()).unwrap_or_else(|e| panic!("{e}"));
+    let p = Policy::resolve(
+        &b,
+        &facts_with_packages(&["systemd"]),
+        &Selection::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(policy::root_modulesets(&b), ["spdc.node"]);
     let names: Vec<&str> = p.modulesets.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, ["spdc.node", LISTENER, "spdc.packages", "spdc.opensvc", "spdc.network", "spdc.kernel"]);
+    assert_eq!(
+        names,
+        [
+            "spdc.node",
+            LISTENER,
+            "spdc.packages",
+            "spdc.opensvc",
+            "spdc.network",
+            "spdc.kernel"
+        ]
+    );
     assert_eq!(p.modules.len(), 5);
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 
     let env: BTreeMap<String, String> = p.module_env("spdc.kernel").into_iter().collect();
-    let sysctl = env.get("OSVC_COMP_SPDC_KERNEL_SYSCTL").cloned().unwrap_or_default();
+    let sysctl = env
+        .get("OSVC_COMP_SPDC_KERNEL_SYSCTL")
+        .cloned()
+        .unwrap_or_default();
     assert!(
-        sysctl.starts_with(r#"[{"key": "net.ipv4.ip_local_port_range", "index": 0, "op": ">=", "value": 1025}, "#),
+        sysctl.starts_with(
+            r#"[{"key": "net.ipv4.ip_local_port_range", "index": 0, "op": ">=", "value": 1025}, "#
+        ),
         "{sysctl}"
     );
-    assert_eq!(env.get("OSVC_COMP_NODES_NODENAME").map(String::as_str), Some("n1"));
+    assert_eq!(
+        env.get("OSVC_COMP_NODES_NODENAME").map(String::as_str),
+        Some("n1")
+    );
     // Rulesets of other modulesets stay out of this module's environment.
     assert!(!env.contains_key("OSVC_COMP_SPDC_PKG"));
 }
@@ -212,16 +297,82 @@ fn service_policy_env_substitutes_into_valid_json() {
     };
     let p = Policy::resolve(&b, &facts_with_packages(&[]), &sel).unwrap_or_else(|e| panic!("{e}"));
     let env: BTreeMap<String, String> = p.module_env("spdc.svc.db.cnf").into_iter().collect();
-    assert_eq!(env.get("OSVC_COMP_N_SERVERS").map(String::as_str), Some("64"));
-    let db = env.get("OSVC_COMP_SPDC_SVC_DB_CNF_FILE_DB").cloned().unwrap_or_default();
-    let lookup = |k: &str| env.get(k).cloned().or_else(|| (!k.starts_with("OSVC_COMP_")).then(|| "a\"b".to_string()));
+    assert_eq!(
+        env.get("OSVC_COMP_N_SERVERS").map(String::as_str),
+        Some("64")
+    );
+    let db = env
+        .get("OSVC_COMP_SPDC_SVC_DB_CNF_FILE_DB")
+        .cloned()
+        .unwrap_or_default();
+    // Names the policy does not define (POD, SERVER_ID: the service config's) get a value that
+    // needs escaping.
+    let lookup = |k: &str| {
+        env.get(k)
+            .cloned()
+            .or_else(|| k.starts_with("OSVC_COMP_").then(|| "a\"b".to_string()))
+    };
     let ctx = subst::SubstContext {
         lookup: &lookup,
         hostname: "n1.example.com",
     };
     let out = subst::substitute(&db, &ctx, true).unwrap_or_else(|e| panic!("{e}"));
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    assert!(v["path"].as_str().is_some_and(|p| p.starts_with("/spdc1/")), "{v}");
+    assert!(
+        v["path"].as_str().is_some_and(|p| p.starts_with("/spdc1/")),
+        "{v}"
+    );
+}
+
+#[test]
+fn readme_examples_load() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .unwrap_or_default();
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    // The layout sketch, the dequeue-listener bundle, the sysctl / text values.
+    assert_eq!(blocks.len(), 3);
+    let b = from_toml_str(blocks[1], "README.md").unwrap_or_else(|e| panic!("{e}"));
+    let p = Policy::resolve(&b, &facts_with_packages(&["xinetd"]), &Selection::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        p.auto_module_ruleset(LISTENER).map(|r| r.variables.len()),
+        Some(1)
+    );
+    let b = from_toml_str(blocks[2], "README.md").unwrap_or_else(|e| panic!("{e}"));
+    let vars = &b.rulesets["spdc.kernel"].variables;
+    assert_eq!(
+        vars[1].value,
+        VarValue::Text("svc:/network/opensvc-dequeue-actions/tcp:default".into())
+    );
+    assert_eq!(vars[2].value, VarValue::Json(serde_json::json!(64)));
+}
+
+#[test]
+fn shipped_library_loads() {
+    for (dir, fixture_name) in [
+        ("spdc-node", "node-export.json"),
+        ("spdc-svc", "service-export.json"),
+    ] {
+        let path = format!("{}/library/{dir}", env!("CARGO_MANIFEST_DIR"));
+        let b = load_dir(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{e}"));
+        let f = fixture(fixture_name);
+        let names = |b: &Bundle| {
+            let mut n: Vec<String> = b
+                .rulesets
+                .keys()
+                .chain(b.filtersets.keys())
+                .chain(b.modulesets.keys())
+                .cloned()
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&b), names(&f), "{dir}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -250,7 +401,8 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         ((i64::MAX as u64 + 1)..=u64::MAX).prop_map(Value::from),
         // Decimal floats that parse back exactly.
-        (-1_000_000i64..1_000_000, 0u32..4).prop_map(|(m, k)| Value::from(m as f64 / 10f64.powi(k as i32))),
+        (-1_000_000i64..1_000_000, 0u32..4)
+            .prop_map(|(m, k)| Value::from(m as f64 / 10f64.powi(k as i32))),
         arb_text().prop_map(Value::String),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
@@ -272,7 +424,11 @@ fn arb_value() -> impl Strategy<Value = VarValue> {
 fn arb_variable() -> impl Strategy<Value = Variable> {
     (
         arb_text(),
-        prop_oneof![Just("raw".to_string()), Just("file".to_string()), arb_text()],
+        prop_oneof![
+            Just("raw".to_string()),
+            Just("file".to_string()),
+            arb_text()
+        ],
         arb_value(),
         proptest::option::of(any::<i64>()),
         proptest::option::of(arb_text()),
@@ -302,7 +458,17 @@ fn arb_meta() -> impl Strategy<Value = Meta> {
 }
 
 type RawRuleset = (String, bool, bool, usize, Vec<usize>, Vec<Variable>, Meta);
-type RawFilter = (bool, usize, usize, i64, String, String, usize, String, Option<i64>);
+type RawFilter = (
+    bool,
+    usize,
+    usize,
+    i64,
+    String,
+    String,
+    usize,
+    String,
+    Option<i64>,
+);
 type RawModuleset = (String, Vec<(String, bool)>, Vec<usize>, Vec<usize>, Meta);
 
 fn ops<T: Copy>(all: &[T], i: usize) -> T {
@@ -315,7 +481,12 @@ fn build(
     rulesets: Vec<RawRuleset>,
     modulesets: Vec<RawModuleset>,
 ) -> Bundle {
-    let logic = [LogicalOp::And, LogicalOp::Or, LogicalOp::AndNot, LogicalOp::OrNot];
+    let logic = [
+        LogicalOp::And,
+        LogicalOp::Or,
+        LogicalOp::AndNot,
+        LogicalOp::OrNot,
+    ];
     let fops = [
         FilterOp::Eq,
         FilterOp::Ne,
@@ -330,25 +501,31 @@ fn build(
     ];
     let mut b = Bundle::default();
     let unique = |name: String, i: usize| format!("{name}#{i}");
-    let fs_names: Vec<String> = filtersets.iter().enumerate().map(|(i, f)| unique(f.0.clone(), i)).collect();
+    let fs_names: Vec<String> = filtersets
+        .iter()
+        .enumerate()
+        .map(|(i, f)| unique(f.0.clone(), i))
+        .collect();
     for (i, (_, stats, id, filters)) in filtersets.into_iter().enumerate() {
         let filters = filters
             .into_iter()
-            .map(|(nested, l, child, order, table, field, op, value, fid)| FilterEntry {
-                logical_op: ops(&logic, l),
-                order,
-                test: if nested && i > 0 {
-                    FilterTest::Filterset(fs_names[child % i].clone())
-                } else {
-                    FilterTest::Filter(Filter {
-                        table,
-                        field,
-                        op: ops(&fops, op),
-                        value,
-                        id: fid,
-                    })
+            .map(
+                |(nested, l, child, order, table, field, op, value, fid)| FilterEntry {
+                    logical_op: ops(&logic, l),
+                    order,
+                    test: if nested && i > 0 {
+                        FilterTest::Filterset(fs_names[child % i].clone())
+                    } else {
+                        FilterTest::Filter(Filter {
+                            table,
+                            field,
+                            op: ops(&fops, op),
+                            value,
+                            id: fid,
+                        })
+                    },
                 },
-            })
+            )
             .collect();
         b.filtersets.insert(
             fs_names[i].clone(),
@@ -360,16 +537,34 @@ fn build(
             },
         );
     }
-    let rs_names: Vec<String> = rulesets.iter().enumerate().map(|(i, r)| unique(r.0.clone(), i)).collect();
-    for (i, (_, contextual, public, fs, children, variables, meta)) in rulesets.into_iter().enumerate() {
+    let rs_names: Vec<String> = rulesets
+        .iter()
+        .enumerate()
+        .map(|(i, r)| unique(r.0.clone(), i))
+        .collect();
+    for (i, (_, contextual, public, fs, children, variables, meta)) in
+        rulesets.into_iter().enumerate()
+    {
         let contextual = contextual && !fs_names.is_empty();
-        let filterset = (contextual || (fs % 3 == 0 && !fs_names.is_empty())).then(|| fs_names[fs % fs_names.len().max(1)].clone());
-        let children = if i == 0 { vec![] } else { children.into_iter().map(|c| rs_names[c % i].clone()).collect() };
+        let filterset = (contextual || (fs % 3 == 0 && !fs_names.is_empty()))
+            .then(|| fs_names[fs % fs_names.len().max(1)].clone());
+        let children = if i == 0 {
+            vec![]
+        } else {
+            children
+                .into_iter()
+                .map(|c| rs_names[c % i].clone())
+                .collect()
+        };
         b.rulesets.insert(
             rs_names[i].clone(),
             Ruleset {
                 name: rs_names[i].clone(),
-                kind: if contextual { RulesetType::Contextual } else { RulesetType::Explicit },
+                kind: if contextual {
+                    RulesetType::Contextual
+                } else {
+                    RulesetType::Explicit
+                },
                 filterset,
                 public,
                 children,
@@ -378,15 +573,36 @@ fn build(
             },
         );
     }
-    let ms_names: Vec<String> = modulesets.iter().enumerate().map(|(i, m)| unique(m.0.clone(), i)).collect();
+    let ms_names: Vec<String> = modulesets
+        .iter()
+        .enumerate()
+        .map(|(i, m)| unique(m.0.clone(), i))
+        .collect();
     for (i, (_, modules, children, rulesets, meta)) in modulesets.into_iter().enumerate() {
-        let children = if i == 0 { vec![] } else { children.into_iter().map(|c| ms_names[c % i].clone()).collect() };
-        let rulesets = if rs_names.is_empty() { vec![] } else { rulesets.into_iter().map(|r| rs_names[r % rs_names.len()].clone()).collect() };
+        let children = if i == 0 {
+            vec![]
+        } else {
+            children
+                .into_iter()
+                .map(|c| ms_names[c % i].clone())
+                .collect()
+        };
+        let rulesets = if rs_names.is_empty() {
+            vec![]
+        } else {
+            rulesets
+                .into_iter()
+                .map(|r| rs_names[r % rs_names.len()].clone())
+                .collect()
+        };
         b.modulesets.insert(
             ms_names[i].clone(),
             Moduleset {
                 name: ms_names[i].clone(),
-                modules: modules.into_iter().map(|(name, autofix)| ModuleRef { name, autofix }).collect(),
+                modules: modules
+                    .into_iter()
+                    .map(|(name, autofix)| ModuleRef { name, autofix })
+                    .collect(),
                 children,
                 rulesets,
                 meta,
@@ -409,7 +625,12 @@ fn arb_bundle() -> impl Strategy<Value = Bundle> {
         proptest::option::of(any::<i64>()),
     );
     let filtersets = proptest::collection::vec(
-        (arb_text(), any::<bool>(), proptest::option::of(any::<i64>()), proptest::collection::vec(filter, 0..4)),
+        (
+            arb_text(),
+            any::<bool>(),
+            proptest::option::of(any::<i64>()),
+            proptest::collection::vec(filter, 0..4),
+        ),
         0..4,
     );
     let rulesets = proptest::collection::vec(

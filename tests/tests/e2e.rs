@@ -1,1 +1,20 @@
+//! End-to-end tests: the real `tenet` binary against temporary roots (`--root`), real dpkg,
+//! the unmodified OpenSVC fixture scripts, and private mount namespaces where a test needs
+//! one. One test binary; one file per area:
 
+// Acceptance 1 and the output contract: list / show of the node export, `--format json`
+// (summary matches modules) and text output (a banner per module, the digest line).
+mod policy_cli;
+// Acceptance 2 and 4: the spdc.node policy on a prepared root: check says what is wrong and
+// why, fix converges, a second fix changes nothing; contextual rulesets follow packages.
+mod node_policy;
+// Acceptance 3: the five fixture scripts run unmodified through the compat objects.
+mod compat_scripts;
+// Acceptance 5: bad policies and bad script modules give precise messages, right exit codes,
+// and never stop the other modules.
+mod bad_input;
+mod script_modules;
+// Acceptance 6: check never writes (read-only bind mount of the root).
+mod check_never_writes;
+// Acceptance 7: fix killed midway leaves every file old or new, never partial.
+mod atomic_fix;

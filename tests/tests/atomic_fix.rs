@@ -1,0 +1,178 @@
+//! `fix` killed midway (SIGKILL) leaves every managed file either wholly old or wholly new.
+//!
+//! A TOML policy of 300 file rules of 64 KiB each; the root holds distinct old content for
+//! every file. `tenet compliance fix` is started and killed after a varied delay, many times,
+//! from a fresh old state each time. Old and new contents share most lines (so the diff check
+//! prints stays cheap) but differ in the first, middle and last line: a torn or truncated file
+//! matches neither.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tenet_tests::*;
+
+const FILES: usize = 300;
+const LINES: usize = 1024; // of 64 bytes: 64 KiB per file
+const ITERATIONS: usize = 15;
+
+fn content(i: usize, generation: &str) -> String {
+    let mut s = String::with_capacity(LINES * 64);
+    for l in 0..LINES {
+        let tag = if l == 0 || l == LINES / 2 || l == LINES - 1 { generation } else { "same" };
+        // 63 characters + newline.
+        let _ = writeln!(s, "file {i:03} line {l:04} {tag} {}", "x".repeat(43 - tag.len()));
+    }
+    debug_assert_eq!(s.len(), LINES * 64);
+    s
+}
+
+fn path_of(i: usize) -> String {
+    format!("/srv/atomic/f{i:03}.conf")
+}
+
+fn policy_toml() -> String {
+    let mut t = String::from(
+        "[[moduleset]]\nname = \"atomic\"\nmodules = [{ name = \"atomic\" }]\nrulesets = [\"atomic\"]\n\n\
+         [[ruleset]]\nname = \"atomic\"\ntype = \"explicit\"\n",
+    );
+    for i in 0..FILES {
+        let fmt = content(i, "new").replace('\n', "\\n");
+        let _ = write!(
+            t,
+            "\n[[ruleset.variable]]\nname = \"f{i:03}\"\nclass = \"file\"\nvalue = {{ path = \"{}\", fmt = \"{fmt}\", mode = 644 }}\n",
+            path_of(i)
+        );
+    }
+    t
+}
+
+fn old_root() -> TestRoot {
+    let root = TestRoot::builder().build();
+    for i in 0..FILES {
+        write(&root.join(&path_of(i)), content(i, "old"));
+    }
+    root
+}
+
+/// (old, new, other) counts; `other` lists the files that are neither.
+fn classify(root: &TestRoot) -> (usize, usize, Vec<String>) {
+    let (mut old, mut new, mut other) = (0, 0, Vec::new());
+    for i in 0..FILES {
+        match root.read(&path_of(i)) {
+            Some(c) if c == content(i, "old") => old += 1,
+            Some(c) if c == content(i, "new") => new += 1,
+            Some(c) => other.push(format!("{} ({} bytes)", path_of(i), c.len())),
+            None => other.push(format!("{} (missing)", path_of(i))),
+        }
+    }
+    (old, new, other)
+}
+
+/// xorshift64*, seeded from the clock (or `TENET_E2E_SEED`), printed for reproduction.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        let seed = std::env::var("TENET_E2E_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
+        });
+        eprintln!("atomic_fix: seed {seed} (set TENET_E2E_SEED to replay)");
+        Rng(seed)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1).max(1)
+    }
+}
+
+fn fix(policy: &Path, root: &TestRoot, var: &Path) -> Tenet {
+    Tenet::compliance("fix").policy(policy).root(root.path()).var_dir(var)
+}
+
+#[test]
+fn killed_fix_leaves_each_file_old_or_new() {
+    let policy_dir = tempdir();
+    write(&policy_dir.path().join("atomic.toml"), policy_toml());
+    let policy = policy_dir.path();
+    let mut rng = Rng::new();
+
+    // Calibration: an uninterrupted fix, timing when the writes start and when it ends.
+    let root = old_root();
+    let var = tempdir();
+    let dir = root.join("/srv/atomic");
+    let mtime = || std::fs::metadata(&dir).and_then(|m| m.modified()).ok();
+    let first_mtime = mtime();
+    let start = Instant::now();
+    let mut child = fix(policy, &root, var.path()).spawn_quiet();
+    let mut writes_start = None;
+    let status = loop {
+        if writes_start.is_none() && mtime() != first_mtime {
+            writes_start = Some(start.elapsed());
+        }
+        if let Some(st) = child.try_wait().expect("wait for tenet") {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let total = start.elapsed();
+    assert!(status.success(), "uninterrupted fix failed: {status:?}");
+    let (old, new, other) = classify(&root);
+    assert_eq!((old, new, other.len()), (0, FILES, 0), "uninterrupted fix did not write every file: {other:?}");
+    let writes_start = writes_start.unwrap_or(Duration::ZERO);
+    eprintln!("atomic_fix: calibration run {total:?}, writes from {writes_start:?}");
+    drop(root);
+
+    // Kill delays: the 5..200 ms range, and the measured write window (on a slow debug build
+    // the writes may start after 200 ms; a kill before them proves nothing).
+    let lo = writes_start.as_millis() as u64;
+    let hi = (total.as_millis() as u64).max(lo + 10);
+    let mut delays: Vec<u64> = (0..ITERATIONS)
+        .map(|i| if i % 4 == 0 { rng.between(5, 200) } else { rng.between(lo.saturating_sub(5), hi) })
+        .collect();
+    delays.sort_unstable();
+
+    let mut mixed = 0;
+    let mut leftover_tmp = 0;
+    let mut mixed_root = None;
+    for delay in delays {
+        let root = old_root();
+        let var = tempdir();
+        let mut child = fix(policy, &root, var.path()).spawn_quiet();
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().expect("wait for tenet");
+        let (old, new, other) = classify(&root);
+        let tmp = std::fs::read_dir(root.join("/srv/atomic"))
+            .map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).count())
+            .unwrap_or(0);
+        leftover_tmp += tmp;
+        eprintln!("atomic_fix: killed after {delay} ms ({status:?}): {old} old, {new} new, {tmp} temporary files left");
+        assert!(
+            other.is_empty(),
+            "after a SIGKILL at {delay} ms, {} files are neither old nor new: {other:?}",
+            other.len()
+        );
+        if old > 0 && new > 0 {
+            mixed += 1;
+            mixed_root = Some((root, var));
+        }
+    }
+    eprintln!("atomic_fix: {mixed} of {ITERATIONS} runs killed mid-write; {leftover_tmp} temporary files left in all");
+    assert!(
+        mixed > 0,
+        "no run was killed while writing (some files old, some new): the test proved nothing; \
+         calibration: run {total:?}, writes from {writes_start:?}"
+    );
+
+    // A fix after the kill converges.
+    let (root, var) = mixed_root.unwrap();
+    fix(policy, &root, var.path()).run().assert_code(0);
+    let (old, new, other) = classify(&root);
+    assert_eq!((old, new, other.len()), (0, FILES, 0), "fix after a kill: {other:?}");
+}
