@@ -18,7 +18,10 @@ pub fn gather(host: &Host) -> NodeFacts {
     let short = nodename.split('.').next().unwrap_or(&nodename).to_string();
     node.insert("nodename".into(), short);
     node.insert("fqdn".into(), nodename);
-    node.insert("os_name".into(), std::env::consts::OS.replace("linux", "Linux"));
+    node.insert(
+        "os_name".into(),
+        std::env::consts::OS.replace("linux", "Linux"),
+    );
     let os_release = read_os_release(&host.root().join("etc/os-release"))
         .or_else(|| read_os_release(&host.root().join("usr/lib/os-release")));
     if let Some(rel) = &os_release {
@@ -52,10 +55,11 @@ pub fn gather(host: &Host) -> NodeFacts {
             node.insert(k.clone(), v);
         }
     }
-    let packages = tenet_modules::classes::package::installed_packages(host.view()).unwrap_or_else(|e| {
-        tracing::warn!("cannot list installed packages: {e}");
-        Vec::new()
-    });
+    let packages =
+        tenet_modules::classes::package::installed_packages(host.view()).unwrap_or_else(|e| {
+            tracing::warn!("cannot list installed packages: {e}");
+            Vec::new()
+        });
     NodeFacts {
         node,
         packages,
@@ -100,7 +104,11 @@ mod tests {
     fn os_release_under_the_root() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("etc")).unwrap();
-        std::fs::write(d.path().join("etc/os-release"), "ID=rhel\nVERSION_ID=\"9.4\"\nNAME=\"Red Hat Enterprise Linux\"\n").unwrap();
+        std::fs::write(
+            d.path().join("etc/os-release"),
+            "ID=rhel\nVERSION_ID=\"9.4\"\nNAME=\"Red Hat Enterprise Linux\"\n",
+        )
+        .unwrap();
         let f = gather(&Host::new(d.path()));
         assert_eq!(f.node["os_vendor"], "Red Hat");
         assert_eq!(f.node["os_release"], "9.4");

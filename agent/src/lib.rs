@@ -30,7 +30,11 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
         .and_then(|n| n.to_str())
         .and_then(cmd::object::class_for_alias)
     {
-        let rest: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+        let rest: Vec<String> = args
+            .iter()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         return cmd::object::run_alias(class, &rest);
     }
     let cli = match cli::Cli::try_parse_from(args) {

@@ -42,7 +42,12 @@ impl Style {
         let t = format!(" {text} ");
         let width = 78usize.max(t.len() + 2);
         let left = (width - t.len()) / 2;
-        let line = format!("{}{}{}", "=".repeat(left), t, "=".repeat(width - t.len() - left));
+        let line = format!(
+            "{}{}{}",
+            "=".repeat(left),
+            t,
+            "=".repeat(width - t.len() - left)
+        );
         self.paint("1", &line)
     }
 
@@ -87,7 +92,15 @@ pub fn digest(out: &mut impl Write, style: Style, r: &RunReport) -> std::io::Res
             .collect();
         writeln!(out, "{} {label}", mods.len())?;
         for m in mods {
-            writeln!(out, " {}", if status == Status::Nok { style.err(m) } else { m.to_string() })?;
+            writeln!(
+                out,
+                " {}",
+                if status == Status::Nok {
+                    style.err(m)
+                } else {
+                    m.to_string()
+                }
+            )?;
         }
     }
     writeln!(

@@ -36,7 +36,11 @@ pub enum Target {
 
 /// Loads `input` (either format), validates it, and writes it to `output` in `target` format.
 /// Returns the counts of (rulesets, filtersets, modulesets).
-pub fn convert(input: &Path, target: Target, output: &Path) -> Result<(usize, usize, usize), Error> {
+pub fn convert(
+    input: &Path,
+    target: Target,
+    output: &Path,
+) -> Result<(usize, usize, usize), Error> {
     let bundle = tenet_rulesets::load_path(input)?;
     match target {
         Target::Toml => tenet_rulesets::toml_format::write_dir(&bundle, output)?,
@@ -51,5 +55,9 @@ pub fn convert(input: &Path, target: Target, output: &Path) -> Result<(usize, us
                 })?;
         }
     }
-    Ok((bundle.rulesets.len(), bundle.filtersets.len(), bundle.modulesets.len()))
+    Ok((
+        bundle.rulesets.len(),
+        bundle.filtersets.len(),
+        bundle.modulesets.len(),
+    ))
 }

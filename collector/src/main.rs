@@ -36,7 +36,9 @@ enum To {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -54,7 +56,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 To::Json => tenet_collector::Target::Json,
             };
             let (r, f, m) = tenet_collector::convert(&input, target, &output)?;
-            println!("{}: {r} rulesets, {f} filtersets, {m} modulesets", output.display());
+            println!(
+                "{}: {r} rulesets, {f} filtersets, {m} modulesets",
+                output.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -92,6 +92,9 @@ impl<C: Class> DynRule for Typed<C> {
     }
 }
 
+/// Rules built from one variable value, or why the value is not a valid rule.
+pub type LoadedRules = Result<Vec<Box<dyn DynRule>>, String>;
+
 /// A registered class: its names and a loader producing runnable rules.
 #[derive(Clone, Copy)]
 pub struct ClassEntry {
@@ -102,16 +105,18 @@ pub struct ClassEntry {
     /// One-line description.
     pub description: &'static str,
     /// Parses a (substituted) variable value into rules.
-    pub load: fn(&Value) -> Result<Vec<Box<dyn DynRule>>, String>,
+    pub load: fn(&Value) -> LoadedRules,
 }
 
 impl std::fmt::Debug for ClassEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClassEntry").field("name", &self.name).finish()
+        f.debug_struct("ClassEntry")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
-fn load<C: Class>(value: &Value) -> Result<Vec<Box<dyn DynRule>>, String> {
+fn load<C: Class>(value: &Value) -> LoadedRules {
     Ok(C::rules(value)?
         .into_iter()
         .map(|r| Box::new(Typed::<C>(r)) as Box<dyn DynRule>)

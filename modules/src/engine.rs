@@ -438,11 +438,18 @@ pub fn load_variable(
     ruleset: &PolicyRuleset,
     var: &Variable,
     ctx: &SubstContext<'_>,
-) -> Result<Vec<Box<dyn DynRule>>, String> {
-    let at = format!("ruleset {}, variable {} (class {})", ruleset.name, var.name, var.class);
+) -> crate::class::LoadedRules {
+    let at = format!(
+        "ruleset {}, variable {} (class {})",
+        ruleset.name, var.name, var.class
+    );
     let class = classes::find(&var.class).ok_or_else(|| {
         let known: Vec<&str> = classes::CLASSES.iter().map(|c| c.name).collect();
-        format!("{at}: unknown class {:?}; known classes: {}, raw", var.class, known.join(", "))
+        format!(
+            "{at}: unknown class {:?}; known classes: {}, raw",
+            var.class,
+            known.join(", ")
+        )
     })?;
     let value = substitute_value(&var.value, ctx).map_err(|e| format!("{at}: {e}"))?;
     (class.load)(&value).map_err(|e| format!("{at}: {e}"))
@@ -454,7 +461,8 @@ pub fn substitute_value(value: &VarValue, ctx: &SubstContext<'_>) -> Result<Valu
         VarValue::Json(v) => {
             let text = serde_json::to_string(v).map_err(|e| e.to_string())?;
             let text = substitute(&text, ctx, true).map_err(|e| e.to_string())?;
-            serde_json::from_str(&text).map_err(|e| format!("value is not valid JSON after substitution: {e}"))
+            serde_json::from_str(&text)
+                .map_err(|e| format!("value is not valid JSON after substitution: {e}"))
         }
         VarValue::Text(t) => {
             let text = substitute(t, ctx, false).map_err(|e| e.to_string())?;
@@ -515,7 +523,10 @@ impl Runner for AutoRunner {
             self.variables
                 .iter()
                 .map(|v| {
-                    let (status, message) = v.last.clone().unwrap_or((Status::NotApplicable, String::new()));
+                    let (status, message) = v
+                        .last
+                        .clone()
+                        .unwrap_or((Status::NotApplicable, String::new()));
                     RuleReport {
                         variable: v.variable.clone(),
                         class: v.class.clone(),
@@ -527,4 +538,3 @@ impl Runner for AutoRunner {
         )
     }
 }
-

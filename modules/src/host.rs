@@ -212,11 +212,7 @@ impl Host {
     pub fn backup(&self, path: &Path) -> Result<Option<PathBuf>> {
         let rel = path.strip_prefix(&self.root).unwrap_or(path);
         let rel = rel.strip_prefix("/").unwrap_or(rel);
-        let dest = self
-            .var_dir
-            .join("backup")
-            .join(&self.session)
-            .join(rel);
+        let dest = self.var_dir.join("backup").join(&self.session).join(rel);
         if dest.exists() {
             return Ok(Some(dest));
         }
@@ -296,15 +292,6 @@ impl HostView {
             }
         }
         Ok(out)
-    }
-
-    /// The real path of a `/proc/sys` key (`net.ipv4.ip_forward` → `<root>/proc/sys/net/ipv4/ip_forward`).
-    pub fn proc_sys(&self, key: &str) -> PathBuf {
-        let mut p = self.root.join("proc/sys");
-        for part in key.split(['.', '/']).filter(|s| !s.is_empty()) {
-            p.push(part);
-        }
-        p
     }
 
     /// Where backups and agent state go.
@@ -388,7 +375,12 @@ impl HostView {
                 (n == name).then(|| id.parse::<u32>().ok()).flatten()
             })
             .next()
-            .ok_or_else(|| Error::Rule(format!("unknown {what} {name:?} (not in {})", path.display())))
+            .ok_or_else(|| {
+                Error::Rule(format!(
+                    "unknown {what} {name:?} (not in {})",
+                    path.display()
+                ))
+            })
     }
 
     /// Runs a command that only reads (package queries, ...), capturing its output.
@@ -409,8 +401,10 @@ mod tests {
         assert_eq!(h.path("/etc/x").unwrap(), PathBuf::from("/tmp/r/etc/x"));
         assert!(h.path("/etc/../../x").is_err());
         assert!(h.path("etc/x").is_err());
-        assert_eq!(h.proc_sys("vm.swappiness"), PathBuf::from("/tmp/r/proc/sys/vm/swappiness"));
-        assert_eq!(Host::new("/").path("/etc/x").unwrap(), PathBuf::from("/etc/x"));
+        assert_eq!(
+            Host::new("/").path("/etc/x").unwrap(),
+            PathBuf::from("/etc/x")
+        );
     }
 
     #[test]
@@ -423,7 +417,11 @@ mod tests {
         h.write_atomic(&p, b"two\n", None, None).unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "two\n");
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o640);
-        let b = d.path().join("var/backup").join(h.session()).join("etc/a.conf");
+        let b = d
+            .path()
+            .join("var/backup")
+            .join(h.session())
+            .join("etc/a.conf");
         assert_eq!(fs::read_to_string(b).unwrap(), "one\n");
     }
 }

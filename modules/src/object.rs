@@ -30,7 +30,8 @@ pub fn run_object(
         lookup,
         hostname: host.hostname(),
     };
-    let mut vars: Vec<&(String, String)> = env.iter().filter(|(k, _)| k.starts_with(prefix)).collect();
+    let mut vars: Vec<&(String, String)> =
+        env.iter().filter(|(k, _)| k.starts_with(prefix)).collect();
     vars.sort();
     let mut statuses = Vec::new();
     let mut loaded = 0;
@@ -71,7 +72,9 @@ pub fn run_object(
         }
     }
     if loaded == 0 && statuses.is_empty() {
-        log.info(format!("no rules found under prefix {prefix}: not applicable"));
+        log.info(format!(
+            "no rules found under prefix {prefix}: not applicable"
+        ));
     }
     if let Err(e) = host.sync() {
         log.err(format!("syncing written directories: {e}"));

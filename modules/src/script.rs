@@ -50,13 +50,20 @@ pub fn find(dir: &Path, name: &str) -> Result<Option<Script>> {
         0 => Ok(None),
         1 => {
             let (_, entry, order) = found.remove(0);
-            let path = [entry.join("scripts/main"), entry.join("main"), entry.clone()]
-                .into_iter()
-                .find(|p| p.is_file())
-                .ok_or_else(|| Error::Module {
-                    module: name.into(),
-                    message: format!("{} holds no executable (main or scripts/main)", entry.display()),
-                })?;
+            let path = [
+                entry.join("scripts/main"),
+                entry.join("main"),
+                entry.clone(),
+            ]
+            .into_iter()
+            .find(|p| p.is_file())
+            .ok_or_else(|| Error::Module {
+                module: name.into(),
+                message: format!(
+                    "{} holds no executable (main or scripts/main)",
+                    entry.display()
+                ),
+            })?;
             Ok(Some(Script {
                 name: name.into(),
                 path,
@@ -68,7 +75,11 @@ pub fn find(dir: &Path, name: &str) -> Result<Option<Script>> {
             message: format!(
                 "matches too many entries in {}: {}",
                 dir.display(),
-                found.iter().map(|f| f.0.as_str()).collect::<Vec<_>>().join(", ")
+                found
+                    .iter()
+                    .map(|f| f.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }),
     }
@@ -83,7 +94,10 @@ pub fn verify_safe(script: &Script, dir: &Path) -> Result<()> {
         let problem = if m.uid() != 0 {
             Some(format!("is owned by uid {}, not root", m.uid()))
         } else if m.mode() & 0o022 != 0 {
-            Some(format!("is writable by group or others (mode {:o})", m.mode() & 0o7777))
+            Some(format!(
+                "is writable by group or others (mode {:o})",
+                m.mode() & 0o7777
+            ))
         } else if path == script.path && m.mode() & 0o111 == 0 {
             Some("is not executable".to_string())
         } else {
@@ -92,7 +106,11 @@ pub fn verify_safe(script: &Script, dir: &Path) -> Result<()> {
         if let Some(problem) = problem {
             return Err(Error::Module {
                 module: script.name.clone(),
-                message: format!("refusing to run {}: {} {problem}", script.path.display(), path.display()),
+                message: format!(
+                    "refusing to run {}: {} {problem}",
+                    script.path.display(),
+                    path.display()
+                ),
             });
         }
         if path == dir {
@@ -116,7 +134,12 @@ pub struct Execution {
 
 /// Runs `program arg` with `env` added to the inherited environment, in its own process
 /// group, killing the whole group after `timeout`.
-pub fn execute(program: &Path, arg: &str, env: &[(String, String)], timeout: Duration) -> Execution {
+pub fn execute(
+    program: &Path,
+    arg: &str,
+    env: &[(String, String)],
+    timeout: Duration,
+) -> Execution {
     let start = Instant::now();
     let log: Arc<Mutex<Vec<LogLine>>> = Arc::default();
     let push = |log: &Arc<Mutex<Vec<LogLine>>>, stream, text: String| {
@@ -139,14 +162,24 @@ pub fn execute(program: &Path, arg: &str, env: &[(String, String)], timeout: Dur
                 Some(libc::ENOEXEC) => "exec format error".to_string(),
                 _ => e.to_string(),
             };
-            push(&log, Stream::Err, format!("{}: execution error ({why})", program.display()));
+            push(
+                &log,
+                Stream::Err,
+                format!("{}: execution error ({why})", program.display()),
+            );
             return finish(1, log, start);
         }
     };
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
     let readers: Vec<_> = [
-        child.stdout.take().map(|s| (Box::new(s) as Box<dyn Read + Send>, Stream::Out)),
-        child.stderr.take().map(|s| (Box::new(s) as Box<dyn Read + Send>, Stream::Err)),
+        child
+            .stdout
+            .take()
+            .map(|s| (Box::new(s) as Box<dyn Read + Send>, Stream::Out)),
+        child
+            .stderr
+            .take()
+            .map(|s| (Box::new(s) as Box<dyn Read + Send>, Stream::Err)),
     ]
     .into_iter()
     .flatten()
@@ -169,7 +202,11 @@ pub fn execute(program: &Path, arg: &str, env: &[(String, String)], timeout: Dur
     let code = match rx.recv_timeout(timeout) {
         Ok(Ok(status)) => status.code().unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;
-            push(&log, Stream::Err, format!("killed by signal {}", status.signal().unwrap_or(0)));
+            push(
+                &log,
+                Stream::Err,
+                format!("killed by signal {}", status.signal().unwrap_or(0)),
+            );
             1
         }),
         Ok(Err(e)) => {
@@ -183,7 +220,10 @@ pub fn execute(program: &Path, arg: &str, env: &[(String, String)], timeout: Dur
             push(
                 &log,
                 Stream::Err,
-                format!("timed out after {}s: process group killed", timeout.as_secs_f64()),
+                format!(
+                    "timed out after {}s: process group killed",
+                    timeout.as_secs_f64()
+                ),
             );
             1
         }
@@ -245,19 +285,38 @@ mod tests {
     #[test]
     fn captures_and_times_out() {
         let d = tempfile::tempdir().unwrap();
-        let p = script(d.path(), "10-x", "#!/bin/sh\necho out $1\necho bad >&2\nexit 2\n", 0o755);
+        let p = script(
+            d.path(),
+            "10-x",
+            "#!/bin/sh\necho out $1\necho bad >&2\nexit 2\n",
+            0o755,
+        );
         let x = execute(&p, "check", &[], Duration::from_secs(10));
         assert_eq!(x.exit_code, 2);
-        assert!(x.log.iter().any(|l| l.text == "out check" && l.stream == Stream::Out));
-        assert!(x.log.iter().any(|l| l.text == "bad" && l.stream == Stream::Err));
+        assert!(
+            x.log
+                .iter()
+                .any(|l| l.text == "out check" && l.stream == Stream::Out)
+        );
+        assert!(
+            x.log
+                .iter()
+                .any(|l| l.text == "bad" && l.stream == Stream::Err)
+        );
 
         let marker = d.path().join("survivor");
-        let body = format!("#!/bin/sh\n(sleep 3; touch {}) &\nsleep 30\n", marker.display());
+        let body = format!(
+            "#!/bin/sh\n(sleep 3; touch {}) &\nsleep 30\n",
+            marker.display()
+        );
         let p = script(d.path(), "20-slow", &body, 0o755);
         let x = execute(&p, "check", &[], Duration::from_millis(300));
         assert_eq!(x.exit_code, 1);
         assert!(x.log.iter().any(|l| l.text.contains("timed out")));
         std::thread::sleep(Duration::from_secs(4));
-        assert!(!marker.exists(), "a forked child of the module survived the timeout");
+        assert!(
+            !marker.exists(),
+            "a forked child of the module survived the timeout"
+        );
     }
 }

@@ -39,13 +39,22 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
-            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
             let ft = m.file_type();
             let kind = if ft.is_symlink() {
-                format!("symlink -> {}", std::fs::read_link(&p).map(|t| t.display().to_string()).unwrap_or_default())
+                format!(
+                    "symlink -> {}",
+                    std::fs::read_link(&p)
+                        .map(|t| t.display().to_string())
+                        .unwrap_or_default()
+                )
             } else if ft.is_dir() {
                 stack.push(p.clone());
                 "dir".into()
@@ -78,7 +87,12 @@ pub fn diff_snapshots(a: &BTreeMap<PathBuf, Entry>, b: &BTreeMap<PathBuf, Entry>
     for (p, e) in a {
         match b.get(p) {
             None => d.push(format!("removed {}", p.display())),
-            Some(f) if f != e => d.push(format!("changed {}: {:?} -> {:?}", p.display(), summary(e), summary(f))),
+            Some(f) if f != e => d.push(format!(
+                "changed {}: {:?} -> {:?}",
+                p.display(),
+                summary(e),
+                summary(f)
+            )),
             _ => {}
         }
     }
@@ -104,11 +118,18 @@ fn summary(e: &Entry) -> String {
 fn load<C: Class>(rule: &Value) -> Vec<Box<dyn DynRule>> {
     let rules = (ClassEntry::of::<C>().load)(rule)
         .unwrap_or_else(|e| panic!("class {}: rule {rule} does not load: {e}", C::NAME));
-    assert!(!rules.is_empty(), "class {}: rule {rule} gave no rules", C::NAME);
+    assert!(
+        !rules.is_empty(),
+        "class {}: rule {rule} gave no rules",
+        C::NAME
+    );
     rules
 }
 
-fn run_all(rules: &[Box<dyn DynRule>], f: impl Fn(&dyn DynRule, &mut Log) -> Status) -> (Status, Vec<String>) {
+fn run_all(
+    rules: &[Box<dyn DynRule>],
+    f: impl Fn(&dyn DynRule, &mut Log) -> Status,
+) -> (Status, Vec<String>) {
     let mut log = Log::new();
     let st = Status::merge_all(rules.iter().map(|r| f(r.as_ref(), &mut log)));
     (st, log.take().into_iter().map(|l| l.text).collect())
@@ -123,24 +144,52 @@ pub fn assert_class_contract<C: Class>(host: &Host, watch: &[&Path], rule: Value
 
     let before = snap();
     let (first, first_log) = run_all(&rules, |r, l| r.check(host.view(), l));
-    assert_eq!(first, Status::Nok, "class {}: check of {rule} on the prepared root should be nok; log: {first_log:#?}", C::NAME);
+    assert_eq!(
+        first,
+        Status::Nok,
+        "class {}: check of {rule} on the prepared root should be nok; log: {first_log:#?}",
+        C::NAME
+    );
     let after_check = snap();
     for (a, b) in before.iter().zip(&after_check) {
         let d = diff_snapshots(a, b);
-        assert!(d.is_empty(), "class {}: check wrote to the system: {d:#?}", C::NAME);
+        assert!(
+            d.is_empty(),
+            "class {}: check wrote to the system: {d:#?}",
+            C::NAME
+        );
     }
 
     let (fixed, log) = run_all(&rules, |r, l| r.fix(host, l));
-    assert_eq!(fixed, Status::Ok, "class {}: fix of {rule} should be ok; log: {log:#?}", C::NAME);
+    assert_eq!(
+        fixed,
+        Status::Ok,
+        "class {}: fix of {rule} should be ok; log: {log:#?}",
+        C::NAME
+    );
     let (again, log) = run_all(&rules, |r, l| r.check(host.view(), l));
-    assert_eq!(again, Status::Ok, "class {}: check after fix of {rule} should be ok; log: {log:#?}", C::NAME);
+    assert_eq!(
+        again,
+        Status::Ok,
+        "class {}: check after fix of {rule} should be ok; log: {log:#?}",
+        C::NAME
+    );
 
     let settled = snap();
     let (second, log) = run_all(&rules, |r, l| r.fix(host, l));
-    assert_eq!(second, Status::Ok, "class {}: second fix of {rule} should be ok; log: {log:#?}", C::NAME);
+    assert_eq!(
+        second,
+        Status::Ok,
+        "class {}: second fix of {rule} should be ok; log: {log:#?}",
+        C::NAME
+    );
     for (a, b) in settled.iter().zip(&snap()) {
         let d = diff_snapshots(a, b);
-        assert!(d.is_empty(), "class {}: a second fix changed the system: {d:#?}", C::NAME);
+        assert!(
+            d.is_empty(),
+            "class {}: a second fix changed the system: {d:#?}",
+            C::NAME
+        );
     }
     first_log
 }

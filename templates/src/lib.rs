@@ -79,10 +79,12 @@ impl Renderer {
 
     /// Renders a one-off template text.
     pub fn render_text(&self, name: &str, text: &str, data: &Value) -> Result<String, Error> {
-        self.hb.render_template(text, data).map_err(|e| Error::Render {
-            name: name.into(),
-            message: e.to_string(),
-        })
+        self.hb
+            .render_template(text, data)
+            .map_err(|e| Error::Render {
+                name: name.into(),
+                message: e.to_string(),
+            })
     }
 }
 
@@ -94,7 +96,9 @@ mod tests {
     #[test]
     fn config_text_is_not_html_escaped() {
         let r = Renderer::new();
-        let out = r.render_text("t", "x={{v}}", &json!({"v": "a & <b>"})).unwrap();
+        let out = r
+            .render_text("t", "x={{v}}", &json!({"v": "a & <b>"}))
+            .unwrap();
         assert_eq!(out, "x=a & <b>");
     }
 

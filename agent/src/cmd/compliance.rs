@@ -65,7 +65,11 @@ fn load(p: &PolicyArgs, host: Host) -> Result<Loaded, ExitCode> {
         tracing::warn!("{w}");
     }
     let host = host.with_os_vendor(policy.facts.node.get("os_vendor").cloned());
-    Ok(Loaded { bundle, policy, host })
+    Ok(Loaded {
+        bundle,
+        policy,
+        host,
+    })
 }
 
 fn host_for(a: &RunArgs) -> Host {
@@ -159,11 +163,12 @@ fn print_env(policy: &Policy, config: &EngineConfig, format: Format) -> anyhow::
         let map: serde_json::Map<String, serde_json::Value> = plan
             .iter()
             .map(|m| {
-                let env: serde_json::Map<String, serde_json::Value> = engine::module_env(policy, config, &m.name)
-                    .into_iter()
-                    .filter(|(k, _)| k.starts_with("OSVC_COMP_"))
-                    .map(|(k, v)| (k, v.into()))
-                    .collect();
+                let env: serde_json::Map<String, serde_json::Value> =
+                    engine::module_env(policy, config, &m.name)
+                        .into_iter()
+                        .filter(|(k, _)| k.starts_with("OSVC_COMP_"))
+                        .map(|(k, v)| (k, v.into()))
+                        .collect();
                 (m.name.clone(), env.into())
             })
             .collect();
@@ -191,7 +196,12 @@ fn list(a: &ListArgs) -> anyhow::Result<ExitCode> {
     let names: Vec<String> = match a.what {
         ListWhat::Modulesets => loaded.bundle.modulesets.keys().cloned().collect(),
         ListWhat::Rulesets => loaded.bundle.rulesets.keys().cloned().collect(),
-        ListWhat::Modules => loaded.policy.modules.iter().map(|m| m.name.clone()).collect(),
+        ListWhat::Modules => loaded
+            .policy
+            .modules
+            .iter()
+            .map(|m| m.name.clone())
+            .collect(),
     };
     match a.policy.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&names)?),
@@ -207,7 +217,9 @@ fn show(a: &ShowArgs) -> anyhow::Result<ExitCode> {
     };
     let policy = &loaded.policy;
     match (a.what, a.policy.format) {
-        (ShowWhat::Moduleset, Format::Json) => println!("{}", serde_json::to_string_pretty(&policy.modulesets)?),
+        (ShowWhat::Moduleset, Format::Json) => {
+            println!("{}", serde_json::to_string_pretty(&policy.modulesets)?)
+        }
         (ShowWhat::Moduleset, Format::Text) => {
             if policy.modulesets.is_empty() {
                 println!("(none)");
@@ -215,7 +227,12 @@ fn show(a: &ShowArgs) -> anyhow::Result<ExitCode> {
             for ms in &policy.modulesets {
                 let indent = " ".repeat(ms.depth);
                 println!("{indent}{}:", ms.name);
-                if ms.modules.is_empty() && !policy.modulesets.iter().any(|c| c.parent.as_deref() == Some(&ms.name)) {
+                if ms.modules.is_empty()
+                    && !policy
+                        .modulesets
+                        .iter()
+                        .any(|c| c.parent.as_deref() == Some(&ms.name))
+                {
                     println!("{indent} (no modules)");
                 }
                 for m in &ms.modules {
@@ -224,7 +241,9 @@ fn show(a: &ShowArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        (ShowWhat::Ruleset, Format::Json) => println!("{}", serde_json::to_string_pretty(&policy.rulesets)?),
+        (ShowWhat::Ruleset, Format::Json) => {
+            println!("{}", serde_json::to_string_pretty(&policy.rulesets)?)
+        }
         (ShowWhat::Ruleset, Format::Text) => {
             println!("rules:");
             for rs in &policy.rulesets {
@@ -256,7 +275,8 @@ fn install_compat(dir: &Path) -> anyhow::Result<ExitCode> {
         let link = lib.join(alias);
         let tmp = lib.join(format!(".{alias}.tmp"));
         let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&exe, &tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        std::os::unix::fs::symlink(&exe, &tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
         // Rename over any older link, so a concurrent module never sees it missing.
         std::fs::rename(&tmp, &link).with_context(|| format!("creating {}", link.display()))?;
         println!("{} -> {}", link.display(), exe.display());

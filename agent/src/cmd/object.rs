@@ -30,7 +30,9 @@ pub fn compat_aliases() -> Vec<&'static str> {
 /// The host described by the environment a module script runs in.
 pub fn host_from_env() -> Host {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    let root = var("TENET_ROOT").map(PathBuf::from).unwrap_or_else(|| "/".into());
+    let root = var("TENET_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/".into());
     let mut host = Host::new(&root);
     if let Some(v) = var("TENET_VAR_DIR") {
         host = host.with_var_dir(PathBuf::from(v));
@@ -38,7 +40,10 @@ pub fn host_from_env() -> Host {
     if let Some(v) = var("TENET_NODE_CONFIG") {
         host = host.with_node_config(PathBuf::from(v));
     }
-    if let Some(v) = std::env::var("OSVC_SESSION_UUID").ok().filter(|s| !s.is_empty()) {
+    if let Some(v) = std::env::var("OSVC_SESSION_UUID")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
         host = host.with_session(v);
     }
     host.with_package_dir(var("TENET_PACKAGE_DIR").map(PathBuf::from))
@@ -49,7 +54,11 @@ pub fn host_from_env() -> Host {
 pub fn run(args: &ObjectArgs) -> anyhow::Result<ExitCode> {
     let Some(class) = classes::find(&args.class) else {
         let known: Vec<_> = classes::CLASSES.iter().map(|c| c.name).collect();
-        eprintln!("tenet object: unknown class {:?}; known: {}", args.class, known.join(", "));
+        eprintln!(
+            "tenet object: unknown class {:?}; known: {}",
+            args.class,
+            known.join(", ")
+        );
         return Ok(ExitCode::from(2));
     };
     object(class, &args.prefix, &args.action)
