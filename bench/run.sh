@@ -23,8 +23,6 @@ best_fix=""; best_check=""
 for i in $(seq "$RUNS"); do
   rm -rf "$work/b"; mkdir -p "$work/b"
   python3 bench/gen.py "$work/b" 1000 200
-  args=(compliance --policy "$work/b/policy.json" --root "$work/b/root" --var-dir "$work/b/var")
-  # `time` reports seconds with 2 decimals: use the engine's own duration_ms for wall time.
   fix_ms=$("$TENET" compliance fix --policy "$work/b/policy.json" --root "$work/b/root" --var-dir "$work/b/var" --format json | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["summary"]["nok"]==0, r["summary"]; print(r["duration_ms"])')
   check_ms=$("$TENET" compliance check --policy "$work/b/policy.json" --root "$work/b/root" --var-dir "$work/b/var" --format json | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["summary"]["nok"]==0, r["summary"]; print(r["duration_ms"])')
   read -r _ check_wall check_rss < <(measure check "$TENET" compliance check --policy "$work/b/policy.json" --root "$work/b/root" --var-dir "$work/b/var")

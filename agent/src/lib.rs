@@ -11,6 +11,15 @@
 //! Invariants: the binary's `main` only parses, sets up logging and maps errors to exit codes;
 //! usage and policy errors exit 2, nok or failed modules exit 1, compliance exits 0.
 
+/// `println!` that never panics: with stdout closed (`tenet ... | head`) the run goes on
+/// (a fix must not stop halfway because nobody reads its report).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod cli;
 pub mod cmd;
 pub mod facts;

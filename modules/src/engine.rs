@@ -483,26 +483,39 @@ impl Runner for AutoRunner {
         }
         let mut statuses = Vec::new();
         for v in &mut self.variables {
-            let mut vlog = Log::new();
+            // Per rule: its lines, and its first error as the summary ("<path>: content
+            // differs"; later lines detail it). The variable's message joins the summaries.
+            let mut lines = Vec::new();
+            let mut summaries = Vec::new();
             let status = match &v.rules {
                 Err(e) => {
-                    vlog.err(e.clone());
+                    summaries.push(e.clone());
+                    lines.push(LogLine {
+                        stream: Stream::Err,
+                        text: e.clone(),
+                    });
                     Status::Nok
                 }
-                Ok(rules) => Status::merge_all(rules.iter().map(|r| match action {
-                    "check" => r.check(host.view(), &mut vlog),
-                    "fixable" => r.fixable(host.view(), &mut vlog),
-                    _ => r.fix(host, &mut vlog),
+                Ok(rules) => Status::merge_all(rules.iter().map(|r| {
+                    let mut rlog = Log::new();
+                    let st = match action {
+                        "check" => r.check(host.view(), &mut rlog),
+                        "fixable" => r.fixable(host.view(), &mut rlog),
+                        _ => r.fix(host, &mut rlog),
+                    };
+                    let rlines = rlog.take();
+                    if let Some(first) = rlines.iter().find(|l| l.stream == Stream::Err) {
+                        summaries.push(first.text.clone());
+                    }
+                    lines.extend(rlines);
+                    st
                 })),
             };
-            let lines = vlog.take();
-            let message = lines
-                .iter()
-                .rev()
-                .find(|l| l.stream == Stream::Err)
-                .or(lines.last())
-                .map(|l| l.text.clone())
-                .unwrap_or_default();
+            let message = if summaries.is_empty() {
+                lines.last().map(|l| l.text.clone()).unwrap_or_default()
+            } else {
+                summaries.join("; ")
+            };
             if action != "fixable" {
                 v.last = Some((status, message));
             }

@@ -28,7 +28,9 @@ pub use tenet_modules::testing::{Entry, diff_snapshots, snapshot};
 /// running test executable lives in.
 pub fn tenet_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("cannot locate the test executable");
-    let deps = exe.parent().expect("test executable has no parent directory");
+    let deps = exe
+        .parent()
+        .expect("test executable has no parent directory");
     let profile_dir = if deps.file_name() == Some(OsStr::new("deps")) {
         deps.parent().expect("deps directory has no parent")
     } else {
@@ -119,7 +121,7 @@ pub struct TestRootBuilder {
     packages: Option<Vec<(String, String)>>,
     sysctl_conf: Option<String>,
     files: Vec<(String, Vec<u8>)>,
-    os_release: bool,
+    no_os_release: bool,
 }
 
 impl TestRootBuilder {
@@ -153,13 +155,14 @@ impl TestRootBuilder {
 
     /// Any other file, by its absolute path in the managed system.
     pub fn file(mut self, abs: &str, content: impl AsRef<[u8]>) -> Self {
-        self.files.push((abs.to_string(), content.as_ref().to_vec()));
+        self.files
+            .push((abs.to_string(), content.as_ref().to_vec()));
         self
     }
 
     /// Leaves out `etc/os-release` (default: a Debian 12 one).
     pub fn without_os_release(mut self) -> Self {
-        self.os_release = false;
+        self.no_os_release = true;
         self
     }
 
@@ -173,7 +176,7 @@ impl TestRootBuilder {
             "root:x:0:0:root:/root:/bin/bash\nmysql:x:999:999:MySQL Server:/var/lib/mysql:/usr/sbin/nologin\n",
         );
         write(&p.join("etc/group"), "root:x:0:\nmysql:x:999:\n");
-        if self.os_release {
+        if !self.no_os_release {
             write(
                 &p.join("etc/os-release"),
                 "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n",
@@ -181,14 +184,19 @@ impl TestRootBuilder {
         }
         write(
             &p.join("etc/sysctl.conf"),
-            self.sysctl_conf.as_deref().unwrap_or("# /etc/sysctl.conf - test root\n"),
+            self.sysctl_conf
+                .as_deref()
+                .unwrap_or("# /etc/sysctl.conf - test root\n"),
         );
         for (key, value) in &self.proc_sys {
             let rel: PathBuf = key.split('.').collect();
             write(&p.join("proc/sys").join(rel), format!("{value}\n"));
         }
         let packages = self.packages.unwrap_or_default();
-        let installed: Vec<(&str, &str)> = packages.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let installed: Vec<(&str, &str)> = packages
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
         tenet_modules::classes::package::test_support::init_dpkg_root(p, &installed);
         for (abs, content) in &self.files {
             write(&root.join(abs), content);
@@ -206,10 +214,7 @@ pub struct TestRoot {
 impl TestRoot {
     /// A builder; `TestRoot::builder().build()` is a minimal Debian-like root.
     pub fn builder() -> TestRootBuilder {
-        TestRootBuilder {
-            os_release: true,
-            ..TestRootBuilder::default()
-        }
+        TestRootBuilder::default()
     }
 
     /// The root prefix.
@@ -236,7 +241,11 @@ impl TestRoot {
     pub fn installed_packages(&self) -> Vec<String> {
         let text = self.read("/var/lib/dpkg/status").unwrap_or_default();
         text.split("\n\n")
-            .filter(|stanza| stanza.lines().any(|l| l.trim() == "Status: install ok installed"))
+            .filter(|stanza| {
+                stanza
+                    .lines()
+                    .any(|l| l.trim() == "Status: install ok installed")
+            })
             .filter_map(|stanza| stanza.lines().find_map(|l| l.strip_prefix("Package: ")))
             .map(|s| s.trim().to_string())
             .collect()
@@ -263,19 +272,33 @@ impl Run {
     /// Parses stdout as JSON, panicking with the whole output when it is not.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout of `{}` is not JSON ({e}):\n{}", self.command, self.describe())
+            panic!(
+                "stdout of `{}` is not JSON ({e}):\n{}",
+                self.command,
+                self.describe()
+            )
         })
     }
 
     /// Asserts the exit code.
     pub fn assert_code(&self, want: i32) -> &Self {
-        assert_eq!(self.code, want, "`{}` exited {} instead of {want}:\n{}", self.command, self.code, self.describe());
+        assert_eq!(
+            self.code,
+            want,
+            "`{}` exited {} instead of {want}:\n{}",
+            self.command,
+            self.code,
+            self.describe()
+        );
         self
     }
 
     /// stdout and stderr together, for messages.
     pub fn describe(&self) -> String {
-        format!("--- exit code {}\n--- stdout:\n{}\n--- stderr:\n{}", self.code, self.stdout, self.stderr)
+        format!(
+            "--- exit code {}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -307,7 +330,10 @@ impl Tenet {
         S: AsRef<OsStr>,
     {
         Tenet {
-            args: args.into_iter().map(|a| a.as_ref().to_os_string()).collect(),
+            args: args
+                .into_iter()
+                .map(|a| a.as_ref().to_os_string())
+                .collect(),
             env: Vec::new(),
             setup: None,
         }
@@ -371,7 +397,8 @@ impl Tenet {
 
     /// Sets an environment variable of the process.
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Tenet {
-        self.env.push((k.as_ref().to_os_string(), v.as_ref().to_os_string()));
+        self.env
+            .push((k.as_ref().to_os_string(), v.as_ref().to_os_string()));
         self
     }
 
@@ -436,7 +463,10 @@ impl Tenet {
             .output()
             .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", self.display()));
         use std::os::unix::process::ExitStatusExt;
-        let code = out.status.code().unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
+        let code = out
+            .status
+            .code()
+            .unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
         Run {
             code,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -522,7 +552,8 @@ pub fn spd_modules_dir() -> tempfile::TempDir {
     for e in std::fs::read_dir(&src).unwrap_or_else(|e| panic!("read {}: {e}", src.display())) {
         let e = e.expect("read dir entry");
         let to = dir.path().join(e.file_name());
-        std::fs::copy(e.path(), &to).unwrap_or_else(|err| panic!("copy {}: {err}", e.path().display()));
+        std::fs::copy(e.path(), &to)
+            .unwrap_or_else(|err| panic!("copy {}: {err}", e.path().display()));
         chmod(&to, 0o755);
     }
     dir
@@ -541,25 +572,46 @@ pub fn script(dir: &Path, name: &str, body: &str, mode: u32) -> PathBuf {
 
 /// The module named `name` of a run report.
 pub fn module<'a>(report: &'a Value, name: &str) -> &'a Value {
-    let modules = report["modules"].as_array().unwrap_or_else(|| panic!("report has no modules array: {report:#}"));
-    modules.iter().find(|m| m["module"] == name).unwrap_or_else(|| {
-        let names: Vec<&str> = modules.iter().filter_map(|m| m["module"].as_str()).collect();
-        panic!("module {name} not in the report; modules: {names:?}")
-    })
+    let modules = report["modules"]
+        .as_array()
+        .unwrap_or_else(|| panic!("report has no modules array: {report:#}"));
+    modules
+        .iter()
+        .find(|m| m["module"] == name)
+        .unwrap_or_else(|| {
+            let names: Vec<&str> = modules
+                .iter()
+                .filter_map(|m| m["module"].as_str())
+                .collect();
+            panic!("module {name} not in the report; modules: {names:?}")
+        })
 }
 
 /// A module's final status (`ok`, `nok`, `n/a`).
 pub fn status(module: &Value) -> &str {
-    module["status"].as_str().unwrap_or_else(|| panic!("module without status: {module:#}"))
+    module["status"]
+        .as_str()
+        .unwrap_or_else(|| panic!("module without status: {module:#}"))
 }
 
 /// The rule of an auto-module for variable `variable`.
 pub fn rule<'a>(module: &'a Value, variable: &str) -> &'a Value {
-    let rules = module["rules"].as_array().unwrap_or_else(|| panic!("module has no rules array: {module:#}"));
-    rules.iter().find(|r| r["variable"] == variable).unwrap_or_else(|| {
-        let names: Vec<&str> = rules.iter().filter_map(|r| r["variable"].as_str()).collect();
-        panic!("variable {variable} not in the rules of {}; rules: {names:?}", module["module"])
-    })
+    let rules = module["rules"]
+        .as_array()
+        .unwrap_or_else(|| panic!("module has no rules array: {module:#}"));
+    rules
+        .iter()
+        .find(|r| r["variable"] == variable)
+        .unwrap_or_else(|| {
+            let names: Vec<&str> = rules
+                .iter()
+                .filter_map(|r| r["variable"].as_str())
+                .collect();
+            panic!(
+                "variable {variable} not in the rules of {}; rules: {names:?}",
+                module["module"]
+            )
+        })
 }
 
 /// The logs of every sub-action named `action` of a module, joined.
@@ -580,7 +632,12 @@ pub fn action_log(module: &Value, action: &str) -> String {
 pub fn all_logs(module: &Value) -> String {
     module["actions"]
         .as_array()
-        .map(|a| a.iter().filter_map(|x| x["log"].as_str()).collect::<Vec<_>>().join(""))
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["log"].as_str())
+                .collect::<Vec<_>>()
+                .join("")
+        })
         .unwrap_or_default()
 }
 
@@ -588,7 +645,11 @@ pub fn all_logs(module: &Value) -> String {
 pub fn actions_run(module: &Value) -> Vec<String> {
     module["actions"]
         .as_array()
-        .map(|a| a.iter().filter_map(|x| x["action"].as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["action"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -601,14 +662,24 @@ pub fn assert_report_consistent(report: &Value) {
     let modules = report["modules"].as_array().expect("modules is an array");
     let count = |s: &str| modules.iter().filter(|m| m["status"] == s).count() as u64;
     for m in modules {
-        for k in ["module", "moduleset", "kind", "status", "actions", "duration_ms"] {
+        for k in [
+            "module",
+            "moduleset",
+            "kind",
+            "status",
+            "actions",
+            "duration_ms",
+        ] {
             assert!(m.get(k).is_some(), "module lacks {k}: {m:#}");
         }
         assert!(
             matches!(m["status"].as_str(), Some("ok" | "nok" | "n/a")),
             "bad module status: {m:#}"
         );
-        assert!(matches!(m["kind"].as_str(), Some("script" | "auto")), "bad module kind: {m:#}");
+        assert!(
+            matches!(m["kind"].as_str(), Some("script" | "auto")),
+            "bad module kind: {m:#}"
+        );
         for a in m["actions"].as_array().expect("actions is an array") {
             for k in ["action", "exit_code", "log", "duration_ms"] {
                 assert!(a.get(k).is_some(), "action lacks {k}: {a:#}");
@@ -634,7 +705,12 @@ pub fn statuses(report: &Value) -> BTreeMap<String, String> {
         .as_array()
         .map(|ms| {
             ms.iter()
-                .map(|m| (m["module"].as_str().unwrap_or("?").to_string(), m["status"].as_str().unwrap_or("?").to_string()))
+                .map(|m| {
+                    (
+                        m["module"].as_str().unwrap_or("?").to_string(),
+                        m["status"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -642,7 +718,8 @@ pub fn statuses(report: &Value) -> BTreeMap<String, String> {
 
 /// The text of a variable's value in the node export (`var_value`), parsed as JSON.
 pub fn export_variable(export: &Path, variable: &str) -> Value {
-    let text = std::fs::read_to_string(export).unwrap_or_else(|e| panic!("read {}: {e}", export.display()));
+    let text = std::fs::read_to_string(export)
+        .unwrap_or_else(|e| panic!("read {}: {e}", export.display()));
     let doc: Value = serde_json::from_str(&text).expect("export is JSON");
     for rs in doc["rulesets"].as_array().into_iter().flatten() {
         for v in rs["variables"].as_array().into_iter().flatten() {

@@ -19,9 +19,17 @@ const ITERATIONS: usize = 15;
 fn content(i: usize, generation: &str) -> String {
     let mut s = String::with_capacity(LINES * 64);
     for l in 0..LINES {
-        let tag = if l == 0 || l == LINES / 2 || l == LINES - 1 { generation } else { "same" };
+        let tag = if l == 0 || l == LINES / 2 || l == LINES - 1 {
+            generation
+        } else {
+            "same"
+        };
         // 63 characters + newline.
-        let _ = writeln!(s, "file {i:03} line {l:04} {tag} {}", "x".repeat(43 - tag.len()));
+        let _ = writeln!(
+            s,
+            "file {i:03} line {l:04} {tag} {}",
+            "x".repeat(43 - tag.len())
+        );
     }
     debug_assert_eq!(s.len(), LINES * 64);
     s
@@ -74,9 +82,15 @@ struct Rng(u64);
 
 impl Rng {
     fn new() -> Rng {
-        let seed = std::env::var("TENET_E2E_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
-        });
+        let seed = std::env::var("TENET_E2E_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+                    | 1
+            });
         eprintln!("atomic_fix: seed {seed} (set TENET_E2E_SEED to replay)");
         Rng(seed)
     }
@@ -92,13 +106,18 @@ impl Rng {
 }
 
 fn fix(policy: &Path, root: &TestRoot, var: &Path) -> Tenet {
-    Tenet::compliance("fix").policy(policy).root(root.path()).var_dir(var)
+    Tenet::compliance("fix")
+        .policy(policy)
+        .root(root.path())
+        .var_dir(var)
 }
 
 /// The modification time of the directory holding the managed files (it moves when the fix
 /// creates its first temporary file there).
 fn dir_mtime(root: &TestRoot) -> Option<std::time::SystemTime> {
-    std::fs::metadata(root.join("/srv/atomic")).and_then(|m| m.modified()).ok()
+    std::fs::metadata(root.join("/srv/atomic"))
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 #[test]
@@ -123,8 +142,13 @@ fn killed_fix_leaves_each_file_old_or_new() {
         let started = Instant::now();
         let mut child = fix(policy, &root, var.path()).spawn_quiet();
         if !from_start {
-            while dir_mtime(&root) == untouched && child.try_wait().expect("wait for tenet").is_none() {
-                assert!(started.elapsed() < Duration::from_secs(120), "fix wrote nothing in 120 s");
+            while dir_mtime(&root) == untouched
+                && child.try_wait().expect("wait for tenet").is_none()
+            {
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "fix wrote nothing in 120 s"
+                );
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
@@ -134,11 +158,21 @@ fn killed_fix_leaves_each_file_old_or_new() {
         let status = child.wait().expect("wait for tenet");
         let (old, new, other) = classify(&root);
         let tmp = std::fs::read_dir(root.join("/srv/atomic"))
-            .map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).count())
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+                    .count()
+            })
             .unwrap_or(0);
         leftover_tmp += tmp;
-        let when = if from_start { "start".to_string() } else { format!("first write (at {writes_at:?})") };
-        eprintln!("atomic_fix: killed {delay} ms after {when} ({status:?}): {old} old, {new} new, {tmp} temporary files left");
+        let when = if from_start {
+            "start".to_string()
+        } else {
+            format!("first write (at {writes_at:?})")
+        };
+        eprintln!(
+            "atomic_fix: killed {delay} ms after {when} ({status:?}): {old} old, {new} new, {tmp} temporary files left"
+        );
         assert!(
             other.is_empty(),
             "after a SIGKILL {delay} ms after {when}, {} files are neither old nor new: {other:?}",
@@ -149,12 +183,21 @@ fn killed_fix_leaves_each_file_old_or_new() {
             mixed_root = Some((root, var));
         }
     }
-    eprintln!("atomic_fix: {mixed} of {ITERATIONS} runs killed mid-write; {leftover_tmp} temporary files left in all");
-    assert!(mixed > 0, "no run was killed while writing (some files old, some new): the test proved nothing");
+    eprintln!(
+        "atomic_fix: {mixed} of {ITERATIONS} runs killed mid-write; {leftover_tmp} temporary files left in all"
+    );
+    assert!(
+        mixed > 0,
+        "no run was killed while writing (some files old, some new): the test proved nothing"
+    );
 
     // A fix after the kill converges.
     let (root, var) = mixed_root.unwrap();
     fix(policy, &root, var.path()).run().assert_code(0);
     let (old, new, other) = classify(&root);
-    assert_eq!((old, new, other.len()), (0, FILES, 0), "fix after a kill: {other:?}");
+    assert_eq!(
+        (old, new, other.len()),
+        (0, FILES, 0),
+        "fix after a kill: {other:?}"
+    );
 }

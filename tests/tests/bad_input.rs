@@ -102,9 +102,14 @@ fn root() -> TestRoot {
 
 /// Whether `msg` names the rule field `field` (`mode: ...`, `"mode"`, `` `mode` ``, ...).
 fn names_field(msg: &str, field: &str) -> bool {
-    [format!("{field}:"), format!("\"{field}\""), format!("`{field}`"), format!("field {field}")]
-        .iter()
-        .any(|p| msg.contains(p.as_str()))
+    [
+        format!("{field}:"),
+        format!("\"{field}\""),
+        format!("`{field}`"),
+        format!("field {field}"),
+    ]
+    .iter()
+    .any(|p| msg.contains(p.as_str()))
 }
 
 /// Runs check of `bad.good` and `bad.<case>`; asserts the good module is ok and returns the
@@ -122,7 +127,12 @@ fn check_case(case: &str, variable: &str) -> String {
     run.assert_code(1);
     let report = run.json();
     assert_report_consistent(&report);
-    assert_eq!(status(module(&report, "bad.good")), "ok", "the good module of the same run:\n{}", run.describe());
+    assert_eq!(
+        status(module(&report, "bad.good")),
+        "ok",
+        "the good module of the same run:\n{}",
+        run.describe()
+    );
     let m = module(&report, &format!("bad.{case}"));
     assert_eq!(status(m), "nok", "{m:#}");
     let r = rule(m, variable);
@@ -147,21 +157,36 @@ fn unknown_class_names_ruleset_variable_and_class() {
 #[test]
 fn bad_sysctl_op_names_op() {
     let msg = check_case("sysctl_op", "swappiness_rule");
-    assert!(names_field(&msg, "op") && msg.contains("=>"), "message should name the op field and =>: {msg}");
-    assert!(msg.contains("swappiness_rule"), "message should name the variable: {msg}");
+    assert!(
+        names_field(&msg, "op") && msg.contains("=>"),
+        "message should name the op field and =>: {msg}"
+    );
+    assert!(
+        msg.contains("swappiness_rule"),
+        "message should name the variable: {msg}"
+    );
 }
 
 #[test]
 fn symbolic_file_mode_names_mode() {
     let msg = check_case("file_mode", "symbolic_mode");
-    assert!(names_field(&msg, "mode") && msg.contains("rw-r--r--"), "message should name the mode field and value: {msg}");
-    assert!(msg.contains("symbolic_mode"), "message should name the variable: {msg}");
+    assert!(
+        names_field(&msg, "mode") && msg.contains("rw-r--r--"),
+        "message should name the mode field and value: {msg}"
+    );
+    assert!(
+        msg.contains("symbolic_mode"),
+        "message should name the variable: {msg}"
+    );
 }
 
 #[test]
 fn undefined_env_reference_names_variable_and_name() {
     let msg = check_case("undefined_env", "env_path");
-    assert!(msg.contains("env_path") && msg.contains("UNDEFINED_THING"), "message should name env_path and UNDEFINED_THING: {msg}");
+    assert!(
+        msg.contains("env_path") && msg.contains("UNDEFINED_THING"),
+        "message should name env_path and UNDEFINED_THING: {msg}"
+    );
 }
 
 #[test]
@@ -181,7 +206,11 @@ fn every_bad_case_in_one_fix_run_leaves_the_others_running() {
     let s = statuses(&report);
     assert_eq!(s.get("bad.good").map(String::as_str), Some("ok"), "{s:?}");
     for case in ["unknown_class", "sysctl_op", "file_mode", "undefined_env"] {
-        assert_eq!(s.get(&format!("bad.{case}")).map(String::as_str), Some("nok"), "{s:?}");
+        assert_eq!(
+            s.get(&format!("bad.{case}")).map(String::as_str),
+            Some("nok"),
+            "{s:?}"
+        );
     }
     assert_eq!(report["summary"]["ok"], 1);
     assert_eq!(report["summary"]["nok"], 4);
@@ -194,12 +223,20 @@ fn every_bad_case_in_one_fix_run_leaves_the_others_running() {
 #[test]
 fn malformed_toml_names_the_file_and_line() {
     let good = "[[ruleset]]\nname = \"fine\"\n";
-    let bad = "[[ruleset]]\nname = \"also-fine\"\n\n[[ruleset]]\nname = \"broken\ntype = \"explicit\"\n";
+    let bad =
+        "[[ruleset]]\nname = \"also-fine\"\n\n[[ruleset]]\nname = \"broken\ntype = \"explicit\"\n";
     let policy = bundle(&[("a-good.toml", good), ("bad.toml", bad)]);
     let root = root();
-    let run = Tenet::compliance("check").policy(policy.path()).root(root.path()).run();
+    let run = Tenet::compliance("check")
+        .policy(policy.path())
+        .root(root.path())
+        .run();
     run.assert_code(2);
-    assert!(run.stderr.contains("bad.toml"), "stderr should name bad.toml:\n{}", run.describe());
+    assert!(
+        run.stderr.contains("bad.toml"),
+        "stderr should name bad.toml:\n{}",
+        run.describe()
+    );
     assert!(
         run.stderr.contains("bad.toml:5") || run.stderr.contains("line 5"),
         "stderr should name line 5 of bad.toml:\n{}",
@@ -209,14 +246,22 @@ fn malformed_toml_names_the_file_and_line() {
     // A misspelt key is refused too, naming the file, the line and the key.
     let typo = "[[ruleset]]\nname = \"r\"\n\n[[ruleset.variable]]\nname = \"v\"\nclas = \"file\"\nvalue = \"x\"\n";
     let policy = bundle(&[("typo.toml", typo)]);
-    let run = Tenet::compliance("list").arg("rulesets").policy(policy.path()).run();
+    let run = Tenet::compliance("list")
+        .arg("rulesets")
+        .policy(policy.path())
+        .run();
     run.assert_code(2);
     assert!(
-        run.stderr.contains("typo.toml:6") || (run.stderr.contains("typo.toml") && run.stderr.contains("line 6")),
+        run.stderr.contains("typo.toml:6")
+            || (run.stderr.contains("typo.toml") && run.stderr.contains("line 6")),
         "stderr should name typo.toml line 6:\n{}",
         run.describe()
     );
-    assert!(run.stderr.contains("clas"), "stderr should name the unknown key:\n{}", run.describe());
+    assert!(
+        run.stderr.contains("clas"),
+        "stderr should name the unknown key:\n{}",
+        run.describe()
+    );
 }
 
 #[test]
@@ -226,22 +271,44 @@ fn malformed_export_json_names_the_file() {
     let text = std::fs::read_to_string(node_export()).unwrap();
     write(&path, &text[..text.len() / 2]);
     let root = root();
-    for args in [vec!["compliance", "check"], vec!["compliance", "list", "modulesets"]] {
+    for args in [
+        vec!["compliance", "check"],
+        vec!["compliance", "list", "modulesets"],
+    ] {
         let run = Tenet::new(args).policy(&path).root(root.path()).run();
         run.assert_code(2);
-        assert!(run.stderr.contains("truncated-export.json"), "stderr should name the file:\n{}", run.describe());
-        assert!(run.stdout.trim().is_empty(), "no report for a policy that does not load:\n{}", run.describe());
+        assert!(
+            run.stderr.contains("truncated-export.json"),
+            "stderr should name the file:\n{}",
+            run.describe()
+        );
+        assert!(
+            run.stdout.trim().is_empty(),
+            "no report for a policy that does not load:\n{}",
+            run.describe()
+        );
     }
 }
 
 #[test]
 fn missing_policy_and_unknown_module_are_usage_errors() {
     let root = root();
-    let run = Tenet::compliance("check").policy(Path::new("/nonexistent/tenet/policy.json")).root(root.path()).run();
+    let run = Tenet::compliance("check")
+        .policy(Path::new("/nonexistent/tenet/policy.json"))
+        .root(root.path())
+        .run();
     run.assert_code(2);
-    assert!(run.stderr.contains("/nonexistent/tenet/policy.json"), "{}", run.describe());
+    assert!(
+        run.stderr.contains("/nonexistent/tenet/policy.json"),
+        "{}",
+        run.describe()
+    );
 
-    let run = Tenet::compliance("check").policy(node_export()).module("no.such.module").root(root.path()).run();
+    let run = Tenet::compliance("check")
+        .policy(node_export())
+        .module("no.such.module")
+        .root(root.path())
+        .run();
     run.assert_code(2);
     assert!(run.stderr.contains("no.such.module"), "{}", run.describe());
 }

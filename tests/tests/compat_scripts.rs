@@ -48,14 +48,26 @@ fn install_compat_creates_object_aliases_of_the_binary() {
     let dir = tempdir();
     for _ in 0..2 {
         // Twice: re-installing over existing links works.
-        Tenet::compliance("install-compat").arg(dir.path()).run().assert_code(0);
+        Tenet::compliance("install-compat")
+            .arg(dir.path())
+            .run()
+            .assert_code(0);
     }
     let bin = tenet_bin().canonicalize().unwrap();
     for alias in ["files.py", "sysctl.py", "nodeconf.py", "packages.py"] {
         let p = dir.path().join("com.opensvc").join(alias);
         let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        assert!(m.file_type().is_symlink(), "{} is not a symlink", p.display());
-        assert_eq!(p.canonicalize().unwrap(), bin, "{} does not point to the tenet binary", p.display());
+        assert!(
+            m.file_type().is_symlink(),
+            "{} is not a symlink",
+            p.display()
+        );
+        assert_eq!(
+            p.canonicalize().unwrap(),
+            bin,
+            "{} does not point to the tenet binary",
+            p.display()
+        );
     }
 }
 
@@ -65,8 +77,14 @@ fn fixture_scripts_check_and_fix_through_compat_objects() {
         return; // scripts must be root-owned; mount namespaces
     }
     let modules = spd_modules_dir();
-    Tenet::compliance("install-compat").arg(modules.path()).run().assert_code(0);
-    let root = TestRoot::builder().stock_kernel().installed(&["systemd"]).build();
+    Tenet::compliance("install-compat")
+        .arg(modules.path())
+        .run()
+        .assert_code(0);
+    let root = TestRoot::builder()
+        .stock_kernel()
+        .installed(&["systemd"])
+        .build();
     let var = tempdir();
     let stubs = PathStubs::network_and_grub();
     let host_thp = (read(Path::new(THP_ENABLED)), read(Path::new(THP_DEFRAG)));
@@ -86,20 +104,36 @@ fn fixture_scripts_check_and_fix_through_compat_objects() {
     run.assert_code(1);
     let report = run.json();
     assert_report_consistent(&report);
-    assert_eq!(module(&report, "com.opensvc.sys.opensvc.dequeue-actions-listener")["kind"], "auto");
+    assert_eq!(
+        module(&report, "com.opensvc.sys.opensvc.dequeue-actions-listener")["kind"],
+        "auto"
+    );
     let expect: [(&str, &[&str]); 4] = [
         ("spdc.packages", &["sysstat", "docker.io", "btrfs-tools"]),
         ("spdc.opensvc", &["/etc/sudoers.d/opensvc"]),
         ("spdc.network", &["/etc/network/interfaces.d/br0.cfg"]),
-        ("spdc.kernel", &["/etc/default/grub.d/60-spdc.cfg", "vm.max_map_count", "65530"]),
+        (
+            "spdc.kernel",
+            &[
+                "/etc/default/grub.d/60-spdc.cfg",
+                "vm.max_map_count",
+                "65530",
+            ],
+        ),
     ];
     for (name, needles) in expect {
         let m = module(&report, name);
-        assert_eq!(m["kind"], "script", "{name} should run its fixture script: {m:#}");
+        assert_eq!(
+            m["kind"], "script",
+            "{name} should run its fixture script: {m:#}"
+        );
         assert_eq!(status(m), "nok", "{name}:\n{}", all_logs(m));
         let log = action_log(m, "check");
         for n in needles {
-            assert!(log.contains(n), "{name} check log does not mention {n}:\n{log}");
+            assert!(
+                log.contains(n),
+                "{name} check log does not mention {n}:\n{log}"
+            );
         }
         assert!(
             !log.contains("execution error") && !log.contains("No such file"),
@@ -118,11 +152,22 @@ fn fixture_scripts_check_and_fix_through_compat_objects() {
         assert_eq!(status(m), "ok", "{name} not fixed:\n{}", all_logs(m));
     }
     run.assert_code(0);
-    assert!(stubs.calls().iter().any(|c| c == "ifup br0"), "the network fix did not run ifup br0: {:?}", stubs.calls());
-    let br0 = root.read("/etc/network/interfaces.d/br0.cfg").expect("br0.cfg written under the root");
-    assert!(br0.contains("address 10.0.0.") && !br0.contains("%%"), "{br0}");
+    assert!(
+        stubs.calls().iter().any(|c| c == "ifup br0"),
+        "the network fix did not run ifup br0: {:?}",
+        stubs.calls()
+    );
+    let br0 = root
+        .read("/etc/network/interfaces.d/br0.cfg")
+        .expect("br0.cfg written under the root");
+    assert!(
+        br0.contains("address 10.0.0.") && !br0.contains("%%"),
+        "{br0}"
+    );
     assert!(root.read("/etc/sudoers.d/opensvc").is_some());
-    let node_toml = root.read("/etc/tenet/node.toml").expect("nodeconf.py wrote <root>/etc/tenet/node.toml");
+    let node_toml = root
+        .read("/etc/tenet/node.toml")
+        .expect("nodeconf.py wrote <root>/etc/tenet/node.toml");
     assert!(node_toml.contains("collector.opensvc.com"), "{node_toml}");
 
     // fix of the kernel script, with the THP files it writes bound to temporary files.
@@ -130,23 +175,67 @@ fn fixture_scripts_check_and_fix_through_compat_objects() {
     let (t1, t2) = (thp.path().join("enabled"), thp.path().join("defrag"));
     write(&t1, "always [madvise] never\n");
     write(&t2, "always [madvise] never\n");
-    let run = tenet("fix", "spdc.kernel").in_private_mount_ns(&bind_thp(&t1, &t2)).run();
+    let run = tenet("fix", "spdc.kernel")
+        .in_private_mount_ns(&bind_thp(&t1, &t2))
+        .run();
     let report = run.json();
     let kernel = module(&report, "spdc.kernel");
-    assert_eq!(actions_run(kernel), ["check", "fixable", "fix", "check"], "{kernel:#}");
-    let fix = kernel["actions"].as_array().unwrap().iter().find(|a| a["action"] == "fix").unwrap();
-    assert_eq!(fix["exit_code"], 0, "the kernel fix failed:\n{}", all_logs(kernel));
-    assert_eq!(read(&t1).unwrap().trim(), "never", "the kernel script did not write THP enabled");
-    assert_eq!(read(&t2).unwrap().trim(), "never", "the kernel script did not write THP defrag");
+    assert_eq!(
+        actions_run(kernel),
+        ["check", "fixable", "fix", "check"],
+        "{kernel:#}"
+    );
+    let fix = kernel["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "fix")
+        .unwrap();
+    assert_eq!(
+        fix["exit_code"],
+        0,
+        "the kernel fix failed:\n{}",
+        all_logs(kernel)
+    );
+    assert_eq!(
+        read(&t1).unwrap().trim(),
+        "never",
+        "the kernel script did not write THP enabled"
+    );
+    assert_eq!(
+        read(&t2).unwrap().trim(),
+        "never",
+        "the kernel script did not write THP defrag"
+    );
     // A plain file bound over sysfs reads back `never`, not `[never]`: only the THP lines of the
     // last check may complain.
     for line in last_errors(kernel, "check") {
-        assert!(line.contains("thp"), "after the kernel fix, check still complains: {line}\n{}", all_logs(kernel));
+        assert!(
+            line.contains("thp"),
+            "after the kernel fix, check still complains: {line}\n{}",
+            all_logs(kernel)
+        );
     }
-    assert!(stubs.calls().iter().any(|c| c.starts_with("update-grub")), "no update-grub: {:?}", stubs.calls());
-    assert!(root.read("/etc/default/grub.d/60-spdc.cfg").unwrap().contains("transparent_hugepage=never"));
-    let max_map: u64 = root.read("/proc/sys/vm/max_map_count").unwrap().trim().parse().unwrap();
-    assert!(max_map >= 200_000, "sysctl.py fix left vm.max_map_count at {max_map}");
+    assert!(
+        stubs.calls().iter().any(|c| c.starts_with("update-grub")),
+        "no update-grub: {:?}",
+        stubs.calls()
+    );
+    assert!(
+        root.read("/etc/default/grub.d/60-spdc.cfg")
+            .unwrap()
+            .contains("transparent_hugepage=never")
+    );
+    let max_map: u64 = root
+        .read("/proc/sys/vm/max_map_count")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        max_map >= 200_000,
+        "sysctl.py fix left vm.max_map_count at {max_map}"
+    );
 
     // check of the three, where the kernel would now show [never].
     write(&t1, "always madvise [never]\n");
@@ -192,7 +281,10 @@ fn service_script_writes_per_pod_database_configs() {
         return; // root-owned scripts, files owned by uid/gid 999
     }
     let modules = spd_modules_dir();
-    Tenet::compliance("install-compat").arg(modules.path()).run().assert_code(0);
+    Tenet::compliance("install-compat")
+        .arg(modules.path())
+        .run()
+        .assert_code(0);
     // The script globs /$OSVC_COMP_SERVICES_SVC_NAME/pod* on the real filesystem and its file
     // paths are /%%ENV:SERVICES_SVC_NAME%%/...: the service name is a temporary directory.
     let base = tempdir();
@@ -202,7 +294,10 @@ fn service_script_writes_per_pod_database_configs() {
     }
     let svc = svc_dir.display().to_string();
     let svc = svc.trim_start_matches('/').to_string();
-    assert!(!svc.is_empty() && svc_dir.starts_with(std::env::temp_dir()), "unsafe service dir {svc}");
+    assert!(
+        !svc.is_empty() && svc_dir.starts_with(std::env::temp_dir()),
+        "unsafe service dir {svc}"
+    );
     let var = tempdir();
     let tenet = |action: &str| {
         Tenet::compliance(action)
@@ -226,7 +321,10 @@ fn service_script_writes_per_pod_database_configs() {
         "the module environment lacks OSVC_COMP_SERVICES_SVC_NAME = the --service name (the fixture \
          script needs it); env: {module_env:#}"
     );
-    assert_eq!(module_env["OSVC_COMP_FIRST_SERVER_IP"], "33", "{module_env:#}");
+    assert_eq!(
+        module_env["OSVC_COMP_FIRST_SERVER_IP"], "33",
+        "{module_env:#}"
+    );
     assert_eq!(module_env["OSVC_COMP_N_SERVERS"], "64", "{module_env:#}");
 
     let run = tenet("check").run();
@@ -253,8 +351,14 @@ fn service_script_writes_per_pod_database_configs() {
     run.assert_code(0);
     assert_eq!(status(module(&run.json(), "spdc.svc.db.cnf")), "ok");
 
-    let db_fmt = export_variable(&service_export(), "spdc_svc_db_cnf_file_db")["fmt"].as_str().unwrap().to_string();
-    let sm_fmt = export_variable(&service_export(), "spdc_svc_db_cnf_file_sm")["fmt"].as_str().unwrap().to_string();
+    let db_fmt = export_variable(&service_export(), "spdc_svc_db_cnf_file_db")["fmt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sm_fmt = export_variable(&service_export(), "spdc_svc_db_cnf_file_sm")["fmt"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for pod in 1..=3u32 {
         let (sm, sm_peer, db, peer) = pod_ids(pod, 33, 64);
         let dir = svc_dir.join(format!("pod{pod:02}"));
@@ -262,11 +366,33 @@ fn service_script_writes_per_pod_database_configs() {
         let sm_path = dir.join("sm/conf/spd.cnf");
         let db_cnf = read(&db_path).unwrap_or_else(|| panic!("{} not written", db_path.display()));
         let sm_cnf = read(&sm_path).unwrap_or_else(|| panic!("{} not written", sm_path.display()));
-        assert!(db_cnf.contains(&format!("server_id={db}\n")), "{}:\n{db_cnf}", db_path.display());
-        assert!(db_cnf.contains(&format!("replicate-do-db=spdc{peer}  \n")), "{}:\n{db_cnf}", db_path.display());
-        assert_eq!(db_cnf, expected_cnf(&db_fmt, db, peer), "{}", db_path.display());
-        assert!(sm_cnf.contains(&format!("server-id = {sm}\n")), "{}:\n{sm_cnf}", sm_path.display());
-        assert_eq!(sm_cnf, expected_cnf(&sm_fmt, sm, sm_peer), "{}", sm_path.display());
+        assert!(
+            db_cnf.contains(&format!("server_id={db}\n")),
+            "{}:\n{db_cnf}",
+            db_path.display()
+        );
+        assert!(
+            db_cnf.contains(&format!("replicate-do-db=spdc{peer}  \n")),
+            "{}:\n{db_cnf}",
+            db_path.display()
+        );
+        assert_eq!(
+            db_cnf,
+            expected_cnf(&db_fmt, db, peer),
+            "{}",
+            db_path.display()
+        );
+        assert!(
+            sm_cnf.contains(&format!("server-id = {sm}\n")),
+            "{}:\n{sm_cnf}",
+            sm_path.display()
+        );
+        assert_eq!(
+            sm_cnf,
+            expected_cnf(&sm_fmt, sm, sm_peer),
+            "{}",
+            sm_path.display()
+        );
         for p in [&db_path, &sm_path] {
             let md = std::fs::metadata(p).unwrap();
             assert_eq!((md.uid(), md.gid()), (999, 999), "{} owner", p.display());
@@ -275,6 +401,13 @@ fn service_script_writes_per_pod_database_configs() {
     }
     // The acceptance's worked example: pod02 is server 36 (db) / 35 (sm), db peer 68.
     let pod02 = read(&svc_dir.join("pod02/db/conf/spd.cnf")).unwrap();
-    assert!(pod02.contains("server_id=36\n") && pod02.contains("replicate-do-db=spdc68  \n"), "{pod02}");
-    assert!(read(&svc_dir.join("pod02/sm/conf/spd.cnf")).unwrap().contains("server-id = 35\n"));
+    assert!(
+        pod02.contains("server_id=36\n") && pod02.contains("replicate-do-db=spdc68  \n"),
+        "{pod02}"
+    );
+    assert!(
+        read(&svc_dir.join("pod02/sm/conf/spd.cnf"))
+            .unwrap()
+            .contains("server-id = 35\n")
+    );
 }

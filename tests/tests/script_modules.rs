@@ -30,11 +30,36 @@ fn unsafe_slow_and_crashing_scripts_are_nok_and_the_run_goes_on() {
     let d = modules.path();
     let marker = d.join("writable-ran");
     script(d, "10-s.ok", "#!/bin/sh\necho fine $1\nexit 0\n", 0o755);
-    script(d, "20-s.writable", &format!("#!/bin/sh\ntouch '{}'\nexit 0\n", marker.display()), 0o775);
-    script(d, "30-s.slow", "#!/bin/sh\necho sleeping\nsleep 30\nexit 0\n", 0o755);
-    script(d, "40-s.segv", "#!/bin/sh\necho about to crash\nkill -SEGV $$\nsleep 5\n", 0o755);
-    script(d, "50-s.exit139", "#!/bin/sh\necho segfault >&2\nexit 139\n", 0o755);
-    script(d, "60-s.after", "#!/bin/sh\necho still running $1\nexit 0\n", 0o755);
+    script(
+        d,
+        "20-s.writable",
+        &format!("#!/bin/sh\ntouch '{}'\nexit 0\n", marker.display()),
+        0o775,
+    );
+    script(
+        d,
+        "30-s.slow",
+        "#!/bin/sh\necho sleeping\nsleep 30\nexit 0\n",
+        0o755,
+    );
+    script(
+        d,
+        "40-s.segv",
+        "#!/bin/sh\necho about to crash\nkill -SEGV $$\nsleep 5\n",
+        0o755,
+    );
+    script(
+        d,
+        "50-s.exit139",
+        "#!/bin/sh\necho segfault >&2\nexit 139\n",
+        0o755,
+    );
+    script(
+        d,
+        "60-s.after",
+        "#!/bin/sh\necho still running $1\nexit 0\n",
+        0o755,
+    );
     let root = TestRoot::builder().build();
 
     let started = Instant::now();
@@ -51,8 +76,23 @@ fn unsafe_slow_and_crashing_scripts_are_nok_and_the_run_goes_on() {
     assert_report_consistent(&report);
 
     // Run in NN order, every module reported.
-    let order: Vec<&str> = report["modules"].as_array().unwrap().iter().filter_map(|m| m["module"].as_str()).collect();
-    assert_eq!(order, ["s.ok", "s.writable", "s.slow", "s.segv", "s.exit139", "s.after"]);
+    let order: Vec<&str> = report["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["module"].as_str())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "s.ok",
+            "s.writable",
+            "s.slow",
+            "s.segv",
+            "s.exit139",
+            "s.after"
+        ]
+    );
     for m in report["modules"].as_array().unwrap() {
         assert_eq!(m["kind"], "script", "{m:#}");
     }
@@ -64,7 +104,10 @@ fn unsafe_slow_and_crashing_scripts_are_nok_and_the_run_goes_on() {
     let writable = module(&report, "s.writable");
     assert_eq!(status(writable), "nok");
     let log = all_logs(writable);
-    assert!(log.contains("writable") && log.contains("20-s.writable"), "refusal should say why and which file:\n{log}");
+    assert!(
+        log.contains("writable") && log.contains("20-s.writable"),
+        "refusal should say why and which file:\n{log}"
+    );
     assert!(!marker.exists(), "the group-writable script was run");
 
     let slow = module(&report, "s.slow");
@@ -79,16 +122,27 @@ fn unsafe_slow_and_crashing_scripts_are_nok_and_the_run_goes_on() {
 
     let segv = module(&report, "s.segv");
     assert_eq!(status(segv), "nok");
-    assert!(all_logs(segv).contains("signal"), "a script killed by a signal should say so:\n{}", all_logs(segv));
+    assert!(
+        all_logs(segv).contains("signal"),
+        "a script killed by a signal should say so:\n{}",
+        all_logs(segv)
+    );
 
     let exit139 = module(&report, "s.exit139");
     assert_eq!(status(exit139), "nok");
     let check = &exit139["actions"][0];
     assert_eq!(check["exit_code"], 139, "{exit139:#}");
-    assert!(check["log"].as_str().unwrap().contains("ERR: segfault"), "stderr lines are prefixed ERR: {check:#}");
+    assert!(
+        check["log"].as_str().unwrap().contains("ERR: segfault"),
+        "stderr lines are prefixed ERR: {check:#}"
+    );
 
     let after = module(&report, "s.after");
-    assert_eq!(status(after), "ok", "the run did not go on after the bad modules: {after:#}");
+    assert_eq!(
+        status(after),
+        "ok",
+        "the run did not go on after the bad modules: {after:#}"
+    );
     assert!(action_log(after, "check").contains("still running check"));
 
     assert_eq!(report["summary"]["ok"], 2);

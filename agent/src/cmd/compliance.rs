@@ -118,7 +118,7 @@ fn run_action(a: &RunArgs, action: Option<Action>) -> anyhow::Result<ExitCode> {
         }
     });
     match a.policy.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => output::digest(&mut stdout.lock(), style, &report)?,
     }
     Ok(ExitCode::from(u8::from(report.summary.nok > 0)))
@@ -172,18 +172,18 @@ fn print_env(policy: &Policy, config: &EngineConfig, format: Format) -> anyhow::
                 (m.name.clone(), env.into())
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&map)?);
+        outln!("{}", serde_json::to_string_pretty(&map)?);
         return Ok(ExitCode::SUCCESS);
     }
     let style = Style::detect();
     for m in &plan {
-        println!("{}", style.banner(&m.name));
+        outln!("{}", style.banner(&m.name));
         for (k, v) in engine::module_env(policy, config, &m.name) {
             if k.starts_with("OSVC_COMP_") {
-                println!("{k}={v}");
+                outln!("{k}={v}");
             }
         }
-        println!();
+        outln!();
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -204,8 +204,8 @@ fn list(a: &ListArgs) -> anyhow::Result<ExitCode> {
             .collect(),
     };
     match a.policy.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&names)?),
-        Format::Text => names.iter().for_each(|n| println!("{n}")),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&names)?),
+        Format::Text => names.iter().for_each(|n| outln!("{n}")),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -218,38 +218,38 @@ fn show(a: &ShowArgs) -> anyhow::Result<ExitCode> {
     let policy = &loaded.policy;
     match (a.what, a.policy.format) {
         (ShowWhat::Moduleset, Format::Json) => {
-            println!("{}", serde_json::to_string_pretty(&policy.modulesets)?)
+            outln!("{}", serde_json::to_string_pretty(&policy.modulesets)?)
         }
         (ShowWhat::Moduleset, Format::Text) => {
             if policy.modulesets.is_empty() {
-                println!("(none)");
+                outln!("(none)");
             }
             for ms in &policy.modulesets {
                 let indent = " ".repeat(ms.depth);
-                println!("{indent}{}:", ms.name);
+                outln!("{indent}{}:", ms.name);
                 if ms.modules.is_empty()
                     && !policy
                         .modulesets
                         .iter()
                         .any(|c| c.parent.as_deref() == Some(&ms.name))
                 {
-                    println!("{indent} (no modules)");
+                    outln!("{indent} (no modules)");
                 }
                 for m in &ms.modules {
                     let autofix = if m.autofix { " (autofix)" } else { "" };
-                    println!("{indent} {}{autofix}", m.name);
+                    outln!("{indent} {}{autofix}", m.name);
                 }
             }
         }
         (ShowWhat::Ruleset, Format::Json) => {
-            println!("{}", serde_json::to_string_pretty(&policy.rulesets)?)
+            outln!("{}", serde_json::to_string_pretty(&policy.rulesets)?)
         }
         (ShowWhat::Ruleset, Format::Text) => {
-            println!("rules:");
+            outln!("rules:");
             for rs in &policy.rulesets {
                 match &rs.moduleset {
-                    Some(ms) => println!(" {} ({}, moduleset {ms})", rs.name, rs.reason),
-                    None => println!(" {} ({})", rs.name, rs.reason),
+                    Some(ms) => outln!(" {} ({}, moduleset {ms})", rs.name, rs.reason),
+                    None => outln!(" {} ({})", rs.name, rs.reason),
                 }
                 for v in &rs.variables {
                     let value = tenet_rulesets::env::env_value(&v.value);
@@ -259,7 +259,7 @@ fn show(a: &ShowArgs) -> anyhow::Result<ExitCode> {
                     } else {
                         value
                     };
-                    println!("  {}={shown}", tenet_rulesets::env::env_name(&v.name));
+                    outln!("  {}={shown}", tenet_rulesets::env::env_name(&v.name));
                 }
             }
         }
@@ -279,7 +279,7 @@ fn install_compat(dir: &Path) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("creating {}", tmp.display()))?;
         // Rename over any older link, so a concurrent module never sees it missing.
         std::fs::rename(&tmp, &link).with_context(|| format!("creating {}", link.display()))?;
-        println!("{} -> {}", link.display(), exe.display());
+        outln!("{} -> {}", link.display(), exe.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,12 +16,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let host = tenet_modules::Host::new(&f.root);
             let facts = crate::facts::gather(&host);
             match f.format {
-                crate::cli::Format::Json => println!("{}", serde_json::to_string_pretty(&facts)?),
+                crate::cli::Format::Json => outln!("{}", serde_json::to_string_pretty(&facts)?),
                 crate::cli::Format::Text => {
                     for (k, v) in &facts.node {
-                        println!("{k}: {v}");
+                        outln!("{k}: {v}");
                     }
-                    println!("packages: {}", facts.packages.len());
+                    outln!("packages: {}", facts.packages.len());
                 }
             }
             Ok(ExitCode::SUCCESS)

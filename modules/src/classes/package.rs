@@ -684,7 +684,7 @@ fn install_command(
     match (backend, plan) {
         (Backend::Dpkg, InstallPlan::Local(files)) => {
             let mut cmd = command("dpkg");
-            cmd.arg(root_arg(host)).args(["-i", "--"]).args(files);
+            cmd.args(dpkg_root_args(host)).args(["-i", "--"]).args(files);
             cmd
         }
         (Backend::Rpm, InstallPlan::Local(files)) => {
@@ -728,7 +728,7 @@ fn removal_command(
             which("dpkg")
                 .ok_or_else(|| format!("cannot remove {}: dpkg not found", join(present)))?;
             let mut cmd = command("dpkg");
-            cmd.arg(root_arg(host))
+            cmd.args(dpkg_root_args(host))
                 .args(["--remove", "--"])
                 .args(present.iter().map(ToString::to_string));
             Ok(cmd)
@@ -754,10 +754,17 @@ fn removal_command(
     }
 }
 
-fn root_arg(host: &HostView) -> OsString {
-    let mut arg = OsString::from("--root=");
-    arg.push(host.root());
-    arg
+/// `--root=R --log=R/var/log/dpkg.log`: dpkg would otherwise append to the host's own log
+/// (its `/etc/dpkg/dpkg.cfg` names one), writing outside the root prefix.
+fn dpkg_root_args(host: &HostView) -> [OsString; 2] {
+    let mut root = OsString::from("--root=");
+    root.push(host.root());
+    let log_dir = host.root().join("var/log");
+    // Only reached from fix; dpkg refuses to run when its log cannot be opened.
+    let _ = std::fs::create_dir_all(&log_dir);
+    let mut log = OsString::from("--log=");
+    log.push(log_dir.join("dpkg.log"));
+    [root, log]
 }
 
 fn apt_get(tool: &str) -> Command {
