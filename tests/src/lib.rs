@@ -37,9 +37,26 @@ pub fn tenet_bin() -> PathBuf {
         deps
     };
     let bin = profile_dir.join("tenet");
+    // `cargo test --workspace` builds binaries only for the tests of their own package, so on
+    // a fresh checkout the agent's binary may not exist yet: build it once, with the same
+    // cargo and profile, before the first test uses it.
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "tenet-agent", "--bin", "tenet"])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+        if profile_dir.file_name() == Some(OsStr::new("release")) {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .expect("cannot run cargo to build the tenet binary");
+        assert!(status.success(), "building the tenet binary failed");
+    });
     assert!(
         bin.is_file(),
-        "{} does not exist: run cargo test --workspace so the tenet binary is built",
+        "{} does not exist after building it",
         bin.display()
     );
     bin
