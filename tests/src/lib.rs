@@ -216,7 +216,7 @@ impl TestRootBuilder {
             .collect();
         tenet_modules::classes::package::test_support::init_dpkg_root(p, &installed);
         for (abs, content) in &self.files {
-            write(&root.join(abs), content);
+            write(&root.under_root(abs), content);
         }
         root
     }
@@ -239,14 +239,15 @@ impl TestRoot {
         self.dir.path()
     }
 
-    /// The real path of an absolute path of the managed system.
-    pub fn join(&self, abs: &str) -> PathBuf {
+    /// The real path of an absolute path of the managed system (`/etc/x` → `<root>/etc/x`;
+    /// unlike `Path::join`, an absolute path does not replace the root).
+    pub fn under_root(&self, abs: &str) -> PathBuf {
         self.path().join(abs.trim_start_matches('/'))
     }
 
     /// Reads a file of the managed system, `None` when missing.
     pub fn read(&self, abs: &str) -> Option<String> {
-        read(&self.join(abs))
+        read(&self.under_root(abs))
     }
 
     /// A snapshot of the whole root (content, mode, owner, mtime, inode of every entry).

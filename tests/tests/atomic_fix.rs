@@ -58,7 +58,7 @@ fn policy_toml() -> String {
 fn old_root() -> TestRoot {
     let root = TestRoot::builder().build();
     for i in 0..FILES {
-        write(&root.join(&path_of(i)), content(i, "old"));
+        write(&root.under_root(&path_of(i)), content(i, "old"));
     }
     root
 }
@@ -115,7 +115,7 @@ fn fix(policy: &Path, root: &TestRoot, var: &Path) -> Tenet {
 /// The modification time of the directory holding the managed files (it moves when the fix
 /// creates its first temporary file there).
 fn dir_mtime(root: &TestRoot) -> Option<std::time::SystemTime> {
-    std::fs::metadata(root.join("/srv/atomic"))
+    std::fs::metadata(root.under_root("/srv/atomic"))
         .and_then(|m| m.modified())
         .ok()
 }
@@ -157,7 +157,7 @@ fn killed_fix_leaves_each_file_old_or_new() {
         let _ = child.kill(); // SIGKILL
         let status = child.wait().expect("wait for tenet");
         let (old, new, other) = classify(&root);
-        let tmp = std::fs::read_dir(root.join("/srv/atomic"))
+        let tmp = std::fs::read_dir(root.under_root("/srv/atomic"))
             .map(|rd| {
                 rd.flatten()
                     .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))

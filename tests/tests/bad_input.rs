@@ -121,7 +121,7 @@ fn check_case(case: &str, variable: &str) -> String {
         .policy(policy.path())
         .moduleset(&format!("bad.good,bad.{case}"))
         .root(root.path())
-        .var_dir(root.join("/var/lib/tenet"))
+        .var_dir(root.under_root("/var/lib/tenet"))
         .format_json()
         .run();
     run.assert_code(1);
@@ -197,7 +197,7 @@ fn every_bad_case_in_one_fix_run_leaves_the_others_running() {
         .policy(policy.path())
         .moduleset("bad")
         .root(root.path())
-        .var_dir(root.join("/var/lib/tenet"))
+        .var_dir(root.under_root("/var/lib/tenet"))
         .format_json()
         .run();
     run.assert_code(1);
@@ -217,7 +217,7 @@ fn every_bad_case_in_one_fix_run_leaves_the_others_running() {
     // Nothing was written for the broken rules.
     assert!(root.read("/etc/y.conf").is_none());
     assert_eq!(root.read("/proc/sys/vm/swappiness").unwrap(), "60\n");
-    assert!(!root.join("/etc/frob").exists());
+    assert!(!root.under_root("/etc/frob").exists());
 }
 
 #[test]

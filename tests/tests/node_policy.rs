@@ -44,7 +44,10 @@ fn assert_mentions(haystack: &str, needles: &[&str], what: &str) {
 #[test]
 fn check_reports_which_rules_are_nok_and_why() {
     let root = stock_node();
-    write(&root.join(SOCKET_UNIT), "[Socket]\nListenStream=1215\n");
+    write(
+        &root.under_root(SOCKET_UNIT),
+        "[Socket]\nListenStream=1215\n",
+    );
     let var = tempdir();
     let before = root.snapshot();
     let run = check_spdc_node(&root, var.path()).run();
