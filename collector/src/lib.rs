@@ -1,29 +1,30 @@
-//! # tenet-collector: the policy server (early stage)
+//! # tenet-collector: the policy server
 //!
-//! Role: serve rulesets to nodes and record their compliance. Today it converts and validates
-//! policy bundles (OpenSVC export JSON ⇄ Tenet TOML folder) with the same `tenet-rulesets` code
-//! the agent resolves with; the HTTP API, the store and the action queue come next (see
-//! DESIGN.md §5).
+//! Role: keep the policy objects (rulesets, filtersets, modulesets), the nodes and their facts,
+//! attachments and compliance results; serve each node its resolved policy over an
+//! authenticated REST/JSON API (`/api/v1`, see `collector/API.md`); import and export OpenSVC
+//! exports and Tenet TOML folders.
+//!
+//! Layout: [`store`] (the [`store::Store`] trait and its SQLite implementation) knows SQL and
+//! nothing of HTTP; [`api`] knows HTTP and nothing of SQL; [`policy`] resolves a node's policy
+//! with the same `tenet-rulesets` code the agent uses masterless, and caches it.
 //!
 //! Must not depend on: tenet-modules, tenet-agent (the collector never runs modules).
+//!
+//! Invariants: every endpoint but `/health`, `/ready` and `/metrics` authenticates; a node only
+//! reads and writes its own data; secrets and tokens are stored as digests only; a store
+//! method that returned `Ok` is durable.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod policy;
+pub mod store;
+
+pub use api::merge;
+pub use error::{Error, Result};
 
 use std::path::Path;
-
-/// Collector errors.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The policy could not be loaded or written.
-    #[error(transparent)]
-    Policy(#[from] tenet_rulesets::Error),
-    /// A file could not be written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
-}
 
 /// Target format of [`convert`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,20 +45,33 @@ pub fn convert(
     let bundle = tenet_rulesets::load_path(input)?;
     match target {
         Target::Toml => tenet_rulesets::toml_format::write_dir(&bundle, output)?,
-        Target::Json => {
-            let tmp = output.with_extension("json.tmp");
-            let text = tenet_rulesets::export::to_json(&bundle);
-            std::fs::write(&tmp, text)
-                .and_then(|_| std::fs::rename(&tmp, output))
-                .map_err(|e| Error::Io {
-                    path: output.display().to_string(),
-                    source: e,
-                })?;
-        }
+        Target::Json => write_atomic(output, tenet_rulesets::export::to_json(&bundle).as_bytes())?,
     }
     Ok((
         bundle.rulesets.len(),
         bundle.filtersets.len(),
         bundle.modulesets.len(),
     ))
+}
+
+/// Writes a file atomically: a temporary file beside it, fsync, rename.
+pub fn write_atomic(path: &Path, content: &[u8]) -> Result<(), Error> {
+    use std::io::Write as _;
+    let io = |e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(content)
+        .and_then(|_| f.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(e)
+        })
 }

@@ -1,0 +1,218 @@
+//! The store: everything the collector keeps, behind the narrow [`Store`] trait so the API never
+//! sees SQL. [`sqlite::SqliteStore`] is the embedded default; a PostgreSQL backend implements
+//! the same trait (its DML is portable: `ON CONFLICT` upserts, positional parameters, no
+//! SQLite-only functions in queries).
+//!
+//! Policy objects (rulesets, variables, filtersets, modulesets and their relations) are edited
+//! as a whole [`Bundle`]: an edit is a function over the bundle, validated by the rulesets crate
+//! and persisted transactionally with an audit entry; so one set of rules (the same code the
+//! agent uses masterless) decides what a consistent policy is.
+
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+use tenet_rulesets::api::{ModuleStatus, RunResults};
+use tenet_rulesets::{Bundle, NodeFacts};
+
+use crate::error::Result;
+
+/// What a node's credentials check needs, and what keys its policy cache entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAuth {
+    /// Node id (UUID).
+    pub id: String,
+    /// Node name.
+    pub name: String,
+    /// Hex SHA-256 of the node's secret.
+    pub secret_hash: String,
+    /// Hash of the last facts pushed ("" before the first push).
+    pub facts_hash: String,
+    /// Bumped on every attach / detach to the node.
+    pub attach_version: i64,
+}
+
+/// A node in the admin listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    /// Node id.
+    pub node_id: String,
+    /// Node name.
+    pub name: String,
+    /// Registration time.
+    pub created_at: String,
+    /// Last facts push or results post.
+    pub last_seen: Option<String>,
+    /// Listener port reported in facts.
+    pub listener_port: u16,
+    /// Modules ok / nok / n/a in the latest status (node and its services).
+    pub compliance: tenet_rulesets::api::Summary,
+    /// Modulesets attached to the node.
+    pub modulesets: Vec<String>,
+    /// Rulesets attached to the node.
+    pub rulesets: Vec<String>,
+}
+
+/// What attachments are about: a node, or a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A node, by id.
+    Node(String),
+    /// A service, by name (created on first attachment).
+    Service(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Node(id) => write!(f, "node {id}"),
+            Target::Service(s) => write!(f, "service {s}"),
+        }
+    }
+}
+
+/// Which kind of policy object is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachKind {
+    /// A moduleset (and, implicitly, its children).
+    Moduleset,
+    /// A ruleset (visible to every module).
+    Ruleset,
+}
+
+impl AttachKind {
+    /// `moduleset` or `ruleset`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachKind::Moduleset => "moduleset",
+            AttachKind::Ruleset => "ruleset",
+        }
+    }
+}
+
+/// What is attached to a node or a service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachments {
+    /// Attached modulesets, in attachment order.
+    pub modulesets: Vec<String>,
+    /// Attached rulesets, in attachment order.
+    pub rulesets: Vec<String>,
+    /// Bumped on every change (part of the policy cache key).
+    pub version: i64,
+}
+
+/// One audit log entry: who changed what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Entry id, increasing.
+    pub id: i64,
+    /// When (`YYYY-MM-DD HH:MM:SS`, UTC).
+    pub at: String,
+    /// Who: `admin:<token name>`, `node:<name>` or `cli`.
+    pub actor: String,
+    /// What was done: `import`, `ruleset.create`, `attach`, ...
+    pub action: String,
+    /// What it was done to.
+    pub object: String,
+    /// Details (counts, changed fields).
+    pub detail: String,
+}
+
+/// A change to the policy objects, applied to the whole bundle: returns the audit action and
+/// object names, or an error (nothing is then stored).
+pub type BundleEdit =
+    Box<dyn FnOnce(&mut Bundle) -> Result<(String, String, String)> + Send + 'static>;
+
+/// Outcome of [`Store::edit_bundle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EditOutcome {
+    /// The policy generation after the edit.
+    pub generation: u64,
+    /// Whether anything changed (an edit that changes nothing stores nothing).
+    pub changed: bool,
+}
+
+/// Figures for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Registered nodes.
+    pub nodes: u64,
+    /// Latest module statuses that are nok, over every node and service.
+    pub modules_nok: u64,
+}
+
+/// Everything the collector stores. Implementations are thread-safe; every method is one
+/// transaction (a failed method changes nothing), and a method that returned `Ok` is durable.
+pub trait Store: Send + Sync + 'static {
+    /// The schema version, erroring when the store is unreachable or migrations are missing.
+    fn ready(&self) -> Result<i64>;
+
+    /// Records an admin token by the hex SHA-256 of its value.
+    fn create_admin_token(&self, name: &str, token_hash: &str) -> Result<()>;
+    /// The name of the admin token with this digest, if any.
+    fn admin_token(&self, token_hash: &str) -> Result<Option<String>>;
+
+    /// Registers a node; errors with `Conflict` when the name is taken.
+    fn register_node(&self, id: &str, name: &str, secret_hash: &str, actor: &str) -> Result<()>;
+    /// A node by id or, failing that, by name.
+    fn node_auth(&self, node: &str) -> Result<Option<NodeAuth>>;
+    /// Every node, with its compliance summary.
+    fn list_nodes(&self) -> Result<Vec<NodeSummary>>;
+    /// Removes a node with its attachments and results.
+    fn delete_node(&self, node_id: &str, actor: &str) -> Result<()>;
+    /// Replaces a node's facts, packages, listener port and hosted services.
+    fn put_facts(
+        &self,
+        node_id: &str,
+        facts: &NodeFacts,
+        facts_hash: &str,
+        listener_port: u16,
+        services: &[String],
+    ) -> Result<()>;
+    /// A node's facts (empty before the first push).
+    fn node_facts(&self, node_id: &str) -> Result<NodeFacts>;
+    /// Whether the node declared it hosts the service.
+    fn node_hosts_service(&self, node_id: &str, service: &str) -> Result<bool>;
+
+    /// The current policy generation (bumped by every bundle edit).
+    fn generation(&self) -> Result<u64>;
+    /// Every policy object, with the generation it was read at.
+    fn load_bundle(&self) -> Result<(u64, Bundle)>;
+    /// Applies an edit to the policy objects, validates the result and stores it with an audit
+    /// entry, all or nothing.
+    fn edit_bundle(&self, actor: &str, edit: BundleEdit) -> Result<EditOutcome>;
+
+    /// What is attached to a node or service (a service never attached has nothing).
+    fn attachments(&self, target: &Target) -> Result<Attachments>;
+    /// Attaches a moduleset or ruleset; `Ok(false)` when it already was. `NotFound` when the
+    /// object does not exist.
+    fn attach(&self, target: &Target, kind: AttachKind, name: &str, actor: &str) -> Result<bool>;
+    /// Detaches; `Ok(false)` when it was not attached.
+    fn detach(&self, target: &Target, kind: AttachKind, name: &str, actor: &str) -> Result<bool>;
+
+    /// Records a run's results once per `run_id`: `Ok(false)` when it was recorded before.
+    fn record_run(&self, node_id: &str, run: &RunResults) -> Result<bool>;
+    /// Latest module statuses of a node, of its node runs and service runs, and the time of
+    /// its last run.
+    fn node_status(&self, node_id: &str) -> Result<(Vec<ModuleStatus>, Option<String>)>;
+    /// How many runs of a node are stored (history).
+    fn run_count(&self, node_id: &str) -> Result<u64>;
+
+    /// Keeps a copy of a served policy, by hash (idempotent).
+    fn save_policy_snapshot(&self, hash: &str, policy_json: &str) -> Result<()>;
+    /// A served policy, by hash.
+    fn policy_snapshot(&self, hash: &str) -> Result<Option<String>>;
+
+    /// The latest audit entries, newest first.
+    fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// Figures for `/metrics`.
+    fn gauges(&self) -> Result<Gauges>;
+}
+
+/// Now, as the store writes times: `YYYY-MM-DD HH:MM:SS`, UTC.
+pub fn now_text() -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::OffsetDateTime::now_utc()
+        .format(&f)
+        .unwrap_or_default()
+}

@@ -1,0 +1,193 @@
+//! Wire types shared by the agent and the collector (`/api/v1`). The collector's API.md
+//! documents them endpoint by endpoint; both sides (de)serialize these, so a field renamed here
+//! is renamed on the wire for both.
+//!
+//! Results mirror the agent's `--format json` report (see the README's JSON contract) plus the
+//! delivery fields `run_id`, `agent_version` and `service`: the collector stores what the agent
+//! printed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::NodeFacts;
+
+/// `POST /api/v1/nodes` request (admin): register a node by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Node name (its short hostname, usually). Unique.
+    pub name: String,
+}
+
+/// `POST /api/v1/nodes` response: the node's credentials. The secret is shown once; the
+/// collector keeps only its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The node id (a UUID), the user part of the node's HTTP Basic credentials.
+    pub node_id: String,
+    /// The node name.
+    pub name: String,
+    /// The secret, the password part of the node's HTTP Basic credentials.
+    pub secret: String,
+}
+
+/// `PUT /api/v1/nodes/{node}/facts` request: what the node reports about itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactsUpdate {
+    /// Asset facts and installed packages (the `nodes` and `packages` tables of filtersets).
+    pub facts: NodeFacts,
+    /// TCP port of the node's notification listener (OpenSVC: `listener_port`, default 1214).
+    #[serde(default = "default_listener_port")]
+    pub listener_port: u16,
+    /// Services hosted by the node: the node may fetch their policies and post their results.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+fn default_listener_port() -> u16 {
+    1214
+}
+
+/// Status of a module, as the agent reports it.
+pub type ModuleStatusText = String;
+
+/// `POST /api/v1/nodes/{node}/results` request: one run of the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    /// Unique id of the run, chosen by the agent (a UUID). The collector records a run once:
+    /// posting the same `run_id` again is acknowledged without storing it twice, which makes
+    /// the agent's retries exactly-once.
+    pub run_id: String,
+    /// `tenet` version that ran.
+    pub agent_version: String,
+    /// The service the run was for (`None` for a node run).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// When the run started (`YYYY-MM-DD HH:MM:SS`, UTC).
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// `check`, `fix`, `fixable` or `auto`.
+    pub action: String,
+    /// Hash of the policy the run was evaluated against.
+    pub policy_hash: String,
+    /// Modules, in run order.
+    pub modules: Vec<ModuleResult>,
+    /// Counts of module statuses.
+    pub summary: Summary,
+    /// Wall time of the whole run.
+    pub duration_ms: u64,
+}
+
+/// Counts of module statuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Modules ending ok.
+    pub ok: usize,
+    /// Modules ending nok.
+    pub nok: usize,
+    /// Modules ending n/a.
+    pub na: usize,
+}
+
+/// One module of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleResult {
+    /// Module name.
+    pub module: String,
+    /// The moduleset it ran from.
+    pub moduleset: String,
+    /// `script` or `auto`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// `ok`, `nok` or `n/a`.
+    pub status: ModuleStatusText,
+    /// Sub-actions, in order.
+    #[serde(default)]
+    pub actions: Vec<ActionResult>,
+    /// Per-variable results of auto-modules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<RuleResult>>,
+    /// Wall time of the module.
+    #[serde(default)]
+    pub duration_ms: u64,
+}
+
+/// One sub-action of a module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionResult {
+    /// `check`, `fixable` or `fix`.
+    pub action: String,
+    /// 0 ok, 1 nok, 2 n/a.
+    pub exit_code: i32,
+    /// Output.
+    pub log: String,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// One variable of an auto-module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleResult {
+    /// Variable name.
+    pub variable: String,
+    /// Its class.
+    pub class: String,
+    /// `ok`, `nok` or `n/a`.
+    pub status: String,
+    /// Why.
+    pub message: String,
+}
+
+/// `POST /api/v1/nodes/{node}/results` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecorded {
+    /// The run id.
+    pub run_id: String,
+    /// False when this run id had been recorded before (a retry): nothing was stored again.
+    pub new: bool,
+}
+
+/// The latest status of one module of a node (or of a service on it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleStatus {
+    /// Module name.
+    pub module: String,
+    /// The moduleset it ran from.
+    pub moduleset: String,
+    /// The service (`None` for node runs).
+    pub service: Option<String>,
+    /// `ok`, `nok` or `n/a`.
+    pub status: String,
+    /// The action of the run that set it (`check`, `fix` or `auto`).
+    pub action: String,
+    /// When the collector received it (`YYYY-MM-DD HH:MM:SS`, UTC).
+    pub date: String,
+    /// The log of the module's last sub-action.
+    pub log: String,
+    /// Hash of the policy of that run.
+    pub policy_hash: String,
+    /// Per-variable results, for auto-modules.
+    pub rules: Option<Vec<RuleResult>>,
+}
+
+/// `GET /api/v1/nodes/{node}/status` response: the collector's view of a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node id.
+    pub node_id: String,
+    /// Node name.
+    pub name: String,
+    /// Latest status per module (and service), sorted by service then module.
+    pub modules: Vec<ModuleStatus>,
+    /// Counts over `modules`.
+    pub summary: Summary,
+    /// The last run received, if any (`YYYY-MM-DD HH:MM:SS`, UTC).
+    pub last_run: Option<String>,
+}
+
+/// `{"error": ...}`: the body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, naming the object or field.
+    pub error: String,
+}
