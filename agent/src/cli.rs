@@ -8,6 +8,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "tenet", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
+    /// Node configuration file: collector URL, node id, secret file, var dir, listener port,
+    /// schedules (default `<root>/etc/tenet/node.toml`; a missing file means masterless).
+    #[arg(long, global = true, env = "TENET_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -24,6 +28,52 @@ pub enum Command {
     Object(ObjectArgs),
     /// Print the node facts filtersets are evaluated against.
     Facts(FactsArgs),
+    /// Register this node with a collector: writes `collector` and `node_id` into the node
+    /// configuration and the node secret into its `secret_file` (mode 0600).
+    Register(RegisterArgs),
+    /// Push this node's facts (asset, installed packages, listener port, hosted services) to
+    /// the collector; also delivers results queued while it was unreachable.
+    Pushasset(PushassetArgs),
+}
+
+/// `tenet register`
+#[derive(Debug, Clone, Args)]
+pub struct RegisterArgs {
+    /// Collector base URL, e.g. https://collector.example:8443
+    #[arg(long, value_name = "URL")]
+    pub collector: String,
+    /// An admin token of the collector (`tenet-collector token create --admin`).
+    #[arg(
+        long,
+        env = "TENET_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: String,
+    /// The node name to register (default: this host's short name).
+    #[arg(long, value_name = "NODE")]
+    pub name: Option<String>,
+    /// A PEM CA certificate to trust for the collector (recorded in the configuration).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `tenet pushasset`
+#[derive(Debug, Clone, Args)]
+pub struct PushassetArgs {
+    /// Root prefix of the managed system (facts are read under it).
+    #[arg(long, env = "TENET_ROOT", default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Where the agent keeps its state (default: the configuration's var_dir, else
+    /// `<root>/var/lib/tenet`).
+    #[arg(long, env = "TENET_VAR_DIR", value_name = "DIR")]
+    pub var_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
 }
 
 /// `tenet compliance ...`
@@ -41,8 +91,13 @@ pub enum Compliance {
     Env(RunArgs),
     /// List the modulesets, rulesets or modules of a policy.
     List(ListArgs),
-    /// Show a moduleset tree or the rulesets that apply to this node.
+    /// Show a moduleset tree, the rulesets that apply to this node, or (from the collector)
+    /// this node's compliance status.
     Show(ShowArgs),
+    /// Attach a moduleset or ruleset to this node, on the collector.
+    Attach(AttachArgs),
+    /// Detach a moduleset or ruleset from this node, on the collector.
+    Detach(AttachArgs),
     /// Create DIR/com.opensvc/ holding the OpenSVC object aliases (files.py, sysctl.py, ...)
     /// so that existing module scripts in DIR run unmodified.
     InstallCompat {
@@ -64,7 +119,9 @@ pub enum Format {
 /// Where the policy comes from and which part of it to use.
 #[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
-    /// Policy bundle: a folder of Tenet TOML files, a TOML file, or an OpenSVC export JSON.
+    /// Policy bundle: a folder of Tenet TOML files, a TOML file, or an OpenSVC export JSON
+    /// (masterless). Without it, the policy comes from the collector of the node
+    /// configuration, and results are posted back.
     #[arg(long, env = "TENET_POLICY", value_name = "PATH")]
     pub policy: Option<PathBuf>,
     /// Modulesets to run, comma-separated (default: every root moduleset of the policy).
@@ -149,6 +206,23 @@ pub enum ShowWhat {
     Moduleset,
     /// The rulesets that apply to this node, why, and their variables as environment.
     Ruleset,
+    /// This node's latest status per module, as the collector recorded it.
+    Status,
+}
+
+/// `tenet compliance attach|detach`
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false, id = "object")]
+pub struct AttachArgs {
+    /// The moduleset.
+    #[arg(long, group = "object")]
+    pub moduleset: Option<String>,
+    /// The ruleset.
+    #[arg(long, group = "object")]
+    pub ruleset: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
 }
 
 /// `tenet object`

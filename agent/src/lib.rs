@@ -1,7 +1,7 @@
 //! # tenet-agent: the node agent
 //!
-//! Role: the `tenet` command. It resolves a policy (masterless from a bundle with `--policy`;
-//! from the collector in later work), gathers node facts, runs the engine of `tenet-modules`
+//! Role: the `tenet` command. It resolves a policy (masterless from a bundle with `--policy`,
+//! or fetched from the collector, cached for offline runs), gathers node facts, runs the engine of `tenet-modules`
 //! and reports, as text for people and as JSON for programs. It also serves the OpenSVC object
 //! convention (`tenet object CLASS PREFIX ACTION`, and the `files.py`-style aliases of its own
 //! binary), so existing module scripts run unmodified.
@@ -22,6 +22,8 @@ macro_rules! outln {
 
 pub mod cli;
 pub mod cmd;
+pub mod collector;
+pub mod config;
 pub mod facts;
 pub mod output;
 

@@ -37,6 +37,15 @@ impl Style {
         }
     }
 
+    /// A status as the collector spells it (`ok`, `nok`, `n/a`), coloured like [`Style::status`].
+    pub fn status_text(&self, s: &str) -> String {
+        match s {
+            "ok" => self.paint("32", "ok"),
+            "nok" => self.paint("31", "nok"),
+            other => other.to_string(),
+        }
+    }
+
     /// A bold banner ` text ` centred in 78 columns of `=`.
     pub fn banner(&self, text: &str) -> String {
         let t = format!(" {text} ");

@@ -197,7 +197,9 @@ pub struct ModuleRef {
 }
 
 /// Facts about the node (and optionally a service) that filtersets are evaluated against.
+/// Every field may be omitted in JSON (a node that pushed nothing yet has no facts).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NodeFacts {
     /// The `nodes` table: `nodename`, `fqdn`, `os_name`, `os_vendor`, `os_release`, `os_arch`,
     /// `cpu_model`, `cpu_threads`, `mem_bytes`, `team_responsible`, ... Values are text.

@@ -22,11 +22,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
+
+pub mod collector;
 pub use tenet_modules::testing::{Entry, diff_snapshots, snapshot};
 
 /// The `tenet` binary of this build: `target/<profile>/tenet`, next to the `deps` directory the
 /// running test executable lives in.
 pub fn tenet_bin() -> PathBuf {
+    workspace_bin("tenet-agent", "tenet")
+}
+
+/// The `tenet-collector` binary of this build (built on first use, like [`tenet_bin`]).
+pub fn collector_bin() -> PathBuf {
+    workspace_bin("tenet-collector", "tenet-collector")
+}
+
+fn workspace_bin(package: &str, name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("cannot locate the test executable");
     let deps = exe
         .parent()
@@ -36,24 +47,26 @@ pub fn tenet_bin() -> PathBuf {
     } else {
         deps
     };
-    let bin = profile_dir.join("tenet");
+    let bin = profile_dir.join(name);
     // `cargo test --workspace` builds binaries only for the tests of their own package, so on
-    // a fresh checkout the agent's binary may not exist yet: build it once, with the same
-    // cargo and profile, before the first test uses it.
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
+    // a fresh checkout a binary may not exist yet: build it once, with the same cargo and
+    // profile, before the first test uses it.
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "tenet-agent", "--bin", "tenet"])
+        cmd.args(["build", "-q", "-p", package, "--bin", name])
             .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
         if profile_dir.file_name() == Some(OsStr::new("release")) {
             cmd.arg("--release");
         }
         let status = cmd
             .status()
-            .expect("cannot run cargo to build the tenet binary");
-        assert!(status.success(), "building the tenet binary failed");
-    });
+            .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
+        assert!(status.success(), "building the {name} binary failed");
+        built.push(name.to_string());
+    }
     assert!(
         bin.is_file(),
         "{} does not exist after building it",
@@ -338,6 +351,9 @@ const SCRUBBED_ENV: &[&str] = &[
     "TENET_NODE_CONFIG",
     "TENET_NODENAME",
     "TENET_LOG",
+    "TENET_CONFIG",
+    "TENET_ADMIN_TOKEN",
+    "TENET_COLLECTOR_DB",
 ];
 
 impl Tenet {
@@ -365,6 +381,13 @@ impl Tenet {
     /// Adds one argument.
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Tenet {
         self.args.push(a.as_ref().to_os_string());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Tenet {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         self
     }
 

@@ -10,37 +10,137 @@ use tenet_modules::Host;
 use tenet_modules::engine::{self, Action, EngineConfig};
 use tenet_rulesets::{Bundle, Policy, Selection};
 
-use crate::cli::{Compliance, Format, ListArgs, ListWhat, PolicyArgs, RunArgs, ShowArgs, ShowWhat};
+use crate::cli::{
+    AttachArgs, Compliance, Format, ListArgs, ListWhat, PolicyArgs, RunArgs, ShowArgs, ShowWhat,
+};
+use crate::collector::{AgentState, CallError, CollectorClient, age_text};
+use crate::config::NodeConfig;
 use crate::output::{self, Style};
 
 /// Exit code for usage and policy errors.
 const USAGE: u8 = 2;
 
-/// Runs a `compliance` subcommand.
-pub fn run(c: Compliance) -> anyhow::Result<ExitCode> {
+/// Runs a `compliance` subcommand. `config` is the `--config` path, if given.
+pub fn run(c: Compliance, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     match c {
-        Compliance::Check(a) => run_action(&a, Some(Action::Check)),
-        Compliance::Fix(a) => run_action(&a, Some(Action::Fix)),
-        Compliance::Fixable(a) => run_action(&a, Some(Action::Fixable)),
-        Compliance::Auto(a) => run_action(&a, Some(Action::Auto)),
-        Compliance::Env(a) => run_action(&a, None),
-        Compliance::List(a) => list(&a),
-        Compliance::Show(a) => show(&a),
+        Compliance::Check(a) => run_action(&a, Some(Action::Check), config),
+        Compliance::Fix(a) => run_action(&a, Some(Action::Fix), config),
+        Compliance::Fixable(a) => run_action(&a, Some(Action::Fixable), config),
+        Compliance::Auto(a) => run_action(&a, Some(Action::Auto), config),
+        Compliance::Env(a) => run_action(&a, None, config),
+        Compliance::List(a) => list(&a, config),
+        Compliance::Show(a) => show(&a, config),
+        Compliance::Attach(a) => attachment(&a, true, config),
+        Compliance::Detach(a) => attachment(&a, false, config),
         Compliance::InstallCompat { dir } => install_compat(&dir),
     }
 }
 
-/// A loaded bundle and the policy resolved from it, or the exit code of the error printed.
-struct Loaded {
-    bundle: Bundle,
-    policy: Policy,
-    host: Host,
+/// The node configuration: `--config`, else `<root>/etc/tenet/node.toml`.
+pub fn node_config(config: Option<&Path>, root: &Path) -> anyhow::Result<NodeConfig> {
+    let path = match config {
+        Some(p) => p.to_path_buf(),
+        None => root.join("etc/tenet/node.toml"),
+    };
+    NodeConfig::load(&path)
 }
 
-fn load(p: &PolicyArgs, host: Host) -> Result<Loaded, ExitCode> {
+/// Where the policy came from.
+enum Origin {
+    /// A local bundle (`--policy`).
+    Local,
+    /// The collector (fetched now, or from the cache when it was unreachable).
+    Collector {
+        client: Box<CollectorClient>,
+        state: AgentState,
+    },
+}
+
+/// A loaded bundle and the policy resolved from it, or the exit code of the error printed.
+struct Loaded {
+    /// The bundle, in masterless mode.
+    bundle: Option<Bundle>,
+    policy: Policy,
+    host: Host,
+    origin: Origin,
+}
+
+/// Fetches the policy from the collector, falling back to the last one cached for the same
+/// selection when the collector is unreachable (saying so, and how old it is).
+fn load_remote(p: &PolicyArgs, host: Host, cfg: &NodeConfig) -> Result<Loaded, ExitCode> {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("tenet: {e}");
+        ExitCode::from(USAGE)
+    };
+    crate::collector::require_registered(cfg).map_err(|e| fail(&e))?;
+    let client = CollectorClient::for_node(cfg).map_err(|e| fail(&format!("{e:#}")))?;
+    let state = AgentState::new(host.var_dir());
+    let modulesets = p.moduleset.as_deref();
+    let service = p.service.as_deref();
+    if !p.ruleset.is_empty() {
+        return Err(fail(
+            &"--ruleset applies to masterless runs; attach rulesets on the collector (tenet compliance attach --ruleset NAME)",
+        ));
+    }
+    let policy = match client.policy(modulesets, service) {
+        Ok((policy, raw)) => {
+            if let Err(e) = state.save_policy(modulesets, service, &policy.hash, &raw) {
+                tracing::warn!("cannot cache the policy: {e:#}");
+            }
+            policy
+        }
+        Err(CallError::Unreachable(why)) => match state.cached_policy(modulesets, service) {
+            Ok(Some((doc, policy, age))) => {
+                eprintln!(
+                    "tenet: collector unreachable ({why}): using the cached policy {} fetched {} UTC ({} old)",
+                    &doc.hash[..doc.hash.len().min(12)],
+                    doc.fetched_at,
+                    age_text(age)
+                );
+                policy
+            }
+            Ok(None) => {
+                return Err(fail(&format!(
+                    "collector unreachable ({why}) and no cached policy for this selection"
+                )));
+            }
+            Err(e) => return Err(fail(&format!("collector unreachable ({why}); {e:#}"))),
+        },
+        Err(e @ CallError::Refused { .. }) => return Err(fail(&e)),
+    };
+    for w in &policy.warnings {
+        tracing::warn!("{w}");
+    }
+    let host = host.with_os_vendor(policy.facts.node.get("os_vendor").cloned());
+    Ok(Loaded {
+        bundle: None,
+        policy,
+        host,
+        origin: Origin::Collector {
+            client: Box::new(client),
+            state,
+        },
+    })
+}
+
+fn load(p: &PolicyArgs, host: Host, config: Option<&Path>) -> Result<Loaded, ExitCode> {
     let Some(path) = &p.policy else {
-        eprintln!("tenet: no policy: give --policy PATH (a TOML folder or an OpenSVC export JSON)");
-        return Err(ExitCode::from(USAGE));
+        let cfg = node_config(config, &p.root).map_err(|e| {
+            eprintln!("tenet: {e:#}");
+            ExitCode::from(USAGE)
+        })?;
+        if cfg.collector().is_none() {
+            eprintln!(
+                "tenet: no policy: give --policy PATH (a TOML folder or an OpenSVC export JSON), or register this node with a collector (tenet register); no collector in {}",
+                cfg.path.display()
+            );
+            return Err(ExitCode::from(USAGE));
+        }
+        let host = match cfg.var_dir() {
+            Some(v) if host.var_dir() == Host::new(host.root()).var_dir() => host.with_var_dir(v),
+            _ => host,
+        };
+        return load_remote(p, host, &cfg);
     };
     let bundle = tenet_rulesets::load_path(path).map_err(|e| {
         eprintln!("tenet: policy error: {e}");
@@ -66,9 +166,10 @@ fn load(p: &PolicyArgs, host: Host) -> Result<Loaded, ExitCode> {
     }
     let host = host.with_os_vendor(policy.facts.node.get("os_vendor").cloned());
     Ok(Loaded {
-        bundle,
+        bundle: Some(bundle),
         policy,
         host,
+        origin: Origin::Local,
     })
 }
 
@@ -80,16 +181,25 @@ fn host_for(a: &RunArgs) -> Host {
     host.with_package_dir(a.package_dir.clone())
 }
 
-fn run_action(a: &RunArgs, action: Option<Action>) -> anyhow::Result<ExitCode> {
+fn run_action(
+    a: &RunArgs,
+    action: Option<Action>,
+    config: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     if a.module.is_some() && a.policy.moduleset.is_some() {
         eprintln!("tenet: --moduleset and --module are exclusive");
         return Ok(ExitCode::from(USAGE));
     }
-    let loaded = match load(&a.policy, host_for(a)) {
+    let loaded = match load(&a.policy, host_for(a), config) {
         Ok(l) => l,
         Err(code) => return Ok(code),
     };
-    let Loaded { policy, host, .. } = loaded;
+    let Loaded {
+        policy,
+        host,
+        origin,
+        ..
+    } = loaded;
     if let Some(only) = &a.module {
         for m in only {
             if policy.module(m).is_none() {
@@ -110,6 +220,7 @@ fn run_action(a: &RunArgs, action: Option<Action>) -> anyhow::Result<ExitCode> {
     let Some(action) = action else {
         return print_env(&policy, &config, a.policy.format);
     };
+    let started_at = crate::collector::now_text();
     let report = engine::run(&policy, &host, action, &config, |m| {
         if a.policy.format == Format::Text {
             let mut out = stdout.lock();
@@ -121,7 +232,56 @@ fn run_action(a: &RunArgs, action: Option<Action>) -> anyhow::Result<ExitCode> {
         Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => output::digest(&mut stdout.lock(), style, &report)?,
     }
+    if let Origin::Collector { client, state } = &origin {
+        deliver(
+            client,
+            state,
+            &report,
+            a.policy.service.as_deref(),
+            &started_at,
+        );
+    }
     Ok(ExitCode::from(u8::from(report.summary.nok > 0)))
+}
+
+/// Spools the run's results, then delivers everything spooled. Delivery problems never change
+/// the run's exit code: the results wait on disk for the next run or `tenet pushasset`.
+fn deliver(
+    client: &CollectorClient,
+    state: &AgentState,
+    report: &engine::RunReport,
+    service: Option<&str>,
+    started_at: &str,
+) {
+    let run = match crate::collector::run_results(report, service, started_at) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tenet: cannot build the results to post: {e:#}");
+            return;
+        }
+    };
+    if let Err(e) = state.spool_results(&run) {
+        eprintln!("tenet: cannot queue the results: {e:#}");
+        return;
+    }
+    report_flush(&state.flush(client));
+}
+
+/// Says on stderr what happened to queued results.
+pub fn report_flush(f: &crate::collector::Flush) {
+    match &f.error {
+        None if f.rejected == 0 => {
+            tracing::info!("{} result(s) delivered to the collector", f.delivered)
+        }
+        None => eprintln!(
+            "tenet: {} result(s) delivered, {} refused by the collector (kept under spool/rejected)",
+            f.delivered, f.rejected
+        ),
+        Some(e) => eprintln!(
+            "tenet: {e}: results queued on disk ({} waiting), delivered on the next run",
+            f.waiting
+        ),
+    }
 }
 
 /// The environment every module script gets on top of the agent's own (OpenSVC's
@@ -188,15 +348,28 @@ fn print_env(policy: &Policy, config: &EngineConfig, format: Format) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
-fn list(a: &ListArgs) -> anyhow::Result<ExitCode> {
-    let loaded = match load(&a.policy, Host::new(&a.policy.root)) {
+fn list(a: &ListArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let loaded = match load(&a.policy, Host::new(&a.policy.root), config) {
         Ok(l) => l,
         Err(code) => return Ok(code),
     };
-    let names: Vec<String> = match a.what {
-        ListWhat::Modulesets => loaded.bundle.modulesets.keys().cloned().collect(),
-        ListWhat::Rulesets => loaded.bundle.rulesets.keys().cloned().collect(),
-        ListWhat::Modules => loaded
+    // Masterless: everything in the bundle. From a collector: what the node's policy holds.
+    let names: Vec<String> = match (a.what, &loaded.bundle) {
+        (ListWhat::Modulesets, Some(b)) => b.modulesets.keys().cloned().collect(),
+        (ListWhat::Rulesets, Some(b)) => b.rulesets.keys().cloned().collect(),
+        (ListWhat::Modulesets, None) => loaded
+            .policy
+            .modulesets
+            .iter()
+            .map(|m| m.name.clone())
+            .collect(),
+        (ListWhat::Rulesets, None) => loaded
+            .policy
+            .rulesets
+            .iter()
+            .map(|r| r.name.clone())
+            .collect(),
+        (ListWhat::Modules, _) => loaded
             .policy
             .modules
             .iter()
@@ -210,13 +383,17 @@ fn list(a: &ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(a: &ShowArgs) -> anyhow::Result<ExitCode> {
-    let loaded = match load(&a.policy, Host::new(&a.policy.root)) {
+fn show(a: &ShowArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    if a.what == ShowWhat::Status {
+        return show_status(a, config);
+    }
+    let loaded = match load(&a.policy, Host::new(&a.policy.root), config) {
         Ok(l) => l,
         Err(code) => return Ok(code),
     };
     let policy = &loaded.policy;
     match (a.what, a.policy.format) {
+        (ShowWhat::Status, _) => unreachable!("handled above"),
         (ShowWhat::Moduleset, Format::Json) => {
             outln!("{}", serde_json::to_string_pretty(&policy.modulesets)?)
         }
@@ -262,6 +439,100 @@ fn show(a: &ShowArgs) -> anyhow::Result<ExitCode> {
                     outln!("  {}={shown}", tenet_rulesets::env::env_name(&v.name));
                 }
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A node client from the configuration, or the exit code of the error printed.
+fn node_client(config: Option<&Path>, root: &Path) -> Result<CollectorClient, ExitCode> {
+    let fail = |e: anyhow::Error| {
+        eprintln!("tenet: {e:#}");
+        ExitCode::from(USAGE)
+    };
+    let cfg = node_config(config, root).map_err(fail)?;
+    crate::collector::require_registered(&cfg).map_err(fail)?;
+    CollectorClient::for_node(&cfg).map_err(fail)
+}
+
+fn call_failed(e: CallError) -> anyhow::Result<ExitCode> {
+    eprintln!("tenet: {e}");
+    Ok(ExitCode::from(match e {
+        CallError::Unreachable(_) => 1,
+        CallError::Refused { .. } => USAGE,
+    }))
+}
+
+fn show_status(a: &ShowArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let client = match node_client(config, &a.policy.root) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let status = match client.status() {
+        Ok(s) => s,
+        Err(e) => return call_failed(e),
+    };
+    if a.policy.format == Format::Json {
+        outln!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let style = Style::detect();
+    outln!(
+        "{} ({}), last run {}",
+        status.name,
+        status.node_id,
+        status.last_run.as_deref().unwrap_or("never")
+    );
+    for m in &status.modules {
+        let svc = m
+            .service
+            .as_deref()
+            .map(|s| format!(" [service {s}]"))
+            .unwrap_or_default();
+        outln!(
+            "  {:<40} {:<4} {} {}{svc}",
+            m.module,
+            style.status_text(&m.status),
+            m.date,
+            m.action
+        );
+    }
+    outln!(
+        "{} ok, {} nok, {} n/a",
+        status.summary.ok,
+        status.summary.nok,
+        status.summary.na
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn attachment(a: &AttachArgs, attach: bool, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let client = match node_client(config, Path::new("/")) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let (kind, name) = match (&a.moduleset, &a.ruleset) {
+        (Some(m), _) => ("modulesets", m),
+        (_, Some(r)) => ("rulesets", r),
+        _ => unreachable!("clap requires one of --moduleset, --ruleset"),
+    };
+    let answer = match client.attachment(kind, name, attach) {
+        Ok(v) => v,
+        Err(e) => return call_failed(e),
+    };
+    if a.format == Format::Json {
+        outln!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        let changed = answer
+            .get("changed")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let what = kind.trim_end_matches('s');
+        match (attach, changed) {
+            (true, true) => outln!("{what} {name} attached"),
+            (true, false) => outln!("{what} {name} was already attached"),
+            (false, true) => outln!("{what} {name} detached"),
+            (false, false) => outln!("{what} {name} was not attached"),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 
 pub mod compliance;
 pub mod object;
+pub mod register;
 
 use std::process::ExitCode;
 
@@ -9,8 +10,11 @@ use crate::cli::{Cli, Command};
 
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.config.as_deref();
     match cli.command {
-        Command::Compliance(c) => compliance::run(c),
+        Command::Compliance(c) => compliance::run(c, config),
+        Command::Register(r) => register::register(&r, config),
+        Command::Pushasset(p) => register::pushasset(&p, config),
         Command::Object(o) => object::run(&o),
         Command::Facts(f) => {
             let host = tenet_modules::Host::new(&f.root);

@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/nodes/{node}/policy", get(node::get_policy))
         .route("/nodes/{node}/results", post(node::post_results))
         .route("/nodes/{node}/status", get(node::get_status))
+        .route("/nodes/{node}/runs", get(node::get_runs))
         .route("/nodes/{node}/attachments", get(node::get_attachments))
         .route(
             "/nodes/{node}/{kind}/{name}",

@@ -214,6 +214,27 @@ pub async fn get_status(
     }))
 }
 
+/// Query of `GET /api/v1/nodes/{node}/runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    /// Most runs returned (default 100, at most 10,000).
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/nodes/{node}/runs[?limit=N]`: the run history, newest first.
+pub async fn get_runs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(node): Path<String>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Response, ApiError> {
+    let node = caller.node(&state, &node).await?;
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let store = state.store.clone();
+    Ok(Json(blocking(move || store.runs(&node.id, limit)).await?).into_response())
+}
+
 /// `GET /api/v1/nodes/{node}/attachments`.
 pub async fn get_attachments(
     State(state): State<AppState>,

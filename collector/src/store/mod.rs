@@ -132,6 +132,27 @@ pub struct EditOutcome {
     pub changed: bool,
 }
 
+/// One run in a node's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The agent's run id.
+    pub run_id: String,
+    /// `check`, `fix`, `fixable` or `auto`.
+    pub action: String,
+    /// The service, if a service run.
+    pub service: Option<String>,
+    /// Hash of the policy run.
+    pub policy_hash: String,
+    /// Agent version.
+    pub agent_version: String,
+    /// When the agent started it.
+    pub started_at: Option<String>,
+    /// When the collector received it.
+    pub received_at: String,
+    /// Module counts.
+    pub summary: tenet_rulesets::api::Summary,
+}
+
 /// Figures for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Gauges {
@@ -197,6 +218,8 @@ pub trait Store: Send + Sync + 'static {
     fn node_status(&self, node_id: &str) -> Result<(Vec<ModuleStatus>, Option<String>)>;
     /// How many runs of a node are stored (history).
     fn run_count(&self, node_id: &str) -> Result<u64>;
+    /// A node's latest runs (history), newest first.
+    fn runs(&self, node_id: &str, limit: u32) -> Result<Vec<RunSummary>>;
 
     /// Keeps a copy of a served policy, by hash (idempotent).
     fn save_policy_snapshot(&self, hash: &str, policy_json: &str) -> Result<()>;

@@ -23,7 +23,7 @@ use tenet_rulesets::{
 
 use super::{
     AttachKind, Attachments, AuditEntry, BundleEdit, EditOutcome, Gauges, NodeAuth, NodeSummary,
-    Store, Target, now_text,
+    RunSummary, Store, Target, now_text,
 };
 use crate::error::{Error, Result};
 
@@ -1431,6 +1431,33 @@ impl Store for SqliteStore {
                 .prepare_cached("SELECT COUNT(*) FROM runs WHERE node_id = ?1")?
                 .query_row([node_id], |r| r.get(0))?;
             Ok(n as u64)
+        })
+    }
+
+    fn runs(&self, node_id: &str, limit: u32) -> Result<Vec<RunSummary>> {
+        self.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT run_id, action, service, policy_hash, agent_version, started_at, received_at, ok, nok, na
+                 FROM runs WHERE node_id = ?1 ORDER BY id DESC LIMIT ?2",
+            )?
+            .query_map(params![node_id, limit], |r| {
+                let service: String = r.get(2)?;
+                Ok(RunSummary {
+                    run_id: r.get(0)?,
+                    action: r.get(1)?,
+                    service: (!service.is_empty()).then_some(service),
+                    policy_hash: r.get(3)?,
+                    agent_version: r.get(4)?,
+                    started_at: r.get(5)?,
+                    received_at: r.get(6)?,
+                    summary: tenet_rulesets::api::Summary {
+                        ok: r.get::<_, i64>(7)? as usize,
+                        nok: r.get::<_, i64>(8)? as usize,
+                        na: r.get::<_, i64>(9)? as usize,
+                    },
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
         })
     }
 

@@ -1,0 +1,133 @@
+//! `tenet register` and `tenet pushasset`: the node's identity and facts on the collector.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tenet_modules::Host;
+use tenet_rulesets::api::FactsUpdate;
+
+use crate::cli::{Format, PushassetArgs, RegisterArgs};
+use crate::collector::{AgentState, CallError, CollectorClient};
+use crate::config::write_private;
+
+use super::compliance::{node_config, report_flush};
+
+/// `tenet register`: one admin call, then the configuration and the secret file are written
+/// (the secret with mode 0600, before the configuration names it).
+pub fn register(a: &RegisterArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let mut cfg = node_config(config, Path::new("/"))?;
+    if !(a.collector.starts_with("https://") || a.collector.starts_with("http://")) {
+        eprintln!(
+            "tenet: --collector: {:?} is not an http(s) URL",
+            a.collector
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => {
+            let host = Host::new("/");
+            host.hostname()
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    let ca = a.ca_file.clone().or_else(|| cfg.ca_file());
+    let client = CollectorClient::for_admin(&a.collector, &a.token, ca.as_deref())?;
+    let reg = match client.register(&name) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tenet: registration failed: {e}");
+            return Ok(ExitCode::from(match e {
+                CallError::Unreachable(_) => 1,
+                CallError::Refused { .. } => 2,
+            }));
+        }
+    };
+    let secret_file = cfg.secret_file();
+    write_private(&secret_file, format!("{}\n", reg.secret).as_bytes(), 0o600)
+        .context("writing the node secret")?;
+    cfg.set("collector", a.collector.trim_end_matches('/'));
+    cfg.set("node_id", &reg.node_id);
+    cfg.set("secret_file", &secret_file.display().to_string());
+    if let Some(ca) = &a.ca_file {
+        cfg.set("ca_file", &ca.display().to_string());
+    }
+    cfg.save()?;
+    match a.format {
+        Format::Json => outln!(
+            "{}",
+            serde_json::json!({
+                "node_id": reg.node_id, "name": reg.name,
+                "config": cfg.path, "secret_file": secret_file,
+            })
+        ),
+        Format::Text => {
+            outln!("registered {} as node {}", reg.name, reg.node_id);
+            outln!("configuration: {}", cfg.path.display());
+            outln!("secret: {} (mode 0600)", secret_file.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tenet pushasset`: facts (with the configuration's `[facts]`), listener port and hosted
+/// services; then queued results.
+pub fn pushasset(a: &PushassetArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let cfg = match node_config(config, &a.root)
+        .and_then(|c| crate::collector::require_registered(&c).map(|_| c))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tenet: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut host = Host::new(&a.root);
+    if let Some(v) = a.var_dir.clone().or_else(|| cfg.var_dir()) {
+        host = host.with_var_dir(v);
+    }
+    let mut facts = crate::facts::gather(&host);
+    if let Some(toml::Value::Table(site)) = cfg.table.get("facts") {
+        for (k, v) in site {
+            let v = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            facts.node.insert(k.clone(), v);
+        }
+    }
+    let update = FactsUpdate {
+        facts,
+        listener_port: cfg.listener_port(),
+        services: cfg.services(),
+    };
+    let client = CollectorClient::for_node(&cfg)?;
+    if let Err(e) = client.put_facts(&update) {
+        eprintln!("tenet: pushasset failed: {e}");
+        return Ok(ExitCode::from(1));
+    }
+    let flush = AgentState::new(host.var_dir()).flush(&client);
+    report_flush(&flush);
+    match a.format {
+        Format::Json => outln!(
+            "{}",
+            serde_json::json!({
+                "facts": update.facts.node, "packages": update.facts.packages.len(),
+                "listener_port": update.listener_port, "services": update.services,
+                "results_delivered": flush.delivered, "results_waiting": flush.waiting,
+            })
+        ),
+        Format::Text => outln!(
+            "facts pushed: {} fields, {} packages; {} queued result(s) delivered, {} waiting",
+            update.facts.node.len(),
+            update.facts.packages.len(),
+            flush.delivered,
+            flush.waiting
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,531 @@
+//! The agent's side of the collector: an HTTP client authenticated as this node, the policy
+//! cache (the last good policy per selection, used when the collector is unreachable), and
+//! the results spool (every run's results are written to disk first, then delivered; the
+//! collector records a `run_id` once, so redelivery after a lost answer never duplicates).
+//!
+//! Layout under the agent's var dir:
+//! ```text
+//! collector/policy/<selection>.json   {"fetched_at", "hash", "policy"}
+//! collector/spool/<time>-<run_id>.json  results waiting for delivery
+//! collector/spool/rejected/            results the collector refused (kept for inspection)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use base64::Engine as _;
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde::{Deserialize, Serialize};
+use tenet_rulesets::Policy;
+use tenet_rulesets::api::{
+    ErrorBody, FactsUpdate, NodeStatus, RegisterRequest, Registration, RunRecorded, RunResults,
+};
+
+use crate::config::{NodeConfig, write_private};
+
+/// How a request failed: the collector could not be reached (fall back to the cache, queue
+/// results), or it answered with an error (report it; the cache must not hide it).
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Connection refused, timeout, TLS failure, 5xx.
+    #[error("collector unreachable: {0}")]
+    Unreachable(String),
+    /// A 4xx answer, with the collector's message.
+    #[error("collector refused the request ({status}): {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The `error` of the body.
+        message: String,
+    },
+}
+
+/// How to authenticate.
+#[derive(Clone)]
+enum Credentials {
+    Node { id: String, secret: String },
+    Admin(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    // Secrets never reach logs, even at debug level.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Node { id, .. } => write!(f, "Node({id}, <secret>)"),
+            Credentials::Admin(_) => write!(f, "Admin(<token>)"),
+        }
+    }
+}
+
+/// A collector client.
+#[derive(Debug, Clone)]
+pub struct CollectorClient {
+    base: String,
+    http: Client,
+    credentials: Credentials,
+}
+
+fn http_client(ca_file: Option<&Path>) -> anyhow::Result<Client> {
+    let mut b = Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+        .user_agent(concat!("tenet/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{}: not a PEM certificate bundle", ca.display()))?;
+        b = b.tls_certs_merge(certs);
+    }
+    b.build().context("building the HTTP client")
+}
+
+impl CollectorClient {
+    /// A client authenticated as this node, from the configuration and its secret file.
+    pub fn for_node(cfg: &NodeConfig) -> anyhow::Result<CollectorClient> {
+        let base = cfg.collector().ok_or_else(|| {
+            anyhow!(
+                "{}: no collector configured (register with `tenet register`, or run masterless with --policy PATH)",
+                cfg.path.display()
+            )
+        })?;
+        let id = cfg.node_id().ok_or_else(|| {
+            anyhow!(
+                "{}: no node_id: register this node first (`tenet register --collector URL --token TOKEN --name NODE`)",
+                cfg.path.display()
+            )
+        })?;
+        let secret_file = cfg.secret_file();
+        let secret = std::fs::read_to_string(&secret_file)
+            .with_context(|| format!("reading the node secret {}", secret_file.display()))?
+            .trim()
+            .to_string();
+        Ok(CollectorClient {
+            base: base.to_string(),
+            http: http_client(cfg.ca_file().as_deref())?,
+            credentials: Credentials::Node {
+                id: id.to_string(),
+                secret,
+            },
+        })
+    }
+
+    /// A client authenticated with an admin token (registration).
+    pub fn for_admin(
+        base: &str,
+        token: &str,
+        ca_file: Option<&Path>,
+    ) -> anyhow::Result<CollectorClient> {
+        Ok(CollectorClient {
+            base: base.trim_end_matches('/').to_string(),
+            http: http_client(ca_file)?,
+            credentials: Credentials::Admin(token.to_string()),
+        })
+    }
+
+    /// This node's id (node clients only).
+    pub fn node_id(&self) -> &str {
+        match &self.credentials {
+            Credentials::Node { id, .. } => id,
+            Credentials::Admin(_) => "",
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let rb = self.http.request(method, format!("{}{path}", self.base));
+        match &self.credentials {
+            Credentials::Node { id, secret } => rb.header(
+                reqwest::header::AUTHORIZATION,
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+                ),
+            ),
+            Credentials::Admin(t) => rb.bearer_auth(t),
+        }
+    }
+
+    fn send(&self, rb: RequestBuilder) -> Result<Response, CallError> {
+        let resp = rb.send().map_err(|e| {
+            // The full chain says why (connection refused, certificate unknown, ...).
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            CallError::Unreachable(msg)
+        })?;
+        let status = resp.status();
+        if status.is_success() || status == StatusCode::NOT_MODIFIED {
+            return Ok(resp);
+        }
+        let text = resp.text().unwrap_or_default();
+        let message = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| b.error)
+            .unwrap_or(text);
+        if status.is_server_error() {
+            Err(CallError::Unreachable(format!("{status}: {message}")))
+        } else {
+            Err(CallError::Refused {
+                status: status.as_u16(),
+                message,
+            })
+        }
+    }
+
+    fn json<T: for<'de> Deserialize<'de>>(&self, resp: Response) -> Result<T, CallError> {
+        resp.json()
+            .map_err(|e| CallError::Unreachable(format!("unexpected answer: {e}")))
+    }
+
+    /// `POST /api/v1/nodes` (admin).
+    pub fn register(&self, name: &str) -> Result<Registration, CallError> {
+        let resp = self.send(self.request(reqwest::Method::POST, "/api/v1/nodes").json(
+            &RegisterRequest {
+                name: name.to_string(),
+            },
+        ))?;
+        self.json(resp)
+    }
+
+    /// `PUT /api/v1/nodes/{id}/facts`.
+    pub fn put_facts(&self, update: &FactsUpdate) -> Result<(), CallError> {
+        let path = format!("/api/v1/nodes/{}/facts", self.node_id());
+        self.send(self.request(reqwest::Method::PUT, &path).json(update))?;
+        Ok(())
+    }
+
+    /// `GET /api/v1/nodes/{id}/policy`: the policy and its raw JSON.
+    pub fn policy(
+        &self,
+        modulesets: Option<&[String]>,
+        service: Option<&str>,
+    ) -> Result<(Policy, serde_json::Value), CallError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(m) = modulesets {
+            query.push(("moduleset", m.join(",")));
+        }
+        if let Some(s) = service {
+            query.push(("service", s.to_string()));
+        }
+        let path = format!("/api/v1/nodes/{}/policy", self.node_id());
+        let resp = self.send(self.request(reqwest::Method::GET, &path).query(&query))?;
+        let raw: serde_json::Value = self.json(resp)?;
+        let policy: Policy = serde_json::from_value(raw.clone())
+            .map_err(|e| CallError::Unreachable(format!("unexpected policy document: {e}")))?;
+        Ok((policy, raw))
+    }
+
+    /// `POST /api/v1/nodes/{id}/results`.
+    pub fn post_results(&self, run: &serde_json::Value) -> Result<RunRecorded, CallError> {
+        let path = format!("/api/v1/nodes/{}/results", self.node_id());
+        let resp = self.send(self.request(reqwest::Method::POST, &path).json(run))?;
+        self.json(resp)
+    }
+
+    /// `GET /api/v1/nodes/{id}/status`.
+    pub fn status(&self) -> Result<NodeStatus, CallError> {
+        let path = format!("/api/v1/nodes/{}/status", self.node_id());
+        let resp = self.send(self.request(reqwest::Method::GET, &path))?;
+        self.json(resp)
+    }
+
+    /// Attaches (`attach`) or detaches a moduleset or ruleset (`kind` = `modulesets` or
+    /// `rulesets`) to this node.
+    pub fn attachment(
+        &self,
+        kind: &str,
+        name: &str,
+        attach: bool,
+    ) -> Result<serde_json::Value, CallError> {
+        let path = format!(
+            "/api/v1/nodes/{}/{kind}/{}",
+            self.node_id(),
+            url_segment(name)
+        );
+        let method = if attach {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::DELETE
+        };
+        let resp = self.send(self.request(method, &path))?;
+        self.json(resp)
+    }
+}
+
+/// Percent-encodes a path segment (names may hold spaces, dots, slashes).
+fn url_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A cached policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachedPolicy {
+    /// When it was fetched (`YYYY-MM-DD HH:MM:SS`, UTC).
+    pub fetched_at: String,
+    /// Unix time of the fetch, for the age.
+    pub fetched_unix: i64,
+    /// Its hash.
+    pub hash: String,
+    /// The policy as served.
+    pub policy: serde_json::Value,
+}
+
+/// Where the agent keeps collector state.
+#[derive(Debug, Clone)]
+pub struct AgentState {
+    dir: PathBuf,
+}
+
+fn now() -> (String, i64) {
+    let t = time::OffsetDateTime::now_utc();
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    (t.format(&f).unwrap_or_default(), t.unix_timestamp())
+}
+
+/// "3 min", "2 h 5 min", "4 days".
+pub fn age_text(seconds: i64) -> String {
+    let s = seconds.max(0);
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min", s / 60)
+    } else if s < 86400 {
+        format!("{} h {} min", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{} days", s / 86400)
+    }
+}
+
+impl AgentState {
+    /// State under `var_dir/collector`.
+    pub fn new(var_dir: &Path) -> AgentState {
+        AgentState {
+            dir: var_dir.join("collector"),
+        }
+    }
+
+    fn cache_path(&self, modulesets: Option<&[String]>, service: Option<&str>) -> PathBuf {
+        let mut key = match modulesets {
+            Some(m) => format!("ms-{}", m.join(",")),
+            None => "attached".to_string(),
+        };
+        if let Some(s) = service {
+            key.push_str(&format!("@svc-{s}"));
+        }
+        let safe: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.,@".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.dir.join("policy").join(format!("{safe}.json"))
+    }
+
+    /// Remembers a policy fetched just now.
+    pub fn save_policy(
+        &self,
+        modulesets: Option<&[String]>,
+        service: Option<&str>,
+        hash: &str,
+        raw: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let (fetched_at, fetched_unix) = now();
+        let doc = CachedPolicy {
+            fetched_at,
+            fetched_unix,
+            hash: hash.to_string(),
+            policy: raw.clone(),
+        };
+        let text = serde_json::to_vec_pretty(&doc)?;
+        write_private(&self.cache_path(modulesets, service), &text, 0o600)
+    }
+
+    /// The last policy fetched for this selection, with its age in seconds.
+    pub fn cached_policy(
+        &self,
+        modulesets: Option<&[String]>,
+        service: Option<&str>,
+    ) -> anyhow::Result<Option<(CachedPolicy, Policy, i64)>> {
+        let path = self.cache_path(modulesets, service);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let doc: CachedPolicy = serde_json::from_slice(&text)
+            .with_context(|| format!("{}: corrupt policy cache", path.display()))?;
+        let policy: Policy = serde_json::from_value(doc.policy.clone())
+            .with_context(|| format!("{}: corrupt policy cache", path.display()))?;
+        let age = now().1 - doc.fetched_unix;
+        Ok(Some((doc, policy, age)))
+    }
+
+    fn spool(&self) -> PathBuf {
+        self.dir.join("spool")
+    }
+
+    /// Writes a run's results to the spool (before any delivery attempt).
+    pub fn spool_results(&self, run: &RunResults) -> anyhow::Result<PathBuf> {
+        let t = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let path = self.spool().join(format!("{t:024}-{}.json", run.run_id));
+        write_private(&path, &serde_json::to_vec(run)?, 0o600)?;
+        Ok(path)
+    }
+
+    /// Results waiting, oldest first.
+    pub fn spooled(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.spool())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "json")
+                    && p.file_name()
+                        .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Delivers every spooled result, oldest first, removing each once the collector
+    /// acknowledged it. Stops at the first unreachable error (the rest stays queued). A result
+    /// the collector refuses (4xx) moves to `spool/rejected/` so it does not block the queue.
+    pub fn flush(&self, client: &CollectorClient) -> Flush {
+        let mut out = Flush::default();
+        for path in self.spooled() {
+            let body: serde_json::Value = match std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(serde_json::from_slice(&b)?))
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!("{}: unreadable spooled results: {e}", path.display());
+                    self.reject(&path);
+                    out.rejected += 1;
+                    continue;
+                }
+            };
+            match client.post_results(&body) {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&path);
+                    out.delivered += 1;
+                }
+                Err(CallError::Refused { status, message }) => {
+                    tracing::warn!(
+                        "the collector refused {} ({status}): {message}; kept in spool/rejected",
+                        path.display()
+                    );
+                    self.reject(&path);
+                    out.rejected += 1;
+                }
+                Err(e @ CallError::Unreachable(_)) => {
+                    out.error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        out.waiting = self.spooled().len();
+        out
+    }
+
+    fn reject(&self, path: &Path) {
+        let dir = self.spool().join("rejected");
+        let _ = std::fs::create_dir_all(&dir);
+        if let Some(name) = path.file_name() {
+            let _ = std::fs::rename(path, dir.join(name));
+        }
+    }
+}
+
+/// Outcome of [`AgentState::flush`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Flush {
+    /// Results delivered now.
+    pub delivered: usize,
+    /// Results the collector refused.
+    pub rejected: usize,
+    /// Results still waiting.
+    pub waiting: usize,
+    /// Why delivery stopped, if it did.
+    pub error: Option<String>,
+}
+
+/// Builds what is posted from the engine's report (same JSON, plus delivery fields).
+pub fn run_results(
+    report: &impl Serialize,
+    service: Option<&str>,
+    started_at: &str,
+) -> anyhow::Result<RunResults> {
+    let mut v = serde_json::to_value(report)?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| anyhow!("report is not an object"))?;
+    obj.insert("run_id".into(), uuid::Uuid::new_v4().to_string().into());
+    obj.insert("agent_version".into(), env!("CARGO_PKG_VERSION").into());
+    obj.insert("service".into(), service.into());
+    obj.insert("started_at".into(), started_at.into());
+    serde_json::from_value(v).context("report does not match the results format")
+}
+
+/// `YYYY-MM-DD HH:MM:SS` now, UTC.
+pub fn now_text() -> String {
+    now().0
+}
+
+/// Fails with the configuration's complaint when collector mode is not set up.
+pub fn require_registered(cfg: &NodeConfig) -> anyhow::Result<()> {
+    if cfg.collector().is_none() || cfg.node_id().is_none() {
+        bail!(
+            "{}: this node is not registered with a collector: run `tenet register --collector URL --token TOKEN --name NODE`, or give --policy PATH for a masterless run",
+            cfg.path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_well() {
+        assert_eq!(age_text(5), "5 s");
+        assert_eq!(age_text(125), "2 min");
+        assert_eq!(age_text(3 * 3600 + 120), "3 h 2 min");
+        assert_eq!(age_text(3 * 86400), "3 days");
+    }
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(url_segment("spdc.node"), "spdc.node");
+        assert_eq!(url_segment("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let c = Credentials::Node {
+            id: "n".into(),
+            secret: "s3cr3t".into(),
+        };
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert!(!format!("{:?}", Credentials::Admin("tok".into())).contains("tok"));
+    }
+}
