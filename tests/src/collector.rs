@@ -31,6 +31,24 @@ impl CollectorProcess {
 
     /// Starts a collector on `port` (0: a free one), waiting until it listens.
     pub fn start_on(db: &Path, port: u16) -> CollectorProcess {
+        Self::start_with(db, port, &[])
+    }
+
+    /// Starts an HTTPS collector with this certificate and key.
+    pub fn start_tls(db: &Path, cert: &Path, key: &Path) -> CollectorProcess {
+        Self::start_with(
+            db,
+            0,
+            &[
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+            ],
+        )
+    }
+
+    fn start_with(db: &Path, port: u16, extra: &[&str]) -> CollectorProcess {
         let log = db.with_extension(format!("serve-{}.log", std::process::id()));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -45,6 +63,7 @@ impl CollectorProcess {
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--db")
                 .arg(db)
+                .args(extra)
                 .env_remove("TENET_COLLECTOR_DB")
                 .env("TENET_LOG", "info")
                 .stdout(Stdio::piped())
@@ -267,4 +286,79 @@ pub fn results(run_id: &str) -> Value {
                      "duration_ms": 1}],
         "summary": {"ok": 1, "nok": 0, "na": 0}, "duration_ms": 1
     })
+}
+
+/// A CA and a server certificate for 127.0.0.1 made with the real `openssl`:
+/// (ca.pem, server.pem, server.key).
+pub fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tenet test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
 }

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tenet_tests::collector::{CollectorProcess, admin_token, collector_cli, import, results};
+use tenet_tests::collector::{
+    CollectorProcess, admin_token, collector_cli, import, make_tls, results,
+};
 use tenet_tests::{Tenet, TestRoot, node_export, tempdir, write};
 
 const NODE_MS: &str = "spdc.node";
@@ -834,4 +836,68 @@ fn admin_edits_change_what_nodes_get_and_are_audited() {
     ] {
         assert!(actions.contains(&want), "{want} not audited: {actions:?}");
     }
+}
+
+#[test]
+fn tls_the_agent_verifies_the_collector_certificate() {
+    let dir = tempdir();
+    let (ca, cert, key) = make_tls(dir.path());
+    let db = dir.path().join("collector.db");
+    import(&db, &node_export());
+    let token = admin_token(&db);
+    let server = CollectorProcess::start_tls(&db, &cert, &key);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+
+    // Without the CA the certificate is unknown: registration fails, nothing is written.
+    let untrusting = Node::new(dir.path(), "node0", TestRoot::builder().build());
+    let run = untrusting
+        .tenet(["register", "--collector", &server.url, "--name", "node0"])
+        .env("TENET_ADMIN_TOKEN", &token)
+        .run();
+    run.assert_code(1);
+    assert!(
+        run.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        run.describe()
+    );
+    assert!(!untrusting.config.with_file_name("node.secret").exists());
+
+    // With it, the whole cycle works over TLS.
+    let node = Node::new(
+        dir.path(),
+        "node1",
+        TestRoot::builder().installed(&["systemd"]).build(),
+    );
+    node.tenet([
+        "register",
+        "--collector",
+        &server.url,
+        "--name",
+        "node1",
+        "--ca-file",
+    ])
+    .arg(&ca)
+    .env("TENET_ADMIN_TOKEN", &token)
+    .run()
+    .assert_code(0);
+    assert_eq!(node.config_value("ca_file"), ca.display().to_string());
+    node.pushasset().assert_code(0);
+    node.tenet(["compliance", "attach", "--moduleset", NODE_MS])
+        .run()
+        .assert_code(0);
+    let run = node.check();
+    run.assert_code(1);
+    assert!(!run.stderr.contains("unreachable"), "{}", run.describe());
+    let status = node
+        .tenet(["compliance", "show", "status", "--format", "json"])
+        .run();
+    status.assert_code(0);
+    assert_eq!(
+        collector_statuses(&status.json()),
+        module_statuses(&run.json())
+    );
 }
