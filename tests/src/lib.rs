@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
-pub use tenet_modules::testing::{Entry, diff_snapshots, snapshot};
+pub use tenet_modules::testing::{Entry, Netns, diff_snapshots, require_root, snapshot};
 
 /// The `tenet` binary of this build: `target/<profile>/tenet`, next to the `deps` directory the
 /// running test executable lives in.
@@ -82,19 +82,6 @@ pub fn node_export() -> PathBuf {
 /// The service export of the sharded-database deployment (`spdc.svc.db.cnf`).
 pub fn service_export() -> PathBuf {
     spd_fixtures().join("service-export.json")
-}
-
-/// Whether the tests run as root. When not: prints `SKIP <name>: needs root` and returns
-/// false, unless `TENET_REQUIRE_PRIVILEGED_TESTS=1`, where it panics (so CI cannot skip).
-pub fn require_root(test_name: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("TENET_REQUIRE_PRIVILEGED_TESTS").as_deref() == Ok("1") {
-        panic!("{test_name}: needs root, and TENET_REQUIRE_PRIVILEGED_TESTS=1 forbids skipping it");
-    }
-    eprintln!("SKIP {test_name}: needs root");
-    false
 }
 
 /// A temporary directory (removed on drop).

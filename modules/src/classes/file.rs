@@ -392,7 +392,7 @@ const MAX_DIFF_LINES: usize = 200;
 
 /// Logs how the content on disk (`have`) differs from the wanted one: a unified diff for
 /// text, the sizes for binary content.
-fn report_difference(shown: &str, have: &[u8], want: &[u8], log: &mut Log) {
+pub(crate) fn report_difference(shown: &str, have: &[u8], want: &[u8], log: &mut Log) {
     let (Some(old), Some(new)) = (as_text(have), as_text(want)) else {
         log.err(format!(
             "{shown}: binary content differs ({} bytes vs {} bytes expected)",
