@@ -24,6 +24,34 @@ pub enum Command {
     Object(ObjectArgs),
     /// Print the node facts filtersets are evaluated against.
     Facts(FactsArgs),
+    /// Convert configuration written for other tools into a Tenet policy folder.
+    #[command(subcommand)]
+    Import(Import),
+}
+
+/// `tenet import ...`
+#[derive(Debug, Subcommand)]
+pub enum Import {
+    /// Turn OpenShift MachineConfigs (or bare Ignition v3 configs) into a policy folder:
+    /// storage.files / directories / links, systemd.units and storage.filesystems (as mount
+    /// checks) become rules; what has no rule is reported as a warning. Nothing is written on
+    /// error.
+    #[command(name = "machineconfig", visible_alias = "machine-config")]
+    Machineconfig(ImportMachineConfigArgs),
+}
+
+/// `tenet import machineconfig`
+#[derive(Debug, Clone, Args)]
+pub struct ImportMachineConfigArgs {
+    /// MachineConfig YAML files (or Ignition JSON); each becomes a ruleset and a moduleset.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The policy folder to write (usable as --policy DIR).
+    #[arg(short = 'o', long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Replace DIR when it exists and is not empty.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `tenet compliance ...`

@@ -1,6 +1,7 @@
 //! One file per command group; [`dispatch`] routes the parsed command line.
 
 pub mod compliance;
+pub mod import;
 pub mod object;
 
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Compliance(c) => compliance::run(c),
         Command::Object(o) => object::run(&o),
+        Command::Import(i) => import::run(i),
         Command::Facts(f) => {
             let host = tenet_modules::Host::new(&f.root);
             let facts = crate::facts::gather(&host);

@@ -340,7 +340,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Decodes what follows `data:` in an RFC 2397 URL: `[<mediatype>][;base64],<data>`. The
 /// media type is ignored; the data is percent-decoded, then base64-decoded when `;base64` is
 /// given (whitespace ignored, padding optional).
-fn decode_data_url(rest: &str) -> Result<Vec<u8>, String> {
+pub fn decode_data_url(rest: &str) -> Result<Vec<u8>, String> {
     let (header, data) = rest
         .split_once(',')
         .ok_or("no ',' between the media type and the data")?;
