@@ -182,7 +182,8 @@ pub enum ShowWhat {
 /// `tenet object`
 #[derive(Debug, Clone, Args)]
 pub struct ObjectArgs {
-    /// Class name (file, sysctl, package, nodeconf, sysfs, symlink, remove_files, fileprop).
+    /// Class name (file, sysctl, package, nodeconf, sysfs, symlink, remove_files, fileprop,
+    /// bridge, dnsmasq, systemd_unit, mount).
     pub class: String,
     /// Environment variable prefix, e.g. OSVC_COMP_SPDC_KERNEL_FILE.
     pub prefix: String,

@@ -3,7 +3,9 @@
 //! [`assert_class_contract`] takes a rule and a host whose root the caller prepared in a
 //! non-compliant state, and proves: check reports nok and writes nothing; fix reports ok and
 //! a check after it is ok; a second fix reports ok and changes nothing at all (no file
-//! rewritten, no mtime moved, no backup taken).
+//! rewritten, no mtime moved, no backup taken). [`assert_check_only_contract`] is its
+//! counterpart for check-only classes (`mount`). [`require_root`] gates privileged tests, and
+//! [`Netns`] gives tests a network namespace of their own (removed on drop).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -323,8 +325,7 @@ impl Netns {
         let path = format!("/run/netns/{}", self.name);
         std::thread::scope(|s| {
             let handle = s.spawn(move || {
-                let fd = std::fs::File::open(&path)
-                    .unwrap_or_else(|e| panic!("open {path}: {e}"));
+                let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
                 nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
                     .unwrap_or_else(|e| panic!("setns {path}: {e}"));
                 f()

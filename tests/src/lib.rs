@@ -815,7 +815,10 @@ pub fn dns_query_a(
     for _ in 0..ancount {
         i = skip_name(i).ok_or("truncated answer")?;
         let h = r.get(i..i + 10).ok_or("truncated answer")?;
-        let (kind, rdlen) = (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[8], h[9]]) as usize);
+        let (kind, rdlen) = (
+            u16::from_be_bytes([h[0], h[1]]),
+            u16::from_be_bytes([h[8], h[9]]) as usize,
+        );
         let data = r.get(i + 10..i + 10 + rdlen).ok_or("truncated rdata")?;
         if kind == 1 && rdlen == 4 {
             out.push(std::net::Ipv4Addr::new(data[0], data[1], data[2], data[3]));

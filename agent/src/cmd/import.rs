@@ -29,7 +29,9 @@ use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tenet_rulesets::{Bundle, Meta, ModuleRef, Moduleset, Ruleset, RulesetType, VarValue, Variable};
+use tenet_rulesets::{
+    Bundle, Meta, ModuleRef, Moduleset, Ruleset, RulesetType, VarValue, Variable,
+};
 
 use crate::cli::{Import, ImportMachineConfigArgs};
 
@@ -157,9 +159,7 @@ fn items<T: serde::de::DeserializeOwned>(
         Some(Value::Array(a)) => a
             .iter()
             .enumerate()
-            .map(|(i, v)| {
-                T::deserialize(v).map_err(|e| anyhow!("{name}.{key}[{i}]: {e}"))
-            })
+            .map(|(i, v)| T::deserialize(v).map_err(|e| anyhow!("{name}.{key}[{i}]: {e}")))
             .collect(),
         Some(other) => bail!("{name}.{key}: expected a list, found {other}"),
     }
@@ -172,7 +172,10 @@ fn known_keys(section: &Value, name: &str, keys: &[&str]) -> anyhow::Result<()> 
         Value::Object(o) => {
             for k in o.keys() {
                 if !keys.contains(&k.as_str()) {
-                    bail!("{name}.{k}: unknown key (expected one of {})", keys.join(", "));
+                    bail!(
+                        "{name}.{k}: unknown key (expected one of {})",
+                        keys.join(", ")
+                    );
                 }
             }
             Ok(())
@@ -187,7 +190,15 @@ impl Ignition {
         known_keys(
             s,
             "storage",
-            &["files", "directories", "links", "filesystems", "disks", "raid", "luks"],
+            &[
+                "files",
+                "directories",
+                "links",
+                "filesystems",
+                "disks",
+                "raid",
+                "luks",
+            ],
         )?;
         Ok(Storage {
             files: items(s, "storage", "files")?,
@@ -378,14 +389,13 @@ fn parse_document(
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<(String, Ignition)> {
     let shown = path.display().to_string();
-    let doc: Value =
-        serde_norway::from_str(text).map_err(|e| anyhow!("malformed YAML: {e}"))?;
+    let doc: Value = serde_norway::from_str(text).map_err(|e| anyhow!("malformed YAML: {e}"))?;
     if !doc.is_object() {
         bail!("not a MachineConfig nor an Ignition config (the document is not a mapping)");
     }
     if doc.get("ignition").is_some() && doc.get("kind").is_none() {
-        let ign: Ignition = serde_json::from_value(doc)
-            .map_err(|e| anyhow!("Ignition config: {e}"))?;
+        let ign: Ignition =
+            serde_json::from_value(doc).map_err(|e| anyhow!("Ignition config: {e}"))?;
         warn_rest(&ign.rest, "", &shown, warnings);
         let stem = path
             .file_stem()
@@ -423,7 +433,9 @@ fn warn_rest(rest: &BTreeMap<String, Value>, prefix: &str, shown: &str, w: &mut 
         if k == "ignition" || empty {
             continue;
         }
-        w.push(format!("{shown}: {prefix}{k} not imported (Tenet has no rule for it)"));
+        w.push(format!(
+            "{shown}: {prefix}{k} not imported (Tenet has no rule for it)"
+        ));
     }
 }
 
@@ -445,11 +457,18 @@ impl RulesetBuilder {
     fn add(&mut self, kind: &str, label: &str, class: &str, value: Value) -> anyhow::Result<()> {
         let entry = tenet_modules::classes::find(class)
             .ok_or_else(|| anyhow!("internal: no class {class}"))?;
-        (entry.load)(&value).map_err(|e| anyhow!("{kind} {label}: the {class} rule is invalid: {e}"))?;
+        (entry.load)(&value)
+            .map_err(|e| anyhow!("{kind} {label}: the {class} rule is invalid: {e}"))?;
         let clean: String = label
             .trim_matches('/')
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let base = format!("{}.{kind}.{clean}", self.prefix);
         let mut name = base.clone();
@@ -547,7 +566,10 @@ fn source(field: &str, c: &Option<IgnContents>) -> anyhow::Result<Source> {
 
 fn truncate(s: &str) -> String {
     if s.len() > 60 {
-        format!("{}...", &s[..s.char_indices().nth(60).map_or(s.len(), |(i, _)| i)])
+        format!(
+            "{}...",
+            &s[..s.char_indices().nth(60).map_or(s.len(), |(i, _)| i)]
+        )
     } else {
         s.to_string()
     }
@@ -579,7 +601,8 @@ fn convert_ignition(
             v["gid"] = g;
         }
         let _ = d.overwrite;
-        rs.add("dir", &d.path, "file", v).with_context(|| f.clone())?;
+        rs.add("dir", &d.path, "file", v)
+            .with_context(|| f.clone())?;
     }
     for (i, file) in st.files.iter().enumerate() {
         let f = format!("storage.files[{i}] ({})", file.path);
@@ -591,14 +614,20 @@ fn convert_ignition(
                 "{shown}: {f}: overwrite is false: Tenet enforces the content on every fix"
             ));
         }
-        let mut v = json!({"path": file.path, "mode": mode(&format!("{f}.mode"), file.mode, 0o644)?});
+        let mut v =
+            json!({"path": file.path, "mode": mode(&format!("{f}.mode"), file.mode, 0o644)?});
         match source(&format!("{f}.contents"), &file.contents)? {
             Source::Bytes(b) => {
                 let (k, c) = content_fields(&b);
                 v[k] = json!(c);
             }
             Source::Https(url) => {
-                if file.contents.as_ref().and_then(|c| c.verification.as_ref()).is_some() {
+                if file
+                    .contents
+                    .as_ref()
+                    .and_then(|c| c.verification.as_ref())
+                    .is_some()
+                {
                     warnings.push(format!(
                         "{shown}: {f}.contents.verification not imported: the file class does not verify hashes"
                     ));
@@ -612,7 +641,8 @@ fn convert_ignition(
         if let Some(g) = owner(&format!("{f}.group"), &file.group)? {
             v["gid"] = g;
         }
-        rs.add("file", &file.path, "file", v).with_context(|| f.clone())?;
+        rs.add("file", &file.path, "file", v)
+            .with_context(|| f.clone())?;
     }
     for (i, l) in st.links.iter().enumerate() {
         let f = format!("storage.links[{i}] ({})", l.path);
@@ -620,8 +650,13 @@ fn convert_ignition(
             bail!("{f}.hard: hard links are not supported");
         }
         let _ = (&l.overwrite, &l.user, &l.group);
-        rs.add("link", &l.path, "symlink", json!({"symlink": l.path, "target": l.target}))
-            .with_context(|| f.clone())?;
+        rs.add(
+            "link",
+            &l.path,
+            "symlink",
+            json!({"symlink": l.path, "target": l.target}),
+        )
+        .with_context(|| f.clone())?;
     }
     for (i, u) in units.iter().enumerate() {
         let f = format!("systemd.units[{i}] ({})", u.name);
@@ -645,15 +680,25 @@ fn convert_ignition(
         }
         if v.as_object().is_some_and(|o| o.len() == 1) {
             if u.dropins.is_empty() {
-                warnings.push(format!("{shown}: {f}: nothing to manage (no contents, enabled or mask)"));
+                warnings.push(format!(
+                    "{shown}: {f}: nothing to manage (no contents, enabled or mask)"
+                ));
             }
             continue;
         }
-        rs.add("unit", &u.name, "systemd_unit", v).with_context(|| f.clone())?;
+        rs.add("unit", &u.name, "systemd_unit", v)
+            .with_context(|| f.clone())?;
     }
     for (i, fs) in st.filesystems.iter().enumerate() {
         let f = format!("storage.filesystems[{i}]");
-        let _ = (&fs.device, &fs.wipe_filesystem, &fs.label, &fs.uuid, &fs.options, &fs.with_mount_unit);
+        let _ = (
+            &fs.device,
+            &fs.wipe_filesystem,
+            &fs.label,
+            &fs.uuid,
+            &fs.options,
+            &fs.with_mount_unit,
+        );
         let Some(path) = fs.path.as_deref().filter(|p| !p.is_empty()) else {
             warnings.push(format!(
                 "{shown}: {f} ({}) has no path: not imported (nothing to check)",
@@ -662,10 +707,15 @@ fn convert_ignition(
             continue;
         };
         let mut v = json!({"path": path, "options": fs.mount_options});
-        if let Some(t) = fs.format.as_deref().filter(|t| !t.is_empty() && *t != "none") {
+        if let Some(t) = fs
+            .format
+            .as_deref()
+            .filter(|t| !t.is_empty() && *t != "none")
+        {
             v["fstype"] = json!(t);
         }
-        rs.add("mount", path, "mount", v).with_context(|| f.clone())?;
+        rs.add("mount", path, "mount", v)
+            .with_context(|| f.clone())?;
     }
     Ok(())
 }
@@ -754,9 +804,18 @@ mod tests {
         let rs = &c.bundle.rulesets["10-test"];
         let v: Vec<Value> = rs.variables.iter().map(|v| v.value.as_json()).collect();
         assert_eq!(rs.variables[0].name, "10-test.file.a.sh");
-        assert_eq!(v[0], json!({"path": "/a.sh", "mode": "0555", "fmt": "hello world\n"}));
-        assert_eq!(v[1], json!({"path": "/b.bin", "mode": "0644", "ref": "data:;base64,AAEC", "uid": "core"}));
-        assert_eq!(v[2], json!({"path": "/empty", "mode": "0644", "ref": "data:;base64,"}));
+        assert_eq!(
+            v[0],
+            json!({"path": "/a.sh", "mode": "0555", "fmt": "hello world\n"})
+        );
+        assert_eq!(
+            v[1],
+            json!({"path": "/b.bin", "mode": "0644", "ref": "data:;base64,AAEC", "uid": "core"})
+        );
+        assert_eq!(
+            v[2],
+            json!({"path": "/empty", "mode": "0644", "ref": "data:;base64,"})
+        );
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         assert_eq!(c.bundle.modulesets["10-test"].modules[0].name, "10-test");
     }
@@ -764,16 +823,46 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         for (extra, needle) in [
-            ("    storage:\n      files:\n        - path: /a\n          contents:\n            source: data:;base64,!!!\n", "storage.files[0] (/a).contents.source: bad data: URL"),
-            ("    storage:\n      files:\n        - path: /a\n          contents:\n            source: data-no-comma\n", "is not supported"),
-            ("    storage:\n      files:\n        - path: /a\n          contents:\n            source: \"data:text/plain\"\n", "no ','"),
-            ("    storage:\n      files:\n        - path: /a\n          mode: 99999\n", "storage.files[0] (/a).mode: 99999"),
-            ("    storage:\n      files:\n        - path: /a\n          contents:\n            source: http://x/y\n", "only data: URLs"),
-            ("    storage:\n      files:\n        - path: /a\n          contents:\n            compression: gzip\n            source: data:,x\n", "compression"),
-            ("    storage:\n      files:\n        - path: /a\n          bogus: 1\n", "storage.files[0]: unknown field `bogus`"),
-            ("    storage:\n      file:\n        - path: /a\n", "storage.file: unknown key"),
-            ("    storage:\n      links:\n        - path: /a\n          target: /b\n          hard: true\n", "hard links"),
-            ("    systemd:\n      units:\n        - name: nosuffix\n          enabled: true\n", "the systemd_unit rule is invalid: name"),
+            (
+                "    storage:\n      files:\n        - path: /a\n          contents:\n            source: data:;base64,!!!\n",
+                "storage.files[0] (/a).contents.source: bad data: URL",
+            ),
+            (
+                "    storage:\n      files:\n        - path: /a\n          contents:\n            source: data-no-comma\n",
+                "is not supported",
+            ),
+            (
+                "    storage:\n      files:\n        - path: /a\n          contents:\n            source: \"data:text/plain\"\n",
+                "no ','",
+            ),
+            (
+                "    storage:\n      files:\n        - path: /a\n          mode: 99999\n",
+                "storage.files[0] (/a).mode: 99999",
+            ),
+            (
+                "    storage:\n      files:\n        - path: /a\n          contents:\n            source: http://x/y\n",
+                "only data: URLs",
+            ),
+            (
+                "    storage:\n      files:\n        - path: /a\n          contents:\n            compression: gzip\n            source: data:,x\n",
+                "compression",
+            ),
+            (
+                "    storage:\n      files:\n        - path: /a\n          bogus: 1\n",
+                "storage.files[0]: unknown field `bogus`",
+            ),
+            (
+                "    storage:\n      file:\n        - path: /a\n",
+                "storage.file: unknown key",
+            ),
+            (
+                "    storage:\n      links:\n        - path: /a\n          target: /b\n          hard: true\n",
+                "hard links",
+            ),
+            (
+                "    systemd:\n      units:\n        - name: nosuffix\n          enabled: true\n",
+                "the systemd_unit rule is invalid: name",
+            ),
         ] {
             let r = conv(&format!("{MC}{extra}"));
             let e = format!("{:#}", r.expect_err(extra));
@@ -803,6 +892,9 @@ mod tests {
         let w = c.warnings.join("\n");
         assert!(w.contains("passwd not imported"), "{w}");
         assert!(w.contains("storage.disks (1) not imported"), "{w}");
-        assert!(w.contains("storage.filesystems[0] (/dev/sdb1) has no path"), "{w}");
+        assert!(
+            w.contains("storage.filesystems[0] (/dev/sdb1) has no path"),
+            "{w}"
+        );
     }
 }

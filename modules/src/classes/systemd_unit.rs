@@ -425,7 +425,7 @@ impl State {
             let etc_abs = format!("{ETC}/{name}");
             statuses.push(match (&self.etc_content, &self.etc_other) {
                 (_, Some(kind)) => nok(log, format!("{etc_abs} is a {kind}, expected a unit file")),
-                (None, _) if !self.mask_links.iter().any(|m| *m == etc_abs) => {
+                (None, _) if !self.mask_links.contains(&etc_abs) => {
                     nok(log, format!("{etc_abs}: missing"))
                 }
                 (None, _) => nok(log, format!("{etc_abs} is a mask (-> /dev/null), expected a unit file")),
