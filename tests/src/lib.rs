@@ -4,8 +4,10 @@
 //! - [`tenet_bin`] and [`fixtures_dir`] locate the binary under test and `shared/fixtures`;
 //! - [`TestRoot`] builds a throw-away managed system (a root prefix in a temporary directory:
 //!   `etc/passwd`, `etc/group`, `proc/sys` files, a dpkg database, `etc/sysctl.conf`, ...);
-//! - [`Tenet`] runs the binary (optionally inside a private mount namespace) and returns its
-//!   exit code, stdout and stderr ([`Run`]), with [`Run::json`] for `--format json`;
+//! - [`Tenet`] runs the binary (optionally inside a private mount namespace, or with
+//!   [`Tenet::in_netns`] inside a network namespace made by [`Netns`]) and returns its exit
+//!   code, stdout and stderr ([`Run`]), with [`Run::json`] for `--format json`;
+//! - [`dns_query_a`] is a minimal DNS client, to ask a dnsmasq a test started;
 //! - [`require_root`] skips privileged tests (or fails them when
 //!   `TENET_REQUIRE_PRIVILEGED_TESTS=1`, as CI sets it);
 //! - [`PathStubs`] puts harmless `ifup` / `update-grub` stand-ins first on `PATH`, so the
