@@ -34,6 +34,9 @@ pub enum Command {
     /// Push this node's facts (asset, installed packages, listener port, hosted services) to
     /// the collector; also delivers results queued while it was unreachable.
     Pushasset(PushassetArgs),
+    /// Convert configuration written for other tools into a Tenet policy folder.
+    #[command(subcommand)]
+    Import(Import),
 }
 
 /// `tenet register`
@@ -74,6 +77,31 @@ pub struct PushassetArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+}
+
+/// `tenet import ...`
+#[derive(Debug, Subcommand)]
+pub enum Import {
+    /// Turn OpenShift MachineConfigs (or bare Ignition v3 configs) into a policy folder:
+    /// storage.files / directories / links, systemd.units and storage.filesystems (as mount
+    /// checks) become rules; what has no rule is reported as a warning. Nothing is written on
+    /// error.
+    #[command(name = "machineconfig", visible_alias = "machine-config")]
+    Machineconfig(ImportMachineConfigArgs),
+}
+
+/// `tenet import machineconfig`
+#[derive(Debug, Clone, Args)]
+pub struct ImportMachineConfigArgs {
+    /// MachineConfig YAML files (or Ignition JSON); each becomes a ruleset and a moduleset.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// The policy folder to write (usable as --policy DIR).
+    #[arg(short = 'o', long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Replace DIR when it exists and is not empty.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `tenet compliance ...`
@@ -228,7 +256,8 @@ pub struct AttachArgs {
 /// `tenet object`
 #[derive(Debug, Clone, Args)]
 pub struct ObjectArgs {
-    /// Class name (file, sysctl, package, nodeconf, sysfs, symlink, remove_files, fileprop).
+    /// Class name (file, sysctl, package, nodeconf, sysfs, symlink, remove_files, fileprop,
+    /// bridge, dnsmasq, systemd_unit, mount).
     pub class: String,
     /// Environment variable prefix, e.g. OSVC_COMP_SPDC_KERNEL_FILE.
     pub prefix: String,

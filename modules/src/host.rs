@@ -251,6 +251,27 @@ impl Host {
             .map_err(|e| Error::io(path, e))
     }
 
+    /// Removes a symbolic link (root-prefixed path); anything else is refused. The directory
+    /// is fsynced at the next [`Host::sync`].
+    pub fn remove_link(&self, path: &Path) -> Result<()> {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {}
+            Ok(_) => {
+                return Err(Error::io(
+                    path,
+                    io::Error::other("not a symbolic link; refusing to remove it"),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(path, e)),
+        }
+        fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+        if let Some(parent) = path.parent() {
+            self.defer_dir_sync(parent);
+        }
+        Ok(())
+    }
+
     /// Runs a command that changes the system (package install, ...), capturing its output.
     pub fn run_change(&self, cmd: &mut Command) -> Result<Output> {
         self.run_query(cmd)

@@ -3,7 +3,9 @@
 //! [`assert_class_contract`] takes a rule and a host whose root the caller prepared in a
 //! non-compliant state, and proves: check reports nok and writes nothing; fix reports ok and
 //! a check after it is ok; a second fix reports ok and changes nothing at all (no file
-//! rewritten, no mtime moved, no backup taken).
+//! rewritten, no mtime moved, no backup taken). [`assert_check_only_contract`] is its
+//! counterpart for check-only classes (`mount`). [`require_root`] gates privileged tests, and
+//! [`Netns`] gives tests a network namespace of their own (removed on drop).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -204,4 +206,142 @@ pub fn check<C: Class>(host: &Host, rule: Value) -> (Status, Vec<String>) {
 pub fn fix<C: Class>(host: &Host, rule: Value) -> (Status, Vec<String>) {
     let rules = load::<C>(&rule);
     run_all(&rules, |r, l| r.fix(host, l))
+}
+
+/// Whether the tests run as root. When not: prints `SKIP <name>: needs root` and returns
+/// false, unless `TENET_REQUIRE_PRIVILEGED_TESTS=1`, where it panics (so CI cannot skip).
+pub fn require_root(test_name: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("TENET_REQUIRE_PRIVILEGED_TESTS").as_deref() == Ok("1") {
+        panic!("{test_name}: needs root, and TENET_REQUIRE_PRIVILEGED_TESTS=1 forbids skipping it");
+    }
+    eprintln!("SKIP {test_name}: needs root");
+    false
+}
+
+/// The contract of a check-only class (`fixable` and `fix` are n/a, like `mount`): on a host
+/// prepared NOT to comply, check is nok and writes nothing; fixable and fix are n/a, say why,
+/// and change nothing; check is still nok after them. Returns the first check's log.
+pub fn assert_check_only_contract<C: Class>(
+    host: &Host,
+    watch: &[&Path],
+    rule: Value,
+) -> Vec<String> {
+    let snap = || watch.iter().map(|w| snapshot(w)).collect::<Vec<_>>();
+    let rules = load::<C>(&rule);
+    let before = snap();
+    let (first, first_log) = run_all(&rules, |r, l| r.check(host.view(), l));
+    assert_eq!(
+        first,
+        Status::Nok,
+        "class {}: check of {rule} on the prepared root should be nok; log: {first_log:#?}",
+        C::NAME
+    );
+    let (fixable, log) = run_all(&rules, |r, l| r.fixable(host.view(), l));
+    assert_eq!(
+        fixable,
+        Status::NotApplicable,
+        "class {}: fixable of a check-only class should be n/a; log: {log:#?}",
+        C::NAME
+    );
+    let (fixed, log) = run_all(&rules, |r, l| r.fix(host, l));
+    assert_eq!(
+        fixed,
+        Status::NotApplicable,
+        "class {}: fix of a check-only class should be n/a; log: {log:#?}",
+        C::NAME
+    );
+    assert!(
+        !log.is_empty(),
+        "class {}: a fix that does nothing must say why",
+        C::NAME
+    );
+    let (again, _) = run_all(&rules, |r, l| r.check(host.view(), l));
+    assert_eq!(again, Status::Nok, "class {}: still nok after fix", C::NAME);
+    for (a, b) in before.iter().zip(&snap()) {
+        let d = diff_snapshots(a, b);
+        assert!(
+            d.is_empty(),
+            "class {}: a check-only class wrote to the system: {d:#?}",
+            C::NAME
+        );
+    }
+    first_log
+}
+
+/// A network namespace a test creates (`ip netns add tenet-test-<pid>-<tag>`), deleted on
+/// drop, panics included. Tests use it to run the bridge class and servers (dnsmasq) away from
+/// the host's network: [`Netns::run`] runs a closure on a thread that entered the namespace.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates the namespace and brings its loopback up. Needs root; panics on failure.
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("tenet-test-{}-{tag}", std::process::id());
+        // A namespace left behind by a killed earlier run with the same pid and tag.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let ns = Netns { name };
+        ns.sh(&["ip", "netns", "add", &ns.name]);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The namespace name (for `ip netns exec NAME ...`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip -n NAME args...` (test setup only: the agent itself never runs `ip`),
+    /// panicking with its stderr on failure.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["ip", "-n", &self.name];
+        all.extend_from_slice(args);
+        self.sh(&all);
+    }
+
+    fn sh(&self, argv: &[&str]) {
+        let out = std::process::Command::new(argv[0])
+            .args(&argv[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{argv:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `f` on a thread that entered the namespace (`setns`), returning its result (a
+    /// panic in `f` is re-raised here). Other threads stay where they are.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            let handle = s.spawn(move || {
+                let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+                f()
+            });
+            match handle.join() {
+                Ok(v) => v,
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
 }

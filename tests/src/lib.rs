@@ -4,8 +4,10 @@
 //! - [`tenet_bin`] and [`fixtures_dir`] locate the binary under test and `shared/fixtures`;
 //! - [`TestRoot`] builds a throw-away managed system (a root prefix in a temporary directory:
 //!   `etc/passwd`, `etc/group`, `proc/sys` files, a dpkg database, `etc/sysctl.conf`, ...);
-//! - [`Tenet`] runs the binary (optionally inside a private mount namespace) and returns its
-//!   exit code, stdout and stderr ([`Run`]), with [`Run::json`] for `--format json`;
+//! - [`Tenet`] runs the binary (optionally inside a private mount namespace, or with
+//!   [`Tenet::in_netns`] inside a network namespace made by [`Netns`]) and returns its exit
+//!   code, stdout and stderr ([`Run`]), with [`Run::json`] for `--format json`;
+//! - [`dns_query_a`] is a minimal DNS client, to ask a dnsmasq a test started;
 //! - [`require_root`] skips privileged tests (or fails them when
 //!   `TENET_REQUIRE_PRIVILEGED_TESTS=1`, as CI sets it);
 //! - [`PathStubs`] puts harmless `ifup` / `update-grub` stand-ins first on `PATH`, so the
@@ -24,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 
 pub mod collector;
-pub use tenet_modules::testing::{Entry, diff_snapshots, snapshot};
+pub use tenet_modules::testing::{Entry, Netns, diff_snapshots, require_root, snapshot};
 
 /// The `tenet` binary of this build: `target/<profile>/tenet`, next to the `deps` directory the
 /// running test executable lives in.
@@ -95,19 +97,6 @@ pub fn node_export() -> PathBuf {
 /// The service export of the sharded-database deployment (`spdc.svc.db.cnf`).
 pub fn service_export() -> PathBuf {
     spd_fixtures().join("service-export.json")
-}
-
-/// Whether the tests run as root. When not: prints `SKIP <name>: needs root` and returns
-/// false, unless `TENET_REQUIRE_PRIVILEGED_TESTS=1`, where it panics (so CI cannot skip).
-pub fn require_root(test_name: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("TENET_REQUIRE_PRIVILEGED_TESTS").as_deref() == Ok("1") {
-        panic!("{test_name}: needs root, and TENET_REQUIRE_PRIVILEGED_TESTS=1 forbids skipping it");
-    }
-    eprintln!("SKIP {test_name}: needs root");
-    false
 }
 
 /// A temporary directory (removed on drop).
@@ -339,6 +328,7 @@ pub struct Tenet {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     setup: Option<String>,
+    netns: Option<String>,
 }
 
 /// Environment variables of the test process that would change what the binary does.
@@ -370,6 +360,7 @@ impl Tenet {
                 .collect(),
             env: Vec::new(),
             setup: None,
+            netns: None,
         }
     }
 
@@ -456,15 +447,29 @@ impl Tenet {
         self
     }
 
+    /// Runs the binary inside network namespace `name` (`ip netns exec NAME tenet ...`), one
+    /// the test created ([`Netns`]). Needs root.
+    pub fn in_netns(mut self, name: &str) -> Tenet {
+        self.netns = Some(name.to_string());
+        self
+    }
+
     /// The command, ready to spawn.
     pub fn command(&self) -> Command {
-        let mut cmd = match &self.setup {
-            None => {
+        let mut cmd = match (&self.setup, &self.netns) {
+            (None, Some(ns)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns])
+                    .arg(tenet_bin())
+                    .args(&self.args);
+                c
+            }
+            (None, None) => {
                 let mut c = Command::new(tenet_bin());
                 c.args(&self.args);
                 c
             }
-            Some(setup) => {
+            (Some(setup), _) => {
                 let mut c = Command::new("unshare");
                 c.args(["-m", "--propagation", "private", "sh", "-c"])
                     .arg(format!("set -e; {setup}; exec \"$0\" \"$@\""))
@@ -493,6 +498,9 @@ impl Tenet {
         }
         if let Some(setup) = &self.setup {
             s = format!("[mount ns: {setup}] {s}");
+        }
+        if let Some(ns) = &self.netns {
+            s = format!("[netns {ns}] {s}");
         }
         s
     }
@@ -771,4 +779,76 @@ pub fn export_variable(export: &Path, variable: &str) -> Value {
         }
     }
     panic!("variable {variable} not in {}", export.display())
+}
+
+// ---------------------------------------------------------------------------------------------
+// DNS
+
+/// Asks `server` (UDP) for the A records of `name`: a minimal RFC 1035 client, enough to prove
+/// a dnsmasq the test started answers. Retries for up to `wait` while nothing answers (the
+/// server may still be starting); returns the addresses of the first answer.
+pub fn dns_query_a(
+    server: std::net::SocketAddr,
+    name: &str,
+    wait: std::time::Duration,
+) -> Result<Vec<std::net::Ipv4Addr>, String> {
+    use std::time::{Duration, Instant};
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 1500];
+    let n = loop {
+        let _ = sock.send_to(&q, server);
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) => break n,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("no answer from {server} within {wait:?}: {e}"));
+            }
+            Err(_) => continue,
+        }
+    };
+    let r = &buf[..n];
+    if r.len() < 12 || r[0..2] != [0x12, 0x34] {
+        return Err(format!("not an answer to our query: {r:?}"));
+    }
+    let rcode = r[3] & 0x0f;
+    if rcode != 0 {
+        return Err(format!("rcode {rcode}"));
+    }
+    let ancount = u16::from_be_bytes([r[6], r[7]]) as usize;
+    let skip_name = |mut i: usize| -> Option<usize> {
+        loop {
+            let len = *r.get(i)? as usize;
+            if len == 0 {
+                return Some(i + 1);
+            }
+            if len & 0xc0 == 0xc0 {
+                return Some(i + 2);
+            }
+            i += 1 + len;
+        }
+    };
+    let mut i = skip_name(12).ok_or("truncated question")? + 4;
+    let mut out = Vec::new();
+    for _ in 0..ancount {
+        i = skip_name(i).ok_or("truncated answer")?;
+        let h = r.get(i..i + 10).ok_or("truncated answer")?;
+        let (kind, rdlen) = (
+            u16::from_be_bytes([h[0], h[1]]),
+            u16::from_be_bytes([h[8], h[9]]) as usize,
+        );
+        let data = r.get(i + 10..i + 10 + rdlen).ok_or("truncated rdata")?;
+        if kind == 1 && rdlen == 4 {
+            out.push(std::net::Ipv4Addr::new(data[0], data[1], data[2], data[3]));
+        }
+        i += 10 + rdlen;
+    }
+    Ok(out)
 }

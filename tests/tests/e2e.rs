@@ -18,3 +18,7 @@ mod script_modules;
 mod check_never_writes;
 // Acceptance 7: fix killed midway leaves every file old or new, never partial.
 mod atomic_fix;
+// Platform classes (issue 6): MachineConfig import → fix on a temp root (exact contents and
+// modes; errors write nothing), the shipped sno-prerequisites library, dnsmasq answering in a
+// network namespace after fix, the bridge class converging in a network namespace.
+mod platform;

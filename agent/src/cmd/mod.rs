@@ -1,6 +1,7 @@
 //! One file per command group; [`dispatch`] routes the parsed command line.
 
 pub mod compliance;
+pub mod import;
 pub mod object;
 pub mod register;
 
@@ -16,6 +17,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Register(r) => register::register(&r, config),
         Command::Pushasset(p) => register::pushasset(&p, config),
         Command::Object(o) => object::run(&o),
+        Command::Import(i) => import::run(i),
         Command::Facts(f) => {
             let host = tenet_modules::Host::new(&f.root);
             let facts = crate::facts::gather(&host);

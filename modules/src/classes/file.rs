@@ -340,7 +340,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Decodes what follows `data:` in an RFC 2397 URL: `[<mediatype>][;base64],<data>`. The
 /// media type is ignored; the data is percent-decoded, then base64-decoded when `;base64` is
 /// given (whitespace ignored, padding optional).
-fn decode_data_url(rest: &str) -> Result<Vec<u8>, String> {
+pub fn decode_data_url(rest: &str) -> Result<Vec<u8>, String> {
     let (header, data) = rest
         .split_once(',')
         .ok_or("no ',' between the media type and the data")?;
@@ -392,7 +392,7 @@ const MAX_DIFF_LINES: usize = 200;
 
 /// Logs how the content on disk (`have`) differs from the wanted one: a unified diff for
 /// text, the sizes for binary content.
-fn report_difference(shown: &str, have: &[u8], want: &[u8], log: &mut Log) {
+pub(crate) fn report_difference(shown: &str, have: &[u8], want: &[u8], log: &mut Log) {
     let (Some(old), Some(new)) = (as_text(have), as_text(want)) else {
         log.err(format!(
             "{shown}: binary content differs ({} bytes vs {} bytes expected)",

@@ -21,6 +21,10 @@ classes! {
     remove_files::RemoveFiles,
     symlink::Symlink,
     package::Package,
+    bridge::Bridge,
+    dnsmasq::Dnsmasq,
+    systemd_unit::SystemdUnit,
+    mount::Mount,
 }
 
 /// Finds a class by name or alias.

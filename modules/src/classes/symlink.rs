@@ -145,7 +145,7 @@ fn inspect(rule: &SymlinkRule, host: &HostView) -> Result<Current, String> {
 /// Makes `link` (a real path) a symlink to `target`: a temporary link in the same directory,
 /// renamed over `link`, then the directory synced. An existing symlink is replaced in one
 /// step; the parent directories are created.
-fn place_link(host: &Host, link: &Path, target: &str) -> io::Result<()> {
+pub(crate) fn place_link(host: &Host, link: &Path, target: &str) -> io::Result<()> {
     let (Some(parent), Some(name)) = (link.parent(), link.file_name()) else {
         return Err(io::Error::other("not a valid link path"));
     };
