@@ -901,3 +901,51 @@ fn tls_the_agent_verifies_the_collector_certificate() {
         module_statuses(&run.json())
     );
 }
+
+#[test]
+fn service_runs_use_the_service_attachments_and_are_reported_per_service() {
+    let dir = tempdir();
+    let (server, token) = collector(dir.path());
+    let admin = server.client().admin(&token);
+    admin
+        .call("POST", "/api/v1/services/svc1/modulesets/spdc.kernel", None)
+        .expect(200);
+    let node = Node::new(dir.path(), "node1", TestRoot::builder().build());
+    // The node hosts svc1 (reported in its facts); another node does not.
+    write(
+        &node.config,
+        "services = [\"svc1\"]\n[facts]\nteam_responsible = \"SPD\"\n",
+    );
+    let other = Node::new(dir.path(), "node2", TestRoot::builder().build());
+    for n in [&node, &other] {
+        n.register(&server.url, &token);
+        n.pushasset().assert_code(0);
+    }
+    let run = node
+        .tenet(["compliance", "check", "--service", "svc1"])
+        .root(node.root.path())
+        .var_dir(&node.var)
+        .format_json()
+        .run();
+    let report = run.json();
+    assert_eq!(
+        module_statuses(&report).keys().collect::<Vec<_>>(),
+        vec!["spdc.kernel"],
+        "{}",
+        run.describe()
+    );
+    let status = node
+        .tenet(["compliance", "show", "status", "--format", "json"])
+        .run()
+        .json();
+    assert_eq!(status["modules"][0]["service"], "svc1", "{status:#}");
+    assert_eq!(status["modules"][0]["module"], "spdc.kernel");
+    // A node that does not host the service is refused, and says why.
+    let run = other
+        .tenet(["compliance", "check", "--service", "svc1"])
+        .root(other.root.path())
+        .var_dir(&other.var)
+        .run();
+    run.assert_code(2);
+    assert!(run.stderr.contains("does not host service svc1"), "{}", run.describe());
+}
