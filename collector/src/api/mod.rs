@@ -141,11 +141,37 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(reject_oversized))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
         ))
         .with_state(state)
+}
+
+/// Answers 413 at once to a request announcing a body over its route's limit, before reading
+/// a byte of it (the body limit alone would read up to the limit first).
+async fn reject_oversized(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let limit = if req.uri().path() == "/api/v1/import" {
+        IMPORT_BODY_LIMIT
+    } else {
+        BODY_LIMIT
+    };
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = announced
+        && len > limit as u64
+    {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {len} bytes is over the limit of {limit} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn health() -> &'static str {
