@@ -331,22 +331,10 @@ helpers! {
     "gt" (2, 2) => |a| compare(a).map(|o| Value::Bool(o.is_gt())),
     "ge" (2, 2) => |a| compare(a).map(|o| Value::Bool(o.is_ge())),
     "gte" (2, 2) => |a| compare(a).map(|o| Value::Bool(o.is_ge())),
-    "and" (1, MANY) => |a| {
-        for i in 0..a.len() {
-            if !a.value(i)?.is_truthy(false) {
-                return Ok(Value::Bool(false));
-            }
-        }
-        Ok(Value::Bool(true))
-    },
-    "or" (1, MANY) => |a| {
-        for i in 0..a.len() {
-            if a.value(i)?.is_truthy(false) {
-                return Ok(Value::Bool(true));
-            }
-        }
-        Ok(Value::Bool(false))
-    },
+    // Every argument must exist, even past the one that decides: a typo is an error
+    // whatever the other values are.
+    "and" (1, MANY) => |a| Ok(Value::Bool(truths(a)?.iter().all(|t| *t))),
+    "or" (1, MANY) => |a| Ok(Value::Bool(truths(a)?.iter().any(|t| *t))),
     "not" (1, 1) => |a| Ok(Value::Bool(!a.value(0)?.is_truthy(false))),
     // Integer arithmetic.
     "add" (2, MANY) => |a| {
@@ -509,6 +497,13 @@ helpers! {
         let text = if pretty { serde_json::to_string_pretty(v) } else { serde_json::to_string(v) };
         text.map(Value::String).map_err(|e| Fail::Msg(e.to_string()))
     },
+}
+
+/// The truthiness of every argument (handlebars': false, 0, "", null, [] are false).
+fn truths(a: &Args) -> HResult<Vec<bool>> {
+    (0..a.len())
+        .map(|i| a.value(i).map(|v| v.is_truthy(false)))
+        .collect()
 }
 
 /// Orders two arguments: numerically when both are integers (or integer strings), as text
