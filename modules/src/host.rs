@@ -294,6 +294,56 @@ impl HostView {
         Ok(out)
     }
 
+    /// The paths of the managed system matching the shell glob `pattern` (`*`, `?`, `[...]`;
+    /// a name starting with `.` is matched only by a pattern component starting with `.`),
+    /// sorted, as absolute paths of the managed system. The pattern must be absolute and
+    /// without `..`; a match reached through a symlinked directory that leaves the root
+    /// prefix is an error.
+    pub fn glob(&self, pattern: &str) -> Result<Vec<String>> {
+        let refuse = |why: &str| Error::Rule(format!("glob pattern {pattern:?}: {why}"));
+        if !pattern.starts_with('/') {
+            return Err(refuse("not absolute"));
+        }
+        if pattern.split('/').any(|c| c == "..") {
+            return Err(refuse("contains '..'"));
+        }
+        let root = self
+            .root
+            .to_str()
+            .ok_or_else(|| refuse("the root prefix is not valid UTF-8"))?
+            .trim_end_matches('/');
+        let options = glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: true,
+        };
+        let full = format!("{}{pattern}", glob::Pattern::escape(root));
+        let walk = glob::glob_with(&full, options).map_err(|e| refuse(&e.to_string()))?;
+        let real_root = fs::canonicalize(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        let mut out = Vec::new();
+        // Unreadable directories are skipped, as a shell does.
+        for path in walk.flatten() {
+            let inside = path
+                .parent()
+                .and_then(|p| fs::canonicalize(p).ok())
+                .is_some_and(|p| p.starts_with(&real_root));
+            let shown = path
+                .to_str()
+                .and_then(|p| p.strip_prefix(root))
+                .filter(|p| p.starts_with('/'))
+                .map(str::to_owned)
+                .ok_or_else(|| refuse(&format!("unexpected match {}", path.display())))?;
+            if !inside {
+                return Err(refuse(&format!(
+                    "matches {shown} through a symlinked directory leading outside the root prefix"
+                )));
+            }
+            out.push(shown);
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Where backups and agent state go.
     pub fn var_dir(&self) -> &Path {
         &self.var_dir

@@ -309,6 +309,39 @@ impl Policy {
         env.into_iter().collect()
     }
 
+    /// The data templated rules of a module render with (`file`'s `template`, `path` and
+    /// `foreach`): every variable visible to the module under its name, its value as JSON
+    /// (`raw` included; a later ruleset overrides an earlier one, as in [`Policy::module_env`]);
+    /// `nodes`, the node facts; for a service run, `services` (the service facts with
+    /// `svcname` and `svc_name`) and `svc`, the service name. These reserved names win over
+    /// variables of the same name.
+    pub fn module_data(&self, module: &str) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::Value;
+        let mut data = serde_json::Map::new();
+        for rs in self.visible_rulesets(module) {
+            for var in &rs.variables {
+                data.insert(var.name.clone(), var.value.as_json());
+            }
+        }
+        let text = |m: &IndexMap<String, String>| -> serde_json::Map<String, Value> {
+            m.iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect()
+        };
+        data.insert("nodes".into(), Value::Object(text(&self.facts.node)));
+        let mut services = self.facts.service.as_ref().map(text);
+        if let Some(name) = &self.service {
+            let s = services.get_or_insert_with(serde_json::Map::new);
+            s.insert("svcname".into(), Value::String(name.clone()));
+            s.insert("svc_name".into(), Value::String(name.clone()));
+            data.insert("svc".into(), Value::String(name.clone()));
+        }
+        if let Some(s) = services {
+            data.insert("services".into(), Value::Object(s));
+        }
+        data
+    }
+
     /// The ruleset backing an auto-module: the visible ruleset named like the module, preferring
     /// one bound through the module's moduleset over a node-level one.
     pub fn auto_module_ruleset(&self, module: &str) -> Option<&PolicyRuleset> {

@@ -2,6 +2,7 @@
 
 pub mod compliance;
 pub mod object;
+pub mod template;
 
 use std::process::ExitCode;
 
@@ -12,6 +13,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Compliance(c) => compliance::run(c),
         Command::Object(o) => object::run(&o),
+        Command::Template(t) => template::run(t),
         Command::Facts(f) => {
             let host = tenet_modules::Host::new(&f.root);
             let facts = crate::facts::gather(&host);
