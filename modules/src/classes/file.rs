@@ -904,8 +904,12 @@ impl Attrs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_class_contract, check, fix};
+    use crate::testing::{
+        assert_class_contract, assert_class_contract_in, check, check_in, fix, fix_in,
+    };
     use serde_json::json;
+    use std::sync::Arc;
+    use tenet_templates::Library;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
@@ -999,7 +1003,7 @@ mod tests {
         assert_eq!(st, Status::Nok);
         assert!(
             log.iter()
-                .any(|l| l.contains("fmt and ref are not allowed")),
+                .any(|l| l.contains("fmt, ref and template are not allowed")),
             "{log:?}"
         );
         let (st, _) = fix::<File>(&h, rule);
@@ -1125,7 +1129,7 @@ mod tests {
         let (st, log) = check::<File>(&h, json!({"path": "/a"}));
         assert_eq!(st, Status::Nok);
         assert!(
-            log.iter().any(|l| l.contains("fmt or ref is required")),
+            log.iter().any(|l| l.contains("fmt, ref or template is required")),
             "{log:?}"
         );
     }
@@ -1264,5 +1268,173 @@ mod tests {
         let (st, log) = check::<File>(&h, json!({"path": "etc/x", "fmt": "x"}));
         assert_eq!(st, Status::Nok);
         assert!(log.iter().any(|l| l.contains("not absolute")), "{log:?}");
+    }
+
+    // ---- Templated files -------------------------------------------------------------------
+
+    /// A context with test templates and the data a module of a service run would get.
+    fn ctx(templates: &[(&str, &str)], data: Value) -> RuleContext {
+        let mut lib = Library::empty();
+        for (name, text) in templates {
+            lib.add_template(name, text, None, "test");
+        }
+        let Value::Object(data) = data else {
+            panic!("data must be an object")
+        };
+        RuleContext::new(Arc::new(lib), data)
+    }
+
+    #[test]
+    fn template_renders_with_module_data_facts_and_rule_vars() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        let c = ctx(
+            &[("motd", "{{greeting}} from {{nodes.nodename}} ({{svc}}), port {{port}}\n")],
+            json!({"nodes": {"nodename": "n1"}, "svc": "spd", "port": 80, "greeting": "hello"}),
+        );
+        let rule = json!({
+            "path": "/etc/{{svc}}/motd",
+            "template": "motd",
+            "vars": {"greeting": "hi {{nodes.nodename}}", "port": 8080},
+            "mode": 640,
+        });
+        let log = assert_class_contract_in::<File>(&c, &h, &[dir.path()], rule);
+        assert!(log.iter().any(|l| l.contains("/etc/spd/motd: missing")), "{log:?}");
+        let p = dir.path().join("etc/spd/motd");
+        // The rendering is used verbatim (no newline added, none removed).
+        assert_eq!(fs::read_to_string(&p).unwrap(), "hi n1 from n1 (spd), port 8080\n");
+        assert_eq!(mode_of(&p), 0o640);
+    }
+
+    /// The 50-spdc.svc.db.cnf pattern: one file per pod directory, ids computed per pod.
+    #[test]
+    fn foreach_glob_manages_one_file_per_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        for pod in ["pod01", "pod02", "pod10", ".pod03", "other"] {
+            fs::create_dir_all(dir.path().join("srv/spd").join(pod)).unwrap();
+        }
+        let c = ctx(
+            &[("cnf", "server_id={{server_id}} ({{loop.number}}/{{loop.count}} in {{item.dir}})\n")],
+            json!({"svc": "spd", "first": 33}),
+        );
+        let rule = json!({
+            "foreach": {"glob": "/srv/{{svc}}/pod*"},
+            "path": "/srv/{{svc}}/{{item.name}}/conf/spd.cnf",
+            "template": "cnf",
+            "vars": {
+                "n": "{{sub (to_int (trim_prefix item.name \"pod\")) 1}}",
+                "server_id": "{{add first (mul 2 n)}}",
+            },
+        });
+        let log = assert_class_contract_in::<File>(&c, &h, &[dir.path()], rule);
+        assert_eq!(log.iter().filter(|l| l.contains(": missing")).count(), 3, "{log:?}");
+        let read = |pod: &str| fs::read_to_string(dir.path().join(format!("srv/spd/{pod}/conf/spd.cnf")));
+        assert_eq!(read("pod01").unwrap(), "server_id=33 (1/3 in /srv/spd)\n");
+        assert_eq!(read("pod02").unwrap(), "server_id=35 (2/3 in /srv/spd)\n");
+        assert_eq!(read("pod10").unwrap(), "server_id=51 (3/3 in /srv/spd)\n");
+        // Hidden entries are not matched by `pod*`, as in a shell.
+        assert!(read(".pod03").is_err());
+        assert!(read("other").is_err());
+    }
+
+    #[test]
+    fn foreach_list_with_a_name_and_a_rendered_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        let c = ctx(&[], json!({"peers": "a b"}));
+        assert_class_contract_in::<File>(
+            &c,
+            &h,
+            &[dir.path()],
+            json!({"foreach": {"list": ["x", "y"], "as": "name"}, "path": "/etc/{{name}}.conf", "fmt": "same"}),
+        );
+        assert_eq!(fs::read_to_string(dir.path().join("etc/x.conf")).unwrap(), "same\n");
+        assert_eq!(fs::read_to_string(dir.path().join("etc/y.conf")).unwrap(), "same\n");
+        assert_class_contract_in::<File>(
+            &c,
+            &h,
+            &[dir.path()],
+            json!({"foreach": {"list": "{{json (words peers)}}"}, "path": "/srv/{{item}}/", "mode": 750}),
+        );
+        for d in ["srv/a", "srv/b"] {
+            assert_eq!(mode_of(&dir.path().join(d)), 0o750);
+        }
+    }
+
+    #[test]
+    fn foreach_without_items_is_not_applicable_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        let c = ctx(&[("t", "x")], json!({}));
+        let rule = json!({"foreach": {"glob": "/srv/none*"}, "path": "/srv/{{item.name}}/x", "template": "t"});
+        let (st, log) = check_in::<File>(&c, &h, rule.clone());
+        assert_eq!(st, Status::NotApplicable);
+        assert!(log.iter().any(|l| l.contains("matched nothing")), "{log:?}");
+        let (st, _) = fix_in::<File>(&c, &h, rule);
+        assert_eq!(st, Status::NotApplicable);
+        assert!(!dir.path().join("srv").exists());
+    }
+
+    #[test]
+    fn templated_rule_errors_name_the_template_item_and_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        let c = ctx(&[("t", "a\nid={{server_id}}\n")], json!({}));
+        let load = |rule: Value| File::rules_in(&rule, &c).map(|_| ()).unwrap_err();
+        // Refused at load: unknown template, bad syntax, misplaced keys.
+        let e = load(json!({"path": "/a", "template": "nope"}));
+        assert!(e.contains("unknown template \"nope\"") && e.contains("known templates: t"), "{e}");
+        let e = load(json!({"path": "/{{#if x}}", "template": "t"}));
+        assert!(e.contains("template path") && e.contains("syntax error"), "{e}");
+        let e = load(json!({"path": "/a", "fmt": "x", "vars": {"a": 1}}));
+        assert!(e.contains("vars: only used with template or foreach"), "{e}");
+        let e = load(json!({"path": "/a", "fmt": "x", "foreach": {"list": [1], "glob": "/x*"}}));
+        assert!(e.contains("exactly one of list and glob"), "{e}");
+        let e = load(json!({"path": "/a", "fmt": "x", "foreach": {"list": 3}}));
+        assert!(e.contains("foreach.list"), "{e}");
+        let e = load(json!({"path": "/a", "template": "t", "foreach": {"lst": []}}));
+        assert!(e.contains("unknown field `lst`"), "{e}");
+
+        // Nok at check and fix, nothing written: a missing variable, named with its item.
+        let rule = json!({"foreach": {"list": ["p1"]}, "path": "/srv/{{item}}.cnf", "template": "t"});
+        let (st, log) = check_in::<File>(&c, &h, rule.clone());
+        assert_eq!(st, Status::Nok);
+        assert!(
+            log.iter().any(|l| l.contains("foreach item 1 (\"p1\")")
+                && l.contains("template t (test/t/template.hbs) line 2")
+                && l.contains("missing variable `server_id`")),
+            "{log:?}"
+        );
+        let (st, _) = fix_in::<File>(&c, &h, rule);
+        assert_eq!(st, Status::Nok);
+        assert!(!dir.path().join("srv").exists());
+
+        // Two items rendering the same path.
+        let rule = json!({"foreach": {"list": [1, 2]}, "path": "/srv/same", "fmt": "x"});
+        let (st, log) = check_in::<File>(&c, &h, rule);
+        assert_eq!(st, Status::Nok);
+        assert!(log.iter().any(|l| l.contains("also the path of item 1")), "{log:?}");
+
+        // Content sources stay exclusive.
+        let (st, log) = check_in::<File>(&c, &h, json!({"path": "/a", "template": "t", "fmt": "x"}));
+        assert_eq!(st, Status::Nok);
+        assert!(log.iter().any(|l| l.contains("exclusive")), "{log:?}");
+        let (st, log) = check_in::<File>(&c, &h, json!({"path": "/d/", "template": "t"}));
+        assert_eq!(st, Status::Nok);
+        assert!(log.iter().any(|l| l.contains("not allowed")), "{log:?}");
+    }
+
+    /// Plain rules are untouched by templating: `{{` in a plain path or fmt is literal.
+    #[test]
+    fn plain_rules_take_braces_literally() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        assert_class_contract::<File>(
+            &h,
+            &[dir.path()],
+            json!({"path": "/etc/{{x}}", "fmt": "{{y}}"}),
+        );
+        assert_eq!(fs::read_to_string(dir.path().join("etc/{{x}}")).unwrap(), "{{y}}\n");
     }
 }
