@@ -84,6 +84,24 @@ pub fn service_export() -> PathBuf {
     spd_fixtures().join("service-export.json")
 }
 
+/// A bundle shipped in `rulesets/library/` (`spdc-node`, `spdc-svc`).
+pub fn library_bundle(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../rulesets/library")
+        .join(name);
+    assert!(d.is_dir(), "library bundle {} not found", d.display());
+    d.canonicalize().unwrap_or(d)
+}
+
+/// The tree of a root as content, kind, mode and owner per path (no times, no inodes): what
+/// two runs must agree on to have produced "the same files".
+pub fn tree(root: &Path) -> BTreeMap<PathBuf, (String, u32, u32, u32, Option<Vec<u8>>)> {
+    snapshot(root)
+        .into_iter()
+        .map(|(p, e)| (p, (e.kind, e.mode, e.uid, e.gid, e.content)))
+        .collect()
+}
+
 /// Whether the tests run as root. When not: prints `SKIP <name>: needs root` and returns
 /// false, unless `TENET_REQUIRE_PRIVILEGED_TESTS=1`, where it panics (so CI cannot skip).
 pub fn require_root(test_name: &str) -> bool {
@@ -326,6 +344,7 @@ pub struct Tenet {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     setup: Option<String>,
+    hostname: Option<String>,
 }
 
 /// Environment variables of the test process that would change what the binary does.
@@ -338,6 +357,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "TENET_NODE_CONFIG",
     "TENET_NODENAME",
     "TENET_LOG",
+    "TENET_TEMPLATE_DIR",
 ];
 
 impl Tenet {
@@ -354,6 +374,7 @@ impl Tenet {
                 .collect(),
             env: Vec::new(),
             setup: None,
+            hostname: None,
         }
     }
 
@@ -433,18 +454,37 @@ impl Tenet {
         self
     }
 
+    /// Runs the binary in a private UTS namespace whose host name is `name` (what `hostname`
+    /// prints, for scripts and for the node facts), and a private mount namespace (combined
+    /// with [`Tenet::in_private_mount_ns`] if also given). Needs root; the host's name is
+    /// not changed.
+    pub fn with_hostname(mut self, name: &str) -> Tenet {
+        self.hostname = Some(name.to_string());
+        self
+    }
+
     /// The command, ready to spawn.
     pub fn command(&self) -> Command {
-        let mut cmd = match &self.setup {
-            None => {
+        let mut cmd = match (&self.setup, &self.hostname) {
+            (None, None) => {
                 let mut c = Command::new(tenet_bin());
                 c.args(&self.args);
                 c
             }
-            Some(setup) => {
+            (setup, hostname) => {
                 let mut c = Command::new("unshare");
-                c.args(["-m", "--propagation", "private", "sh", "-c"])
-                    .arg(format!("set -e; {setup}; exec \"$0\" \"$@\""))
+                c.args(["-m", "--propagation", "private"]);
+                let mut steps = Vec::new();
+                if let Some(h) = hostname {
+                    c.arg("-u");
+                    steps.push(format!("hostname '{}'", h.replace('\'', "")));
+                }
+                steps.extend(setup.iter().cloned());
+                c.args(["sh", "-c"])
+                    .arg(format!(
+                        "set -e; {}; exec \"$0\" \"$@\"",
+                        steps.join("; ")
+                    ))
                     .arg(tenet_bin())
                     .args(&self.args);
                 c
@@ -470,6 +510,9 @@ impl Tenet {
         }
         if let Some(setup) = &self.setup {
             s = format!("[mount ns: {setup}] {s}");
+        }
+        if let Some(h) = &self.hostname {
+            s = format!("[hostname {h}] {s}");
         }
         s
     }

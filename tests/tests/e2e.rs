@@ -18,3 +18,6 @@ mod script_modules;
 mod check_never_writes;
 // Acceptance 7: fix killed midway leaves every file old or new, never partial.
 mod atomic_fix;
+// Templates (issue 5): `tenet template render` (golden, bad inputs), and the native
+// spdc.svc.db.cnf ruleset (file `template` + `foreach`) against its script module.
+mod templated_files;
