@@ -700,6 +700,55 @@ modules = [{ name = "m2" }, { name = "shared", autofix = true }]
         assert!(sorted.windows(2).all(|w| w[0].0 < w[1].0));
     }
 
+    /// Template data mirrors the environment, with values kept as JSON, and rebuilds from
+    /// the environment for objects called by scripts.
+    #[test]
+    fn template_data_of_a_module() {
+        let mut facts = linux();
+        facts.service = Some(
+            [("svc_app".to_string(), "app1".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let sel = Selection {
+            service: Some("svc1".into()),
+            ..Default::default()
+        };
+        let p = resolve(&facts, &sel);
+        let data = serde_json::Value::Object(p.module_data("m1"));
+        assert_eq!(data["m1_var"], "m1");
+        assert_eq!(data["p"], serde_json::json!({"a": "é"}));
+        assert_eq!(data["nodes"]["os_name"], "Linux");
+        assert_eq!(data["services"]["svc_app"], "app1");
+        assert_eq!(data["services"]["svcname"], "svc1");
+        assert_eq!(data["services"]["svc_name"], "svc1");
+        assert_eq!(data["svc"], "svc1");
+        // Visibility is the environment's: m1's ruleset is not m2's.
+        assert!(p.module_data("m2").get("m1_var").is_none());
+        // No service: no `svc`, no `services`.
+        let p = resolve(&linux(), &Selection::default());
+        let data = p.module_data("m1");
+        assert!(data.get("svc").is_none() && data.get("services").is_none());
+
+        let env = vec![
+            ("OSVC_COMP_FIRST_SERVER_IP".to_string(), "33".to_string()),
+            ("OSVC_COMP_P".to_string(), r#"{"a": "\u00e9"}"#.to_string()),
+            ("OSVC_COMP_POD".to_string(), "pod01".to_string()),
+            ("OSVC_COMP_NODES_FQDN".to_string(), "spd03".to_string()),
+            ("OSVC_COMP_SERVICES_SVC_NAME".to_string(), "svc1".to_string()),
+            ("OSVC_COMP_SVC_NAME".to_string(), "svc1".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let data = serde_json::Value::Object(crate::env::template_data(&env));
+        assert_eq!(data["first_server_ip"], 33);
+        assert_eq!(data["p"], serde_json::json!({"a": "é"}));
+        assert_eq!(data["pod"], "pod01");
+        assert_eq!(data["nodes"]["fqdn"], "spd03");
+        assert_eq!(data["services"]["svc_name"], "svc1");
+        assert_eq!(data["svc"], "svc1");
+        assert!(data.get("path").is_none());
+    }
+
     #[test]
     fn hash_is_deterministic_and_content_sensitive() {
         let a = resolve(&linux(), &Selection::default());

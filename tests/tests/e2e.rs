@@ -21,3 +21,5 @@ mod atomic_fix;
 // Templates (issue 5): `tenet template render` (golden, bad inputs), and the native
 // spdc.svc.db.cnf ruleset (file `template` + `foreach`) against its script module.
 mod templated_files;
+// Issue 5 point 5: the TOML spdc-node bundle checks like the node export with its scripts.
+mod node_library;

@@ -301,3 +301,40 @@ fn native_spdc_svc_ruleset_writes_exactly_what_the_script_writes() {
         "{changed:?}"
     );
 }
+
+/// Objects called by module scripts (`files.py PREFIX fix`) render templated rules too, with
+/// the data rebuilt from the environment and the templates of `TENET_TEMPLATE_DIR`.
+#[test]
+fn objects_called_by_scripts_render_templates_from_the_environment() {
+    let root = TestRoot::builder().build();
+    let tpl = tempdir();
+    write(
+        &tpl.path().join("motd/template.hbs"),
+        "{{greeting}} {{nodes.nodename}}, pod {{pad (add item 1) 2}} of {{svc}}\n",
+    );
+    let object = |action: &str| {
+        Tenet::new(["object", "file", "OSVC_COMP_T_FILE", action])
+            .env("TENET_ROOT", root.path())
+            .env("TENET_VAR_DIR", root.under_root("/var/lib/tenet"))
+            .env("TENET_TEMPLATE_DIR", tpl.path())
+            .env("OSVC_COMP_GREETING", "hello")
+            .env("OSVC_COMP_NODES_NODENAME", "spd05")
+            .env("OSVC_COMP_NODES_FQDN", "spd05.example.com")
+            .env("OSVC_COMP_SVC_NAME", "spd")
+            .env(
+                "OSVC_COMP_T_FILE_MOTD",
+                r#"{"foreach": {"list": [0, 1]}, "path": "/etc/motd.{{item}}", "template": "motd"}"#,
+            )
+            .env(
+                "OSVC_COMP_T_FILE_BR0",
+                r#"{"path": "/etc/network/interfaces.d/br0.cfg", "template": "spdc-br0.cfg"}"#,
+            )
+    };
+    object("check").run().assert_code(1);
+    object("fix").run().assert_code(0);
+    object("check").run().assert_code(0);
+    assert_eq!(root.read("/etc/motd.0").unwrap(), "hello spd05, pod 01 of spd\n");
+    assert_eq!(root.read("/etc/motd.1").unwrap(), "hello spd05, pod 02 of spd\n");
+    let br0 = root.read("/etc/network/interfaces.d/br0.cfg").unwrap();
+    assert!(br0.contains("address 10.0.0.5\n"), "{br0}");
+}
