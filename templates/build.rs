@@ -30,7 +30,8 @@ fn main() {
     let mut files = Vec::new();
     walk(&lib, &mut files);
     files.sort();
-    let mut code = String::from("/// The shipped library: (path relative to `library/`, contents).\n");
+    let mut code =
+        String::from("/// The shipped library: (path relative to `library/`, contents).\n");
     code.push_str("pub static FILES: &[(&str, &str)] = &[\n");
     for f in &files {
         // Directories are watched too, so adding a file re-runs this script.
@@ -43,7 +44,11 @@ fn main() {
             .expect("under library/")
             .to_string_lossy()
             .replace('\\', "/");
-        let _ = writeln!(code, "    ({rel:?}, include_str!({:?})),", f.display().to_string());
+        let _ = writeln!(
+            code,
+            "    ({rel:?}, include_str!({:?})),",
+            f.display().to_string()
+        );
     }
     code.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("library.rs");

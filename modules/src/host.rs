@@ -487,8 +487,18 @@ mod tests {
         assert!(h.glob("/srv/none*").unwrap().is_empty());
         let e = h.glob("/srv/link/x*").unwrap_err().to_string();
         assert!(e.contains("outside the root prefix"), "{e}");
-        assert!(h.glob("srv/*").unwrap_err().to_string().contains("not absolute"));
-        assert!(h.glob("/srv/../*").unwrap_err().to_string().contains("'..'"));
+        assert!(
+            h.glob("srv/*")
+                .unwrap_err()
+                .to_string()
+                .contains("not absolute")
+        );
+        assert!(
+            h.glob("/srv/../*")
+                .unwrap_err()
+                .to_string()
+                .contains("'..'")
+        );
     }
 
     #[test]

@@ -735,7 +735,10 @@ modules = [{ name = "m2" }, { name = "shared", autofix = true }]
             ("OSVC_COMP_P".to_string(), r#"{"a": "\u00e9"}"#.to_string()),
             ("OSVC_COMP_POD".to_string(), "pod01".to_string()),
             ("OSVC_COMP_NODES_FQDN".to_string(), "spd03".to_string()),
-            ("OSVC_COMP_SERVICES_SVC_NAME".to_string(), "svc1".to_string()),
+            (
+                "OSVC_COMP_SERVICES_SVC_NAME".to_string(),
+                "svc1".to_string(),
+            ),
             ("OSVC_COMP_SVC_NAME".to_string(), "svc1".to_string()),
             ("PATH".to_string(), "/bin".to_string()),
         ];

@@ -333,8 +333,18 @@ fn readme_examples_load() {
         .skip(1)
         .filter_map(|b| b.split("```").next())
         .collect();
-    // The layout sketch, the dequeue-listener bundle, the sysctl / text values.
-    assert_eq!(blocks.len(), 3);
+    // The layout sketch, the dequeue-listener bundle, the sysctl / text values, the templated
+    // files example.
+    assert_eq!(blocks.len(), 4);
+    let b = from_toml_str(blocks[3], "README.md").unwrap_or_else(|e| panic!("{e}"));
+    let value = b.rulesets["spdc.svc.db.cnf"].variables[2].value.as_json();
+    assert_eq!(value["template"], "spdc-db.cnf");
+    let vars: Vec<&String> = value["vars"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        vars,
+        ["n", "server_id", "peer_server_id"],
+        "vars keep their order"
+    );
     let b = from_toml_str(blocks[1], "README.md").unwrap_or_else(|e| panic!("{e}"));
     let p = Policy::resolve(&b, &facts_with_packages(&["xinetd"]), &Selection::default())
         .unwrap_or_else(|e| panic!("{e}"));
@@ -404,7 +414,11 @@ fn shipped_library_differs_from_the_exports_only_where_documented() {
                 "spdc.svc.db.cnf" => &["spdc_svc_db_cnf_file_db", "spdc_svc_db_cnf_file_sm"],
                 _ => &[],
             };
-            for var in rs.variables.iter().filter(|v| native.contains(&v.name.as_str())) {
+            for var in rs
+                .variables
+                .iter()
+                .filter(|v| native.contains(&v.name.as_str()))
+            {
                 let ours = var.value.as_json();
                 match export.variables.iter().find(|v| v.name == var.name) {
                     // Added: nothing to compare.
@@ -412,7 +426,11 @@ fn shipped_library_differs_from_the_exports_only_where_documented() {
                     // Changed content source only.
                     Some(e) => {
                         let theirs = e.value.as_json();
-                        assert!(ours.get("fmt").is_none() && ours["template"].is_string(), "{}", var.name);
+                        assert!(
+                            ours.get("fmt").is_none() && ours["template"].is_string(),
+                            "{}",
+                            var.name
+                        );
                         for k in ["mode", "uid", "gid"] {
                             assert_eq!(ours[k], theirs[k], "{} {k}", var.name);
                         }

@@ -157,7 +157,9 @@ impl Form {
                 return Err(spec_error(format!("{at}: defined twice")));
             }
             if input.kind != InputType::Integer && (input.min.is_some() || input.max.is_some()) {
-                return Err(spec_error(format!("{at}: min and max apply to integers only")));
+                return Err(spec_error(format!(
+                    "{at}: min and max apply to integers only"
+                )));
             }
             if let Some(p) = &input.pattern {
                 if input.kind != InputType::String {
@@ -291,7 +293,10 @@ impl Form {
                 (None, _) if input.mandatory => {
                     problems.push(Problem {
                         input: Some(input.name.clone()),
-                        message: format!("missing: this input is mandatory ({})", input.kind.name()),
+                        message: format!(
+                            "missing: this input is mandatory ({})",
+                            input.kind.name()
+                        ),
                     });
                     continue;
                 }
@@ -311,12 +316,17 @@ impl Form {
             let inputs = Value::Object(data.clone());
             for (i, c) in self.checks.iter().enumerate() {
                 let label = format!("{}, check {}", self.origin, i + 1);
-                let verdict = lib.render_inline(&format!("{label}, condition"), &c.condition, &inputs)?;
+                let verdict =
+                    lib.render_inline(&format!("{label}, condition"), &c.condition, &inputs)?;
                 match verdict.trim() {
                     "true" => {}
                     "false" => problems.push(Problem {
                         input: None,
-                        message: lib.render_inline(&format!("{label}, message"), &c.message, &inputs)?,
+                        message: lib.render_inline(
+                            &format!("{label}, message"),
+                            &c.message,
+                            &inputs,
+                        )?,
                     }),
                     other => {
                         return Err(Error::FormSpec {
@@ -373,10 +383,9 @@ impl Input {
             if let Some(re) = &self.regex
                 && !re.is_match(s)
             {
-                let what = self
-                    .pattern_help
-                    .clone()
-                    .unwrap_or_else(|| format!("text matching {}", self.pattern.as_deref().unwrap_or("")));
+                let what = self.pattern_help.clone().unwrap_or_else(|| {
+                    format!("text matching {}", self.pattern.as_deref().unwrap_or(""))
+                });
                 return Err(format!("{s:?} is not valid: expected {what}"));
             }
         }

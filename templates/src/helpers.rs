@@ -32,6 +32,8 @@ enum Fail {
     Missing(Option<String>),
     /// Anything else, for a person.
     Msg(String),
+    /// The template refused its data (`fail`): the message is the template's, as is.
+    Refused(String),
 }
 
 impl From<String> for Fail {
@@ -215,6 +217,7 @@ fn fail_to_render(helper: &str, f: Fail) -> RenderError {
     match f {
         Fail::Missing(path) => RenderErrorReason::MissingVariable(path).into(),
         Fail::Msg(m) => RenderErrorReason::Other(format!("helper {helper}: {m}")).into(),
+        Fail::Refused(m) => RenderErrorReason::Other(m).into(),
     }
 }
 
@@ -321,6 +324,14 @@ helpers! {
     "default" (2, 2) => |a| match a.optional(0) {
         Some(v) if !v.is_null() => Ok(v.clone()),
         _ => a.value(1).cloned(),
+    },
+    // Refusing: a template's own error message, for inputs it cannot handle.
+    "fail" (1, MANY) => |a| {
+        let mut s = String::new();
+        for i in 0..a.len() {
+            s.push_str(&a.text(i)?);
+        }
+        Err(Fail::Refused(s))
     },
     // Comparison and logic.
     "eq" (2, 2) => |a| Ok(Value::Bool(a.value(0)? == a.value(1)?)),
@@ -562,7 +573,11 @@ fn parse_ipv4(s: &str) -> Result<Ipv4Addr, String> {
 }
 
 fn mask(prefix: u32) -> u32 {
-    if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) }
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    }
 }
 
 /// `a.b.c.d/p` → (network address, p).

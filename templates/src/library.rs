@@ -208,7 +208,8 @@ impl Library {
                 );
             }
             if let Err(e) = self.hb.register_template_string(&name, &text) {
-                self.broken.insert(name.clone(), syntax_error(&name, &origin, &e));
+                self.broken
+                    .insert(name.clone(), syntax_error(&name, &origin, &e));
             }
         }
         for (name, text, origin) in forms {

@@ -31,7 +31,10 @@ fn err(text: &str, data: Value) -> String {
 
 #[test]
 fn config_text_is_not_html_escaped() {
-    assert_eq!(ok("x={{v}}", json!({"v": "a & <b> \"c\""})), "x=a & <b> \"c\"");
+    assert_eq!(
+        ok("x={{v}}", json!({"v": "a & <b> \"c\""})),
+        "x=a & <b> \"c\""
+    );
 }
 
 #[test]
@@ -73,7 +76,10 @@ fn missing_variables_in_if_unless_and_helper_arguments_are_errors() {
         "{{#if (and x nope)}}y{{/if}}",
     ] {
         let e = err(text, json!({"x": false, "a": {}}));
-        assert!(e.contains("missing variable") && e.contains("nope"), "{text}: {e}");
+        assert!(
+            e.contains("missing variable") && e.contains("nope"),
+            "{text}: {e}"
+        );
     }
     // A present but false value is fine, and the line of the `if` is given.
     assert_eq!(ok("{{#if x}}y{{else}}n{{/if}}", json!({"x": 0})), "n");
@@ -108,7 +114,9 @@ fn arithmetic_and_padding() {
     assert!(err("{{div n 0}}", d.clone()).contains("helper div: division of 7 by zero"));
     assert!(err("{{mod n 0}}", d.clone()).contains("modulo zero"));
     assert!(err("{{add 9223372036854775807 1}}", d.clone()).contains("integer overflow"));
-    assert!(err("{{add n \"x\"}}", d.clone()).contains("expected an integer, got the string \"x\""));
+    assert!(
+        err("{{add n \"x\"}}", d.clone()).contains("expected an integer, got the string \"x\"")
+    );
     assert!(err("{{add n 1.5}}", d.clone()).contains("expected an integer"));
     assert!(err("{{sub n}}", d).contains("helper sub: takes 2 argument(s), got 1"));
 }
@@ -124,7 +132,10 @@ fn comparisons_and_logic() {
         "true false true false true true true false true"
     );
     assert_eq!(
-        ok("{{and a s}} {{or 0 \"\"}} {{not 0}} {{#if (and (gt a 1) (lt a 3))}}in{{/if}}", d.clone()),
+        ok(
+            "{{and a s}} {{or 0 \"\"}} {{not 0}} {{#if (and (gt a 1) (lt a 3))}}in{{/if}}",
+            d.clone()
+        ),
         "true false true in"
     );
     assert!(err("{{lt a s}}", d).contains("cannot compare"));
@@ -138,7 +149,10 @@ fn ranges_and_times() {
     assert_eq!(ok("{{json (range 10 0 -3)}}", d.clone()), "[10,7,4,1]");
     assert_eq!(ok("{{json (range 5 1)}}", d.clone()), "[]");
     assert_eq!(
-        ok("{{#each (range 1 4)}}{{this}}{{#unless @last}},{{/unless}}{{/each}}", d.clone()),
+        ok(
+            "{{#each (range 1 4)}}{{this}}{{#unless @last}},{{/unless}}{{/each}}",
+            d.clone()
+        ),
         "1,2,3"
     );
     assert_eq!(
@@ -149,7 +163,10 @@ fn ranges_and_times() {
         "[0/0/1 first][1/1/2][2/2/3 last]"
     );
     assert_eq!(
-        ok("{{#times 2 as |i|}}{{i}}{{/times}}{{#times 0}}x{{else}}none{{/times}}", d.clone()),
+        ok(
+            "{{#times 2 as |i|}}{{i}}{{/times}}{{#times 0}}x{{else}}none{{/times}}",
+            d.clone()
+        ),
         "01none"
     );
     assert!(err("{{range 1 5 0}}", d.clone()).contains("the step is 0"));
@@ -195,11 +212,33 @@ fn ipv4_arithmetic() {
         ),
         "10.0.0.1 10.0.0.254 10.0.1.4 10.0.0.255 192.168.4.0 255.255.240.0 10.0.0.255 10.0.0.5"
     );
-    assert!(err("{{ipv4_host net 255}}", d.clone()).contains("host 255 is outside 10.0.0.0/24 (hosts 1 to 254)"));
+    assert!(
+        err("{{ipv4_host net 255}}", d.clone())
+            .contains("host 255 is outside 10.0.0.0/24 (hosts 1 to 254)")
+    );
     assert!(err("{{ipv4_host net 0}}", d.clone()).contains("outside"));
-    assert!(err("{{ipv4_add \"255.255.255.255\" 1}}", d.clone()).contains("outside the IPv4 address space"));
+    assert!(
+        err("{{ipv4_add \"255.255.255.255\" 1}}", d.clone())
+            .contains("outside the IPv4 address space")
+    );
     assert!(err("{{ipv4_add \"10.0.0\" 1}}", d.clone()).contains("is not an IPv4 address"));
     assert!(err("{{ipv4_netmask \"10.0.0.0/33\"}}", d).contains("not an IPv4 network"));
+}
+
+#[test]
+fn fail_refuses_with_the_template_message() {
+    let e = err(
+        "a\n{{#if (gt n 3)}}{{fail \"n is \" n \", at most 3\"}}{{/if}}",
+        json!({"n": 5}),
+    );
+    assert_eq!(
+        e,
+        "template t (test/t/template.hbs) line 2, column 17: n is 5, at most 3"
+    );
+    assert_eq!(
+        ok("{{#if (gt n 3)}}{{fail \"no\"}}{{/if}}ok", json!({"n": 1})),
+        "ok"
+    );
 }
 
 #[test]
@@ -218,7 +257,10 @@ fn base64_and_json() {
 #[test]
 fn standalone_block_lines_leave_no_blank_lines() {
     let t = "[s]\n{{#each (words nodes)}}\nk@{{this}} = 1\n{{/each}}\n{{!-- note --}}\nend\n";
-    assert_eq!(ok(t, json!({"nodes": "a b"})), "[s]\nk@a = 1\nk@b = 1\nend\n");
+    assert_eq!(
+        ok(t, json!({"nodes": "a b"})),
+        "[s]\nk@a = 1\nk@b = 1\nend\n"
+    );
 }
 
 #[test]
@@ -253,7 +295,10 @@ fn inline_templates_name_their_label() {
         .render_inline("rule path", "/{{nope}}", &json!({}))
         .unwrap_err()
         .to_string();
-    assert!(e.starts_with("template rule path") && e.contains("`nope`"), "{e}");
+    assert!(
+        e.starts_with("template rule path") && e.contains("`nope`"),
+        "{e}"
+    );
     let e = l.check_inline("rule path", "/{{#if x}}").unwrap_err();
     assert!(matches!(e, Error::Syntax { .. }), "{e}");
 }
@@ -320,16 +365,26 @@ fn broken_files_are_reported_when_used_naming_file_and_line() {
     write(&dir, "good/template.hbs", "{{> good/part}}");
     write(&dir, "good/part.hbs", "a\n\n{{#each}}x{{/if}}");
     write(&dir, "badform/template.hbs", "x");
-    write(&dir, "badform/form.toml", "[[input]]\nname = \"a\"\ntype = \"string\"\nmandatry = true\n");
+    write(
+        &dir,
+        "badform/form.toml",
+        "[[input]]\nname = \"a\"\ntype = \"string\"\nmandatry = true\n",
+    );
     write(&dir, "badtype/template.hbs", "x");
-    write(&dir, "badtype/form.toml", "[[input]]\nname = \"a\"\ntype = \"integer\"\ndefault = \"x\"\n");
+    write(
+        &dir,
+        "badtype/form.toml",
+        "[[input]]\nname = \"a\"\ntype = \"integer\"\ndefault = \"x\"\n",
+    );
     let l = Library::load(std::slice::from_ref(&dir)).unwrap();
     assert_eq!(l.problems().len(), 4, "{:?}", l.problems());
     let e = l.render("bad", &json!({"x": 1})).unwrap_err();
     assert!(matches!(e, Error::Syntax { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(
-        msg.contains("template bad (") && msg.contains("bad/template.hbs") && msg.contains("syntax error"),
+        msg.contains("template bad (")
+            && msg.contains("bad/template.hbs")
+            && msg.contains("syntax error"),
         "{msg}"
     );
     // A broken partial is reported as itself, with its file and line.
@@ -350,7 +405,10 @@ fn broken_files_are_reported_when_used_naming_file_and_line() {
         .render_form("badtype", &Map::new(), FormOptions::default())
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("input a: default: expected an integer"), "{msg}");
+    assert!(
+        msg.contains("input a: default: expected an integer"),
+        "{msg}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -359,7 +417,9 @@ fn forms_type_command_line_pairs() {
     let l = Library::builtin();
     let form = l.form("spd-service").unwrap();
     let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
-        p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        p.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     };
     let m = form
         .inputs_from_pairs(&pairs(&[("npods", "8"), ("svcname", "32")]))
@@ -367,7 +427,12 @@ fn forms_type_command_line_pairs() {
     assert_eq!(m["npods"], json!(8));
     assert_eq!(m["svcname"], json!("32"));
     let e = form
-        .inputs_from_pairs(&pairs(&[("npods", "eight"), ("nope", "1"), ("app", "a"), ("app", "b")]))
+        .inputs_from_pairs(&pairs(&[
+            ("npods", "eight"),
+            ("nope", "1"),
+            ("app", "a"),
+            ("app", "b"),
+        ]))
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BadInput);
     let msg = e.to_string();
@@ -428,7 +493,10 @@ fn the_bridge_template_computes_the_address_as_the_network_script() {
     let want = |gw: &str| format!("{}\n", fmt.replace("%%ENV:SPDC_BRGW%%", gw));
     let l = Library::builtin();
     let out = l
-        .render("spdc-br0.cfg", &json!({"nodes": {"fqdn": "spd03.example.com"}}))
+        .render(
+            "spdc-br0.cfg",
+            &json!({"nodes": {"fqdn": "spd03.example.com"}}),
+        )
         .unwrap();
     assert_eq!(out, want("10.0.0.3"));
     let out = l
@@ -443,7 +511,13 @@ fn the_bridge_template_computes_the_address_as_the_network_script() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("spdc-br0.cfg/gateway") && e.contains("expected an integer"),
+        e.contains("spdc-br0.cfg/gateway") && e.contains("the node name nodigits has no digits"),
         "{e}"
     );
+    // Digits out of the network's host range are refused too.
+    let e = l
+        .render("spdc-br0.cfg", &json!({"nodes": {"fqdn": "spd300"}}))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("host 300 is outside 10.0.0.0/24"), "{e}");
 }

@@ -75,7 +75,10 @@ mod js {
         let end = start + yaml[start..].find('`').expect("closing backtick");
         yaml[start..end]
             .split('\n')
-            .map(|l| l.strip_prefix("        ").unwrap_or(l.trim_start_matches(' ')))
+            .map(|l| {
+                l.strip_prefix("        ")
+                    .unwrap_or(l.trim_start_matches(' '))
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -174,8 +177,12 @@ fn parse_ini(text: &str) -> Result<Ini, String> {
             continue;
         }
         if let Some(cont) = line.strip_prefix('\t') {
-            let (_, keys) = ini.last_mut().ok_or(format!("line {n}: continuation outside a section"))?;
-            let (_, v) = keys.last_mut().ok_or(format!("line {n}: continuation without a key"))?;
+            let (_, keys) = ini
+                .last_mut()
+                .ok_or(format!("line {n}: continuation outside a section"))?;
+            let (_, v) = keys
+                .last_mut()
+                .ok_or(format!("line {n}: continuation without a key"))?;
             v.push('\n');
             v.push_str(cont);
             continue;
@@ -190,7 +197,9 @@ fn parse_ini(text: &str) -> Result<Ini, String> {
         let (k, v) = line
             .split_once(" = ")
             .ok_or(format!("line {n}: not `key = value`: {line:?}"))?;
-        let (section, keys) = ini.last_mut().ok_or(format!("line {n}: key outside a section"))?;
+        let (section, keys) = ini
+            .last_mut()
+            .ok_or(format!("line {n}: key outside a section"))?;
         if keys.iter().any(|(kk, _)| kk == k) {
             return Err(format!("line {n}: duplicate key {k} in [{section}]"));
         }
@@ -249,19 +258,21 @@ fn valid_case() -> impl Strategy<Value = Case> {
                 "[A-Za-z0-9!%&*+]{0,10}",
             )
         })
-        .prop_map(|(nodes, m, separators, svcname, app, dism, didb, myrootpwd)| {
-            let nodes: Vec<String> = nodes.into_iter().collect();
-            Case {
-                npods: m * nodes.len() as i64,
-                nodes,
-                separators,
-                svcname,
-                app,
-                dism,
-                didb,
-                myrootpwd,
-            }
-        })
+        .prop_map(
+            |(nodes, m, separators, svcname, app, dism, didb, myrootpwd)| {
+                let nodes: Vec<String> = nodes.into_iter().collect();
+                Case {
+                    npods: m * nodes.len() as i64,
+                    nodes,
+                    separators,
+                    svcname,
+                    app,
+                    dism,
+                    didb,
+                    myrootpwd,
+                }
+            },
+        )
 }
 
 proptest! {
@@ -387,7 +398,8 @@ fn refusal(change: impl FnOnce(&mut Map<String, Value>)) -> String {
 /// Acceptance: bad inputs give a clear message naming the input.
 #[test]
 fn bad_inputs_are_refused_with_a_message_naming_the_input() {
-    let cases: Vec<(Box<dyn FnOnce(&mut Map<String, Value>)>, &[&str])> = vec![
+    type Change = Box<dyn FnOnce(&mut Map<String, Value>)>;
+    let cases: Vec<(Change, &[&str])> = vec![
         (
             Box::new(|m| {
                 m.remove("nodes");

@@ -93,9 +93,13 @@ pub fn library_bundle(name: &str) -> PathBuf {
     d.canonicalize().unwrap_or(d)
 }
 
-/// The tree of a root as content, kind, mode and owner per path (no times, no inodes): what
-/// two runs must agree on to have produced "the same files".
-pub fn tree(root: &Path) -> BTreeMap<PathBuf, (String, u32, u32, u32, Option<Vec<u8>>)> {
+/// What "the same file" means between two runs: kind, mode, uid, gid, content (no times, no
+/// inodes).
+pub type TreeEntry = (String, u32, u32, u32, Option<Vec<u8>>);
+
+/// The tree of a root as [`TreeEntry`] per path: what two runs must agree on to have
+/// produced "the same files".
+pub fn tree(root: &Path) -> BTreeMap<PathBuf, TreeEntry> {
     snapshot(root)
         .into_iter()
         .map(|(p, e)| (p, (e.kind, e.mode, e.uid, e.gid, e.content)))
@@ -481,10 +485,7 @@ impl Tenet {
                 }
                 steps.extend(setup.iter().cloned());
                 c.args(["sh", "-c"])
-                    .arg(format!(
-                        "set -e; {}; exec \"$0\" \"$@\"",
-                        steps.join("; ")
-                    ))
+                    .arg(format!("set -e; {}; exec \"$0\" \"$@\"", steps.join("; ")))
                     .arg(tenet_bin())
                     .args(&self.args);
                 c

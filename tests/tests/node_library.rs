@@ -99,7 +99,12 @@ fn assert_same_checks(what: &str, root: &TestRoot, host: &str, want: &[(&str, &s
     let toml = run("check", false, root, host);
     let d = diff_snapshots(&before, &root.snapshot());
     assert!(d.is_empty(), "{what}: check wrote to the root: {d:#?}");
-    for m in ["spdc.packages", "spdc.opensvc", "spdc.network", "spdc.kernel"] {
+    for m in [
+        "spdc.packages",
+        "spdc.opensvc",
+        "spdc.network",
+        "spdc.kernel",
+    ] {
         assert_eq!(module(&export, m)["kind"], "script", "{what}: {m}");
         assert_eq!(module(&toml, m)["kind"], "auto", "{what}: {m}");
     }

@@ -109,7 +109,10 @@ fn template_render_refuses_bad_input_with_exit_2_and_no_output() {
         &["broken/template.hbs", "syntax error"],
     );
     // A missing variable in a plain template.
-    write(&tpl.path().join("plain/template.hbs"), "a\n{{#if flag}}x{{/if}}\n");
+    write(
+        &tpl.path().join("plain/template.hbs"),
+        "a\n{{#if flag}}x{{/if}}\n",
+    );
     assert_refused(
         &render().arg("plain").opt("template-dir", tpl.path()).run(),
         &["plain/template.hbs", "line 2", "missing variable `flag`"],
@@ -134,7 +137,9 @@ fn template_list_and_show_describe_the_library() {
     let run = Tenet::new(["template", "list"]).run();
     run.assert_code(0);
     assert!(
-        run.stdout.lines().any(|l| l.starts_with("spd-service\tform\t")),
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("spd-service\tform\t")),
         "{}",
         run.stdout
     );
@@ -284,7 +289,8 @@ fn native_spdc_svc_ruleset_writes_exactly_what_the_script_writes() {
     run.assert_code(1);
     let log = action_log(module(&run.json(), "spdc.svc.db.cnf"), "check");
     assert!(
-        log.contains("pod04/db/conf/spd.cnf: missing") && log.contains("pod04/sm/conf/spd.cnf: missing"),
+        log.contains("pod04/db/conf/spd.cnf: missing")
+            && log.contains("pod04/sm/conf/spd.cnf: missing"),
         "{log}"
     );
     native("fix", native_root.path(), v2.path())
@@ -333,8 +339,14 @@ fn objects_called_by_scripts_render_templates_from_the_environment() {
     object("check").run().assert_code(1);
     object("fix").run().assert_code(0);
     object("check").run().assert_code(0);
-    assert_eq!(root.read("/etc/motd.0").unwrap(), "hello spd05, pod 01 of spd\n");
-    assert_eq!(root.read("/etc/motd.1").unwrap(), "hello spd05, pod 02 of spd\n");
+    assert_eq!(
+        root.read("/etc/motd.0").unwrap(),
+        "hello spd05, pod 01 of spd\n"
+    );
+    assert_eq!(
+        root.read("/etc/motd.1").unwrap(),
+        "hello spd05, pod 02 of spd\n"
+    );
     let br0 = root.read("/etc/network/interfaces.d/br0.cfg").unwrap();
     assert!(br0.contains("address 10.0.0.5\n"), "{br0}");
 }
