@@ -84,14 +84,18 @@ fn object(class: &ClassEntry, prefix: &str, action: &str) -> anyhow::Result<Exit
     let host = host_from_env();
     let env: Vec<(String, String)> = std::env::vars().collect();
     let lookup = |name: &str| std::env::var(name).ok();
-    let dirs = crate::cli::TemplateDirArgs {
-        template_dir: std::env::var_os("TENET_TEMPLATE_DIR")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from),
-    };
-    let templates = match crate::cmd::template::library(&dirs) {
+    let dirs: Vec<PathBuf> = std::env::var_os("TENET_TEMPLATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    let templates = match tenet_templates::Library::load(&dirs) {
         Ok(l) => std::sync::Arc::new(l),
-        Err(code) => return Ok(code),
+        Err(e) => {
+            // Exit 1 (nok), not 2: a calling script reads 2 as "not applicable".
+            eprintln!("tenet object: template directory: {e}");
+            return Ok(ExitCode::from(1));
+        }
     };
     // Templated rules see what the script's environment holds (variables, facts, service).
     let ctx = RuleContext::new(templates, tenet_rulesets::env::template_data(&env));
