@@ -349,4 +349,14 @@ fn objects_called_by_scripts_render_templates_from_the_environment() {
     );
     let br0 = root.read("/etc/network/interfaces.d/br0.cfg").unwrap();
     assert!(br0.contains("address 10.0.0.5\n"), "{br0}");
+    // An unreadable template directory is nok for the calling script (exit 1), not n/a (2).
+    let run = object("check")
+        .env("TENET_TEMPLATE_DIR", tpl.path().join("missing"))
+        .run();
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("template directory"),
+        "{}",
+        run.describe()
+    );
 }
