@@ -37,6 +37,9 @@ pub enum Command {
     /// Convert configuration written for other tools into a Tenet policy folder.
     #[command(subcommand)]
     Import(Import),
+    /// Render templates and forms (service configurations, templated files).
+    #[command(subcommand)]
+    Template(TemplateCmd),
 }
 
 /// `tenet register`
@@ -102,6 +105,51 @@ pub struct ImportMachineConfigArgs {
     /// Replace DIR when it exists and is not empty.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `tenet template ...`
+#[derive(Debug, Subcommand)]
+pub enum TemplateCmd {
+    /// Render a form (its inputs checked first) or a plain template, and print the result.
+    /// Any error (unknown template, bad input, template error) exits 2 and prints nothing.
+    Render(RenderArgs),
+    /// List the templates: forms marked, files that do not load reported.
+    List(TemplateDirArgs),
+    /// Show a form's inputs and checks.
+    Show {
+        /// Template name.
+        name: String,
+        #[command(flatten)]
+        /// Template directories.
+        dirs: TemplateDirArgs,
+    },
+}
+
+/// `tenet template render`
+#[derive(Debug, Clone, Args)]
+pub struct RenderArgs {
+    /// Template name (`tenet template list` lists them).
+    pub name: String,
+    /// A JSON file holding the inputs (an object); `-` reads standard input.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// One input, typed by the form (`--set npods=32`); repeatable; overrides --input.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Use the defaults of mandatory inputs that are not given (what a form UI pre-fills).
+    #[arg(long)]
+    pub defaults: bool,
+    #[command(flatten)]
+    /// Template directories.
+    pub dirs: TemplateDirArgs,
+}
+
+/// Where templates come from besides the shipped ones.
+#[derive(Debug, Clone, Args)]
+pub struct TemplateDirArgs {
+    /// An extra template directory; its templates replace shipped ones of the same name.
+    #[arg(long, env = "TENET_TEMPLATE_DIR", value_name = "DIR")]
+    pub template_dir: Option<PathBuf>,
 }
 
 /// `tenet compliance ...`
@@ -194,6 +242,9 @@ pub struct RunArgs {
     /// Run the raw action once per module, skipping the check/fixable/fix/check sequence.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    /// Templates `file` rules may name.
+    pub templates: TemplateDirArgs,
 }
 
 /// `tenet compliance list`

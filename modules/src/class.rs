@@ -5,8 +5,11 @@
 //! [`ClassEntry`] of plain function pointers, so the engine and the OpenSVC object command
 //! handle every class alike. See `docs/object-class.md` for the contract in full.
 
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Map, Value};
+use tenet_templates::Library;
 
 use crate::host::{Host, HostView};
 use crate::status::{Log, Status};
@@ -32,6 +35,12 @@ pub trait Class: 'static {
         }
     }
 
+    /// Splits a variable value into rules that may draw on `ctx` (the template library and
+    /// the data templated rules render with). Default: [`Class::rules`], ignoring `ctx`.
+    fn rules_in(value: &Value, _ctx: &RuleContext) -> Result<Vec<Self::Rule>, String> {
+        Self::rules(value)
+    }
+
     /// A short label for the rule in reports (a path, a key, a package list).
     fn describe(rule: &Self::Rule) -> String;
 
@@ -47,6 +56,45 @@ pub trait Class: 'static {
     /// Brings the system to comply with the rule. Called only when `check` said nok, so a
     /// compliant system is never touched.
     fn fix(rule: &Self::Rule, host: &Host, log: &mut Log) -> Status;
+}
+
+/// What a rule may draw on beyond its own value: the templates it may name and the data
+/// templated rules render with (the module's variables by name, `nodes`, `services`, `svc`;
+/// see `rulesets/README.md`, "Templated files"). Cheap to clone.
+#[derive(Clone)]
+pub struct RuleContext {
+    /// The template library (shipped templates plus `--template-dir`).
+    pub templates: Arc<Library>,
+    /// The data templates render with.
+    pub data: Arc<Map<String, Value>>,
+}
+
+impl RuleContext {
+    /// A context with these templates and data.
+    pub fn new(templates: Arc<Library>, data: Map<String, Value>) -> RuleContext {
+        RuleContext {
+            templates,
+            data: Arc::new(data),
+        }
+    }
+}
+
+impl Default for RuleContext {
+    /// The shipped templates and no data.
+    fn default() -> Self {
+        RuleContext {
+            templates: Library::shared_builtin(),
+            data: Arc::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RuleContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleContext")
+            .field("data", &self.data.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Parses one rule from JSON, with serde's message (which names the field) kept.
@@ -104,8 +152,8 @@ pub struct ClassEntry {
     pub aliases: &'static [&'static str],
     /// One-line description.
     pub description: &'static str,
-    /// Parses a (substituted) variable value into rules.
-    pub load: fn(&Value) -> LoadedRules,
+    /// Parses a (substituted) variable value into rules, in a context.
+    pub load: fn(&Value, &RuleContext) -> LoadedRules,
 }
 
 impl std::fmt::Debug for ClassEntry {
@@ -116,8 +164,8 @@ impl std::fmt::Debug for ClassEntry {
     }
 }
 
-fn load<C: Class>(value: &Value) -> LoadedRules {
-    Ok(C::rules(value)?
+fn load<C: Class>(value: &Value, ctx: &RuleContext) -> LoadedRules {
+    Ok(C::rules_in(value, ctx)?
         .into_iter()
         .map(|r| Box::new(Typed::<C>(r)) as Box<dyn DynRule>)
         .collect())

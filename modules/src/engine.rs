@@ -12,14 +12,16 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenet_rulesets::subst::{SubstContext, substitute};
 use tenet_rulesets::{Policy, PolicyRuleset, VarValue, Variable};
+use tenet_templates::Library;
 
-use crate::class::DynRule;
+use crate::class::{DynRule, RuleContext};
 use crate::classes;
 use crate::host::Host;
 use crate::script::{self, Script};
@@ -64,6 +66,8 @@ pub struct EngineConfig {
     pub only_modules: Option<Vec<String>>,
     /// Extra environment for scripts and substitution (`OSVC_PATH_*`, `TENET_ROOT`, ...).
     pub env: Vec<(String, String)>,
+    /// Templates rules may name (`file`'s `template`): the shipped ones by default.
+    pub templates: Arc<Library>,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +78,7 @@ impl Default for EngineConfig {
             force: false,
             only_modules: None,
             env: Vec::new(),
+            templates: Library::shared_builtin(),
         }
     }
 }
@@ -276,7 +281,13 @@ fn run_module(
         }
         Ok(None) => (
             ModuleKind::Auto,
-            Box::new(AutoRunner::load(policy, host, &planned.name, &env)),
+            Box::new(AutoRunner::load(
+                policy,
+                host,
+                &planned.name,
+                &env,
+                &config.templates,
+            )),
         ),
     };
     let action = match action {
@@ -395,7 +406,13 @@ struct AutoRunner {
 }
 
 impl AutoRunner {
-    fn load(policy: &Policy, host: &Host, module: &str, env: &[(String, String)]) -> AutoRunner {
+    fn load(
+        policy: &Policy,
+        host: &Host,
+        module: &str,
+        env: &[(String, String)],
+        templates: &Arc<Library>,
+    ) -> AutoRunner {
         let Some(ruleset) = policy.auto_module_ruleset(module) else {
             return AutoRunner {
                 variables: Vec::new(),
@@ -414,6 +431,7 @@ impl AutoRunner {
             lookup: &lookup,
             hostname: host.hostname(),
         };
+        let rule_ctx = RuleContext::new(templates.clone(), policy.module_data(module));
         let variables = ruleset
             .variables
             .iter()
@@ -421,7 +439,7 @@ impl AutoRunner {
             .map(|v| LoadedVariable {
                 variable: v.name.clone(),
                 class: v.class.clone(),
-                rules: load_variable(ruleset, v, &ctx),
+                rules: load_variable(ruleset, v, &ctx, &rule_ctx),
                 last: None,
             })
             .collect();
@@ -432,12 +450,13 @@ impl AutoRunner {
     }
 }
 
-/// Substitutes and parses a variable's value and builds its rules. The error names the
-/// ruleset, the variable and the class.
+/// Substitutes and parses a variable's value and builds its rules (templated rules draw on
+/// `rule_ctx`). The error names the ruleset, the variable and the class.
 pub fn load_variable(
     ruleset: &PolicyRuleset,
     var: &Variable,
     ctx: &SubstContext<'_>,
+    rule_ctx: &RuleContext,
 ) -> crate::class::LoadedRules {
     let at = format!(
         "ruleset {}, variable {} (class {})",
@@ -452,7 +471,7 @@ pub fn load_variable(
         )
     })?;
     let value = substitute_value(&var.value, ctx).map_err(|e| format!("{at}: {e}"))?;
-    (class.load)(&value).map_err(|e| format!("{at}: {e}"))
+    (class.load)(&value, rule_ctx).map_err(|e| format!("{at}: {e}"))
 }
 
 /// `%%ENV:X%%` substitution of a value, then JSON parsing (text values stay strings).

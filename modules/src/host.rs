@@ -315,6 +315,81 @@ impl HostView {
         Ok(out)
     }
 
+    /// The paths of the managed system matching the shell glob `pattern` (`*`, `?`, `[...]`
+    /// within one path component; `**` is `*`; a name starting with `.` is matched only by a
+    /// pattern component starting with `.`), sorted, as absolute paths of the managed system.
+    /// The pattern must be absolute and without `..`; a match reached through a symlinked
+    /// directory that leaves the root prefix is an error.
+    pub fn glob(&self, pattern: &str) -> Result<Vec<String>> {
+        let refuse = |why: &str| Error::Rule(format!("glob pattern {pattern:?}: {why}"));
+        if !pattern.starts_with('/') {
+            return Err(refuse("not absolute"));
+        }
+        // One pattern component per path component, so that matches and components pair up
+        // for the hidden-name rule below.
+        let parts: Vec<String> = pattern
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .map(|p| {
+                let mut out = String::with_capacity(p.len());
+                for c in p.chars() {
+                    if !(c == '*' && out.ends_with('*')) {
+                        out.push(c);
+                    }
+                }
+                out
+            })
+            .collect();
+        if parts.iter().any(|p| p == "..") {
+            return Err(refuse("contains '..'"));
+        }
+        let root = self
+            .root
+            .to_str()
+            .ok_or_else(|| refuse("the root prefix is not valid UTF-8"))?
+            .trim_end_matches('/');
+        // The glob crate's `require_literal_leading_dot` also hides dot files from `.*`, so
+        // hidden names are filtered below instead.
+        let options = glob::MatchOptions {
+            case_sensitive: true,
+            require_literal_separator: true,
+            require_literal_leading_dot: false,
+        };
+        let full = format!("{}/{}", glob::Pattern::escape(root), parts.join("/"));
+        let walk = glob::glob_with(&full, options).map_err(|e| refuse(&e.to_string()))?;
+        let real_root = fs::canonicalize(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        let mut out = Vec::new();
+        // Unreadable directories are skipped, as a shell does.
+        for path in walk.flatten() {
+            let shown = path
+                .to_str()
+                .and_then(|p| p.strip_prefix(root))
+                .filter(|p| p.starts_with('/'))
+                .map(str::to_owned)
+                .ok_or_else(|| refuse(&format!("unexpected match {}", path.display())))?;
+            let hidden = shown
+                .split('/')
+                .filter(|n| !n.is_empty())
+                .zip(&parts)
+                .any(|(name, part)| name.starts_with('.') && !part.starts_with('.'));
+            if hidden {
+                continue;
+            }
+            let inside = path
+                .parent()
+                .and_then(|p| fs::canonicalize(p).ok())
+                .is_some_and(|p| p.starts_with(&real_root));
+            if !inside {
+                return Err(refuse(&format!(
+                    "matches {shown} through a symlinked directory leading outside the root prefix"
+                )));
+            }
+            out.push(shown);
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Where backups and agent state go.
     pub fn var_dir(&self) -> &Path {
         &self.var_dir
@@ -415,6 +490,37 @@ impl HostView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glob_stays_under_the_root_and_sorts() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r[1]");
+        for p in ["srv/b2", "srv/a1", "srv/.a0", "srv/c3"] {
+            fs::create_dir_all(root.join(p)).unwrap();
+        }
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(outside.join("x1")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("srv/link")).unwrap();
+        let h = Host::new(&root);
+        // The root's own glob characters are taken literally.
+        assert_eq!(h.glob("/srv/[ab]*").unwrap(), ["/srv/a1", "/srv/b2"]);
+        assert_eq!(h.glob("/srv/.a*").unwrap(), ["/srv/.a0"]);
+        assert!(h.glob("/srv/none*").unwrap().is_empty());
+        let e = h.glob("/srv/link/x*").unwrap_err().to_string();
+        assert!(e.contains("outside the root prefix"), "{e}");
+        assert!(
+            h.glob("srv/*")
+                .unwrap_err()
+                .to_string()
+                .contains("not absolute")
+        );
+        assert!(
+            h.glob("/srv/../*")
+                .unwrap_err()
+                .to_string()
+                .contains("'..'")
+        );
+    }
 
     #[test]
     fn paths_stay_under_the_root() {

@@ -10,13 +10,14 @@ use serde_json::Value;
 use tenet_rulesets::VarValue;
 use tenet_rulesets::subst::SubstContext;
 
-use crate::class::ClassEntry;
+use crate::class::{ClassEntry, RuleContext};
 use crate::engine::substitute_value;
 use crate::host::Host;
 use crate::status::{Log, Status};
 
 /// Runs `action` for class `class` over the variables of `env` starting with `prefix`,
-/// echoing what it does to stdout / stderr. `lookup` resolves `%%ENV:X%%`.
+/// echoing what it does to stdout / stderr. `lookup` resolves `%%ENV:X%%`; templated rules
+/// draw on `rule_ctx` (usually built from `env` with `tenet_rulesets::env::template_data`).
 pub fn run_object(
     class: &ClassEntry,
     prefix: &str,
@@ -24,6 +25,7 @@ pub fn run_object(
     env: &[(String, String)],
     lookup: &dyn Fn(&str) -> Option<String>,
     host: &Host,
+    rule_ctx: &RuleContext,
 ) -> Status {
     let mut log = Log::echoing();
     let ctx = SubstContext {
@@ -53,7 +55,7 @@ pub fn run_object(
             }
             v => v,
         };
-        let rules = match (class.load)(&value) {
+        let rules = match (class.load)(&value, rule_ctx) {
             Ok(r) => r,
             Err(e) => {
                 log.err(format!("{name} (class {}): {e}", class.name));

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::class::{Class, ClassEntry, DynRule};
+use crate::class::{Class, ClassEntry, DynRule, RuleContext};
 use crate::host::Host;
 use crate::status::{Log, Status};
 
@@ -117,8 +117,8 @@ fn summary(e: &Entry) -> String {
     )
 }
 
-fn load<C: Class>(rule: &Value) -> Vec<Box<dyn DynRule>> {
-    let rules = (ClassEntry::of::<C>().load)(rule)
+fn load<C: Class>(rule: &Value, ctx: &RuleContext) -> Vec<Box<dyn DynRule>> {
+    let rules = (ClassEntry::of::<C>().load)(rule, ctx)
         .unwrap_or_else(|e| panic!("class {}: rule {rule} does not load: {e}", C::NAME));
     assert!(
         !rules.is_empty(),
@@ -141,8 +141,18 @@ fn run_all(
 /// `watch` (usually the root prefix, and the var dir when it lies elsewhere) the caller prepared
 /// so that the rule is NOT complied with. Returns the first check's log, for further asserts.
 pub fn assert_class_contract<C: Class>(host: &Host, watch: &[&Path], rule: Value) -> Vec<String> {
+    assert_class_contract_in::<C>(&RuleContext::default(), host, watch, rule)
+}
+
+/// [`assert_class_contract`] for a rule loaded in `ctx` (templates and template data).
+pub fn assert_class_contract_in<C: Class>(
+    ctx: &RuleContext,
+    host: &Host,
+    watch: &[&Path],
+    rule: Value,
+) -> Vec<String> {
     let snap = || watch.iter().map(|w| snapshot(w)).collect::<Vec<_>>();
-    let rules = load::<C>(&rule);
+    let rules = load::<C>(&rule, ctx);
 
     let before = snap();
     let (first, first_log) = run_all(&rules, |r, l| r.check(host.view(), l));
@@ -198,13 +208,23 @@ pub fn assert_class_contract<C: Class>(host: &Host, watch: &[&Path], rule: Value
 
 /// Runs check of `rule` and returns its status and log lines (for negative cases).
 pub fn check<C: Class>(host: &Host, rule: Value) -> (Status, Vec<String>) {
-    let rules = load::<C>(&rule);
-    run_all(&rules, |r, l| r.check(host.view(), l))
+    check_in::<C>(&RuleContext::default(), host, rule)
 }
 
 /// Runs fix of `rule` and returns its status and log lines (for negative cases).
 pub fn fix<C: Class>(host: &Host, rule: Value) -> (Status, Vec<String>) {
-    let rules = load::<C>(&rule);
+    fix_in::<C>(&RuleContext::default(), host, rule)
+}
+
+/// [`check`] for a rule loaded in `ctx`.
+pub fn check_in<C: Class>(ctx: &RuleContext, host: &Host, rule: Value) -> (Status, Vec<String>) {
+    let rules = load::<C>(&rule, ctx);
+    run_all(&rules, |r, l| r.check(host.view(), l))
+}
+
+/// [`fix`] for a rule loaded in `ctx`.
+pub fn fix_in<C: Class>(ctx: &RuleContext, host: &Host, rule: Value) -> (Status, Vec<String>) {
+    let rules = load::<C>(&rule, ctx);
     run_all(&rules, |r, l| r.fix(host, l))
 }
 
@@ -230,7 +250,7 @@ pub fn assert_check_only_contract<C: Class>(
     rule: Value,
 ) -> Vec<String> {
     let snap = || watch.iter().map(|w| snapshot(w)).collect::<Vec<_>>();
-    let rules = load::<C>(&rule);
+    let rules = load::<C>(&rule, &RuleContext::default());
     let before = snap();
     let (first, first_log) = run_all(&rules, |r, l| r.check(host.view(), l));
     assert_eq!(

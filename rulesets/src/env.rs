@@ -24,6 +24,43 @@ pub fn env_name(var_name: &str) -> String {
     out
 }
 
+/// The template data ([`crate::Policy::module_data`]'s shape) rebuilt from a module's
+/// environment, for objects called by module scripts (`files.py PREFIX check`), which only
+/// see `OSVC_COMP_*` variables: `OSVC_COMP_NODES_<F>` → `nodes.<f>`, `OSVC_COMP_SERVICES_<F>`
+/// → `services.<f>`, any other `OSVC_COMP_<NAME>` → `<name>` (lower-cased; its value parsed
+/// as JSON when it is JSON, as OpenSVC values are), and `svc` from `OSVC_COMP_SVC_NAME`.
+/// Names are lower-cased because the environment upper-cased them: a variable named
+/// `Server.Id` is `server_id` here.
+pub fn template_data(env: &[(String, String)]) -> serde_json::Map<String, Value> {
+    let mut data = serde_json::Map::new();
+    let mut nodes = serde_json::Map::new();
+    let mut services = serde_json::Map::new();
+    for (k, v) in env {
+        let Some(rest) = k.strip_prefix("OSVC_COMP_") else {
+            continue;
+        };
+        let name = rest.to_lowercase();
+        if let Some(f) = name.strip_prefix("nodes_") {
+            nodes.insert(f.to_string(), Value::String(v.clone()));
+        } else if let Some(f) = name.strip_prefix("services_") {
+            services.insert(f.to_string(), Value::String(v.clone()));
+        } else {
+            data.insert(name, VarValue::from_text(v).as_json());
+        }
+    }
+    data.insert("nodes".into(), Value::Object(nodes));
+    if let Some(svc) = env
+        .iter()
+        .find(|(k, _)| k == "OSVC_COMP_SVC_NAME" || k == "OSVC_COMP_SERVICES_SVC_NAME")
+    {
+        data.insert("svc".into(), Value::String(svc.1.clone()));
+    }
+    if !services.is_empty() {
+        data.insert("services".into(), Value::Object(services));
+    }
+    data
+}
+
 /// The environment value of a variable: text verbatim; JSON (strings included) as Python's
 /// `json.dumps` would print it after `json.loads` of the collector's text.
 pub fn env_value(v: &VarValue) -> String {

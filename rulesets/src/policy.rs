@@ -309,6 +309,39 @@ impl Policy {
         env.into_iter().collect()
     }
 
+    /// The data templated rules of a module render with (`file`'s `template`, `path` and
+    /// `foreach`): every variable visible to the module under its name, its value as JSON
+    /// (`raw` included; a later ruleset overrides an earlier one, as in [`Policy::module_env`]);
+    /// `nodes`, the node facts; for a service run, `services` (the service facts with
+    /// `svcname` and `svc_name`) and `svc`, the service name. These reserved names win over
+    /// variables of the same name.
+    pub fn module_data(&self, module: &str) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::Value;
+        let mut data = serde_json::Map::new();
+        for rs in self.visible_rulesets(module) {
+            for var in &rs.variables {
+                data.insert(var.name.clone(), var.value.as_json());
+            }
+        }
+        let text = |m: &IndexMap<String, String>| -> serde_json::Map<String, Value> {
+            m.iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect()
+        };
+        data.insert("nodes".into(), Value::Object(text(&self.facts.node)));
+        let mut services = self.facts.service.as_ref().map(text);
+        if let Some(name) = &self.service {
+            let s = services.get_or_insert_with(serde_json::Map::new);
+            s.insert("svcname".into(), Value::String(name.clone()));
+            s.insert("svc_name".into(), Value::String(name.clone()));
+            data.insert("svc".into(), Value::String(name.clone()));
+        }
+        if let Some(s) = services {
+            data.insert("services".into(), Value::Object(s));
+        }
+        data
+    }
+
     /// The ruleset backing an auto-module: the visible ruleset named like the module, preferring
     /// one bound through the module's moduleset over a node-level one.
     pub fn auto_module_ruleset(&self, module: &str) -> Option<&PolicyRuleset> {
@@ -665,6 +698,58 @@ modules = [{ name = "m2" }, { name = "shared", autofix = true }]
         assert!(p.auto_module_ruleset("m2").is_none());
         let sorted = p.module_env("m1");
         assert!(sorted.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    /// Template data mirrors the environment, with values kept as JSON, and rebuilds from
+    /// the environment for objects called by scripts.
+    #[test]
+    fn template_data_of_a_module() {
+        let mut facts = linux();
+        facts.service = Some(
+            [("svc_app".to_string(), "app1".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let sel = Selection {
+            service: Some("svc1".into()),
+            ..Default::default()
+        };
+        let p = resolve(&facts, &sel);
+        let data = serde_json::Value::Object(p.module_data("m1"));
+        assert_eq!(data["m1_var"], "m1");
+        assert_eq!(data["p"], serde_json::json!({"a": "é"}));
+        assert_eq!(data["nodes"]["os_name"], "Linux");
+        assert_eq!(data["services"]["svc_app"], "app1");
+        assert_eq!(data["services"]["svcname"], "svc1");
+        assert_eq!(data["services"]["svc_name"], "svc1");
+        assert_eq!(data["svc"], "svc1");
+        // Visibility is the environment's: m1's ruleset is not m2's.
+        assert!(p.module_data("m2").get("m1_var").is_none());
+        // No service: no `svc`, no `services`.
+        let p = resolve(&linux(), &Selection::default());
+        let data = p.module_data("m1");
+        assert!(data.get("svc").is_none() && data.get("services").is_none());
+
+        let env = vec![
+            ("OSVC_COMP_FIRST_SERVER_IP".to_string(), "33".to_string()),
+            ("OSVC_COMP_P".to_string(), r#"{"a": "\u00e9"}"#.to_string()),
+            ("OSVC_COMP_POD".to_string(), "pod01".to_string()),
+            ("OSVC_COMP_NODES_FQDN".to_string(), "spd03".to_string()),
+            (
+                "OSVC_COMP_SERVICES_SVC_NAME".to_string(),
+                "svc1".to_string(),
+            ),
+            ("OSVC_COMP_SVC_NAME".to_string(), "svc1".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let data = serde_json::Value::Object(crate::env::template_data(&env));
+        assert_eq!(data["first_server_ip"], 33);
+        assert_eq!(data["p"], serde_json::json!({"a": "é"}));
+        assert_eq!(data["pod"], "pod01");
+        assert_eq!(data["nodes"]["fqdn"], "spd03");
+        assert_eq!(data["services"]["svc_name"], "svc1");
+        assert_eq!(data["svc"], "svc1");
+        assert!(data.get("path").is_none());
     }
 
     #[test]

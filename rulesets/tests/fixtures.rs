@@ -333,8 +333,18 @@ fn readme_examples_load() {
         .skip(1)
         .filter_map(|b| b.split("```").next())
         .collect();
-    // The layout sketch, the dequeue-listener bundle, the sysctl / text values.
-    assert_eq!(blocks.len(), 3);
+    // The layout sketch, the dequeue-listener bundle, the sysctl / text values, the templated
+    // files example.
+    assert_eq!(blocks.len(), 4);
+    let b = from_toml_str(blocks[3], "README.md").unwrap_or_else(|e| panic!("{e}"));
+    let value = b.rulesets["spdc.svc.db.cnf"].variables[2].value.as_json();
+    assert_eq!(value["template"], "spdc-db.cnf");
+    let vars: Vec<&String> = value["vars"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        vars,
+        ["n", "server_id", "peer_server_id"],
+        "vars keep their order"
+    );
     let b = from_toml_str(blocks[1], "README.md").unwrap_or_else(|e| panic!("{e}"));
     let p = Policy::resolve(&b, &facts_with_packages(&["xinetd"]), &Selection::default())
         .unwrap_or_else(|e| panic!("{e}"));
@@ -372,6 +382,81 @@ fn shipped_library_loads() {
             n
         };
         assert_eq!(names(&b), names(&f), "{dir}");
+    }
+}
+
+/// The shipped bundles are the exports, plus only the documented Tenet-native changes: in
+/// spdc-node, the bridge file from a template instead of `%%ENV:SPDC_BRGW%%` and the THP
+/// sysfs rules; in spdc-svc, the two file variables with `foreach` + `template` instead of
+/// `fmt` with `%%ENV:...%%` (same paths, modes, owners). Everything else is identical.
+#[test]
+fn shipped_library_differs_from_the_exports_only_where_documented() {
+    let lib = |dir: &str| {
+        load_dir(std::path::Path::new(&format!(
+            "{}/library/{dir}",
+            env!("CARGO_MANIFEST_DIR")
+        )))
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    for (dir, fixture_name) in [
+        ("spdc-node", "node-export.json"),
+        ("spdc-svc", "service-export.json"),
+    ] {
+        let mut ours = lib(dir);
+        let theirs = fixture(fixture_name);
+        assert_eq!(ours.filtersets, theirs.filtersets, "{dir}");
+        assert_eq!(ours.modulesets, theirs.modulesets, "{dir}");
+        for (name, rs) in ours.rulesets.iter_mut() {
+            let export = &theirs.rulesets[name];
+            let native: &[&str] = match name.as_str() {
+                "spdc.network" => &["spdc_net_file_br0_cfg"],
+                "spdc.kernel" => &["spdc_kernel_sysfs_thp"],
+                "spdc.svc.db.cnf" => &["spdc_svc_db_cnf_file_db", "spdc_svc_db_cnf_file_sm"],
+                _ => &[],
+            };
+            for var in rs
+                .variables
+                .iter()
+                .filter(|v| native.contains(&v.name.as_str()))
+            {
+                let ours = var.value.as_json();
+                match export.variables.iter().find(|v| v.name == var.name) {
+                    // Added: nothing to compare.
+                    None => assert_eq!(var.name, "spdc_kernel_sysfs_thp"),
+                    // Changed content source only.
+                    Some(e) => {
+                        let theirs = e.value.as_json();
+                        assert!(
+                            ours.get("fmt").is_none() && ours["template"].is_string(),
+                            "{}",
+                            var.name
+                        );
+                        for k in ["mode", "uid", "gid"] {
+                            assert_eq!(ours[k], theirs[k], "{} {k}", var.name);
+                        }
+                        let path = |v: &Value| {
+                            v["path"]
+                                .as_str()
+                                .unwrap()
+                                .replace("%%ENV:SERVICES_SVC_NAME%%", "{{svc}}")
+                                .replace("%%ENV:POD%%", "{{item.name}}")
+                        };
+                        assert_eq!(path(&ours), path(&theirs), "{}", var.name);
+                    }
+                }
+            }
+            rs.variables.retain(|v| !native.contains(&v.name.as_str()));
+            let mut export = export.clone();
+            export
+                .variables
+                .retain(|v| !native.contains(&v.name.as_str()));
+            assert_eq!(*rs, export, "{dir}: ruleset {name}");
+        }
+        assert_eq!(
+            ours.rulesets.keys().collect::<Vec<_>>().len(),
+            theirs.rulesets.len(),
+            "{dir}"
+        );
     }
 }
 

@@ -99,6 +99,28 @@ pub fn service_export() -> PathBuf {
     spd_fixtures().join("service-export.json")
 }
 
+/// A bundle shipped in `rulesets/library/` (`spdc-node`, `spdc-svc`).
+pub fn library_bundle(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../rulesets/library")
+        .join(name);
+    assert!(d.is_dir(), "library bundle {} not found", d.display());
+    d.canonicalize().unwrap_or(d)
+}
+
+/// What "the same file" means between two runs: kind, mode, uid, gid, content (no times, no
+/// inodes).
+pub type TreeEntry = (String, u32, u32, u32, Option<Vec<u8>>);
+
+/// The tree of a root as [`TreeEntry`] per path: what two runs must agree on to have
+/// produced "the same files".
+pub fn tree(root: &Path) -> BTreeMap<PathBuf, TreeEntry> {
+    snapshot(root)
+        .into_iter()
+        .map(|(p, e)| (p, (e.kind, e.mode, e.uid, e.gid, e.content)))
+        .collect()
+}
+
 /// A temporary directory (removed on drop).
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -329,6 +351,7 @@ pub struct Tenet {
     env: Vec<(OsString, OsString)>,
     setup: Option<String>,
     netns: Option<String>,
+    hostname: Option<String>,
 }
 
 /// Environment variables of the test process that would change what the binary does.
@@ -344,6 +367,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "TENET_CONFIG",
     "TENET_ADMIN_TOKEN",
     "TENET_COLLECTOR_DB",
+    "TENET_TEMPLATE_DIR",
 ];
 
 impl Tenet {
@@ -361,6 +385,7 @@ impl Tenet {
             env: Vec::new(),
             setup: None,
             netns: None,
+            hostname: None,
         }
     }
 
@@ -454,25 +479,45 @@ impl Tenet {
         self
     }
 
+    /// Runs the binary in a private UTS namespace whose host name is `name` (what `hostname`
+    /// prints, for scripts and for the node facts), and a private mount namespace (combined
+    /// with [`Tenet::in_private_mount_ns`] if also given). Needs root; the host's name is
+    /// not changed.
+    pub fn with_hostname(mut self, name: &str) -> Tenet {
+        self.hostname = Some(name.to_string());
+        self
+    }
+
     /// The command, ready to spawn.
     pub fn command(&self) -> Command {
-        let mut cmd = match (&self.setup, &self.netns) {
-            (None, Some(ns)) => {
+        let mut cmd = match (&self.setup, &self.hostname, &self.netns) {
+            (None, None, Some(ns)) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns])
                     .arg(tenet_bin())
                     .args(&self.args);
                 c
             }
-            (None, None) => {
+            (None, None, None) => {
                 let mut c = Command::new(tenet_bin());
                 c.args(&self.args);
                 c
             }
-            (Some(setup), _) => {
+            (setup, hostname, netns) => {
+                assert!(
+                    netns.is_none(),
+                    "in_netns cannot be combined with a private mount or UTS namespace"
+                );
                 let mut c = Command::new("unshare");
-                c.args(["-m", "--propagation", "private", "sh", "-c"])
-                    .arg(format!("set -e; {setup}; exec \"$0\" \"$@\""))
+                c.args(["-m", "--propagation", "private"]);
+                let mut steps = Vec::new();
+                if let Some(h) = hostname {
+                    c.arg("-u");
+                    steps.push(format!("hostname '{}'", h.replace('\'', "")));
+                }
+                steps.extend(setup.iter().cloned());
+                c.args(["sh", "-c"])
+                    .arg(format!("set -e; {}; exec \"$0\" \"$@\"", steps.join("; ")))
                     .arg(tenet_bin())
                     .args(&self.args);
                 c
@@ -501,6 +546,9 @@ impl Tenet {
         }
         if let Some(ns) = &self.netns {
             s = format!("[netns {ns}] {s}");
+        }
+        if let Some(h) = &self.hostname {
+            s = format!("[hostname {h}] {s}");
         }
         s
     }

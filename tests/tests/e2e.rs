@@ -22,3 +22,8 @@ mod atomic_fix;
 // modes; errors write nothing), the shipped sno-prerequisites library, dnsmasq answering in a
 // network namespace after fix, the bridge class converging in a network namespace.
 mod platform;
+// Templates (issue 5): `tenet template render` (golden, bad inputs), and the native
+// spdc.svc.db.cnf ruleset (file `template` + `foreach`) against its script module.
+mod templated_files;
+// Issue 5 point 5: the TOML spdc-node bundle checks like the node export with its scripts.
+mod node_library;

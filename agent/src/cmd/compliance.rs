@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -208,12 +209,17 @@ fn run_action(
             }
         }
     }
+    let templates = match crate::cmd::template::library(&a.templates) {
+        Ok(l) => Arc::new(l),
+        Err(code) => return Ok(code),
+    };
     let config = EngineConfig {
         modules_dir: a.modules_dir.clone(),
         timeout: Duration::from_secs(a.timeout.max(1)),
         force: a.force,
         only_modules: a.module.clone(),
         env: script_env(&host, a),
+        templates,
     };
     let style = Style::detect();
     let stdout = std::io::stdout();
@@ -306,6 +312,10 @@ fn script_env(host: &Host, a: &RunArgs) -> Vec<(String, String)> {
     }
     if let Some(d) = host.package_dir() {
         env.push(("TENET_PACKAGE_DIR".into(), s(d)));
+    }
+    // So that `files.py` called by a script finds the same templates as auto-modules.
+    if let Some(d) = &a.templates.template_dir {
+        env.push(("TENET_TEMPLATE_DIR".into(), s(d)));
     }
     if let Ok(exe) = std::env::current_exe() {
         env.push(("OSVC_NODEMGR".into(), s(&exe)));

@@ -457,7 +457,7 @@ impl RulesetBuilder {
     fn add(&mut self, kind: &str, label: &str, class: &str, value: Value) -> anyhow::Result<()> {
         let entry = tenet_modules::classes::find(class)
             .ok_or_else(|| anyhow!("internal: no class {class}"))?;
-        (entry.load)(&value)
+        (entry.load)(&value, &tenet_modules::class::RuleContext::default())
             .map_err(|e| anyhow!("{kind} {label}: the {class} rule is invalid: {e}"))?;
         let clean: String = label
             .trim_matches('/')

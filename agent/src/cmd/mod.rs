@@ -4,6 +4,7 @@ pub mod compliance;
 pub mod import;
 pub mod object;
 pub mod register;
+pub mod template;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pushasset(p) => register::pushasset(&p, config),
         Command::Object(o) => object::run(&o),
         Command::Import(i) => import::run(i),
+        Command::Template(t) => template::run(t),
         Command::Facts(f) => {
             let host = tenet_modules::Host::new(&f.root);
             let facts = crate::facts::gather(&host);

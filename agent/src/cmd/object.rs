@@ -2,12 +2,13 @@
 //! ...) the `tenet` binary answers to when called through a compat alias.
 //!
 //! The host comes from the environment the engine gives scripts: `TENET_ROOT`, `TENET_VAR_DIR`,
-//! `TENET_NODE_CONFIG`, `TENET_PACKAGE_DIR`, `OSVC_SESSION_UUID`, `OSVC_COMP_NODES_OS_VENDOR`.
+//! `TENET_NODE_CONFIG`, `TENET_PACKAGE_DIR`, `OSVC_SESSION_UUID`, `OSVC_COMP_NODES_OS_VENDOR`;
+//! templated `file` rules find templates in `TENET_TEMPLATE_DIR` too.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tenet_modules::class::ClassEntry;
+use tenet_modules::class::{ClassEntry, RuleContext};
 use tenet_modules::classes;
 use tenet_modules::{Host, Status};
 
@@ -83,7 +84,23 @@ fn object(class: &ClassEntry, prefix: &str, action: &str) -> anyhow::Result<Exit
     let host = host_from_env();
     let env: Vec<(String, String)> = std::env::vars().collect();
     let lookup = |name: &str| std::env::var(name).ok();
-    let status = tenet_modules::object::run_object(class, prefix, action, &env, &lookup, &host);
+    let dirs: Vec<PathBuf> = std::env::var_os("TENET_TEMPLATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    let templates = match tenet_templates::Library::load(&dirs) {
+        Ok(l) => std::sync::Arc::new(l),
+        Err(e) => {
+            // Exit 1 (nok), not 2: a calling script reads 2 as "not applicable".
+            eprintln!("tenet object: template directory: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    // Templated rules see what the script's environment holds (variables, facts, service).
+    let ctx = RuleContext::new(templates, tenet_rulesets::env::template_data(&env));
+    let status =
+        tenet_modules::object::run_object(class, prefix, action, &env, &lookup, &host, &ctx);
     Ok(ExitCode::from(status.exit_code() as u8))
 }
 

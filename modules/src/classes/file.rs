@@ -5,13 +5,22 @@
 //! `{"path": "/etc/motd", "fmt": "hello", "mode": 644, "uid": "root", "gid": 0}`:
 //!
 //! - a `path` ending with `/` is a directory: it is created (with its parents) and given the
-//!   mode and owner; `fmt` and `ref` are refused for it;
+//!   mode and owner; `fmt`, `ref` and `template` are refused for it;
 //! - otherwise the file's whole content must equal `fmt` (text, `%%HOSTNAME%%` and
-//!   `%%SHORT_HOSTNAME%%` substituted, a final newline added when missing) or the body of `ref`
-//!   (used verbatim);
+//!   `%%SHORT_HOSTNAME%%` substituted, a final newline added when missing), the body of `ref`
+//!   (used verbatim), or the rendering of `template` (used verbatim);
 //! - `mode` is octal digits, as a JSON number (`644`) or a string (`"0644"`, `"0o644"`);
 //! - `uid` / `gid` are numbers or names looked up in the managed system's `etc/passwd` and
 //!   `etc/group`.
+//!
+//! Templated rules (Tenet additions, documented in `rulesets/README.md`, "Templated files"):
+//! - `template = "name"` renders a template of the library with the module's variables by
+//!   name, `nodes.*` (node facts), `services.*` and `svc` (service runs), the rule's `vars`
+//!   and, with `foreach`, the item;
+//! - `foreach = { glob = "/{{svc}}/pod*" }` or `{ list = [...] }` makes one rule manage one
+//!   file per item (`item`, or the name given by `as`, and `loop.index` / `loop.number` /
+//!   `loop.count`); a glob is expanded under the root prefix at each check and fix;
+//! - with either, `path` and the string values of `vars` are templates too.
 //!
 //! check reports the content difference as a unified diff, then each differing attribute;
 //! fix rewrites the file atomically (the old one is backed up) only when its content differs,
@@ -23,9 +32,11 @@
 //!   content could be altered in transit. `safe://` is not supported yet. The URL is fetched
 //!   by check and again by fix (OpenSVC downloads once when the object starts), and a failed
 //!   download makes the rule nok instead of silently dropping it.
-//! - A rule that cannot be applied (both or neither of `fmt`/`ref`, a directory with content,
-//!   an unknown user) is nok at check time with a message naming the field; a malformed value
-//!   (`"mode": "abc"`, `"mode": 999`, an unknown field) is refused when the rule is loaded.
+//! - A rule that cannot be applied (several or none of `fmt`/`ref`/`template`, a directory
+//!   with content, an unknown user, a template missing a variable) is nok at check time with
+//!   a message naming the field; a malformed value (`"mode": "abc"`, `"mode": 999`, an
+//!   unknown field, an unknown template, a template syntax error in `path`) is refused when
+//!   the rule is loaded.
 //! - The path is managed as it is: a symlink, a device or a directory where a regular file is
 //!   wanted (or anything but a directory where a directory is wanted) is nok, and fix refuses
 //!   to replace it instead of writing through the link or clobbering it.
@@ -45,10 +56,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use similar::TextDiff;
 
-use crate::class::Class;
+use crate::class::{Class, RuleContext};
 use crate::host::{Host, HostView};
 use crate::status::{Log, Status};
 
@@ -56,17 +67,30 @@ use crate::status::{Log, Status};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRule {
-    /// Absolute path in the managed system; a trailing `/` makes it a directory.
+    /// Absolute path in the managed system; a trailing `/` makes it a directory. A template
+    /// when the rule has `template` or `foreach`.
     pub path: String,
     /// The file's content, as text. `%%HOSTNAME%%` and `%%SHORT_HOSTNAME%%` are replaced by
     /// the node name (full or up to the first dot), and a final newline is added when missing.
-    /// Exclusive with `ref`.
+    /// Exclusive with `ref` and `template`.
     #[serde(default)]
     pub fmt: Option<String>,
     /// Where the content comes from: an `https://` URL or a `data:` URL; used verbatim.
-    /// Exclusive with `fmt`.
+    /// Exclusive with `fmt` and `template`.
     #[serde(default, rename = "ref")]
     pub reference: Option<String>,
+    /// The name of a template of the library (`templates/library/`, `--template-dir`) whose
+    /// rendering is the file's content, verbatim. Exclusive with `fmt` and `ref`.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Variables for this rule's templates, over the module's: a string value is itself a
+    /// template, rendered in order (per item with `foreach`), so it may use the item and the
+    /// entries before it; other values are taken as they are.
+    #[serde(default)]
+    pub vars: Option<Map<String, Value>>,
+    /// One file per item of a list or of a glob's matches.
+    #[serde(default)]
+    pub foreach: Option<Foreach>,
     /// Permission bits, octal (`644`, `"0644"`, `"0o644"`); unset leaves them alone (a created
     /// file gets 0644).
     #[serde(default)]
@@ -77,6 +101,31 @@ pub struct FileRule {
     /// Group, a group id or name; unset leaves it alone.
     #[serde(default, deserialize_with = "de_gid")]
     pub gid: Option<Owner>,
+    /// Templates and data, set when the rule is loaded in a context.
+    #[serde(skip)]
+    context: Option<RuleContext>,
+}
+
+/// `foreach`: what one rule iterates over. Exactly one of `list` and `glob`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Foreach {
+    /// The items: a list (any JSON values), or a template rendering a JSON list
+    /// (`"{{json (words nodes.peers)}}"`).
+    #[serde(default)]
+    pub list: Option<Value>,
+    /// A shell glob of paths of the managed system (a template: `/{{svc}}/pod*`), expanded
+    /// under the root prefix at each check and fix; each match, in sorted order, is an item
+    /// `{path, name, dir}` (`/spd/pod01`, `pod01`, `/spd`). No match: nothing to manage (n/a).
+    #[serde(default)]
+    pub glob: Option<String>,
+    /// The item's name in templates.
+    #[serde(default = "default_item_name", rename = "as")]
+    pub name: String,
+}
+
+fn default_item_name() -> String {
+    "item".into()
 }
 
 /// Permission bits (0 to 0o7777), written in a rule as octal digits.
@@ -109,119 +158,355 @@ impl Class for File {
     const NAME: &'static str = "file";
     const ALIASES: &'static [&'static str] = &["files", "files.py", "file.py"];
     const DESCRIPTION: &'static str =
-        "file content, mode and owner; or a directory, mode and owner (path ending with /)";
+        "file content (text, URL or template; one file per item with foreach), mode and owner; \
+         or a directory (path ending with /)";
+
+    fn rules_in(value: &Value, ctx: &RuleContext) -> Result<Vec<FileRule>, String> {
+        let mut rules = Self::rules(value)?;
+        for rule in &mut rules {
+            rule.prepare(ctx)?;
+        }
+        Ok(rules)
+    }
 
     fn describe(rule: &FileRule) -> String {
         rule.path.clone()
     }
 
     fn check(rule: &FileRule, host: &HostView, log: &mut Log) -> Status {
-        let plan = match Plan::new(rule, host) {
-            Ok(plan) => plan,
+        let plans = match plans(rule, host) {
+            Ok(Some(plans)) => plans,
+            Ok(None) => {
+                log.info(format!(
+                    "{}: foreach matched nothing: no file to manage",
+                    rule.path
+                ));
+                return Status::NotApplicable;
+            }
             Err(msg) => {
                 log.err(format!("{}: {msg}", rule.path));
                 return Status::Nok;
             }
         };
-        let shown = &rule.path;
-        let meta = match host.metadata(&plan.real) {
-            Ok(Some(meta)) => meta,
-            Ok(None) => {
-                let what = if plan.content.is_some() {
-                    "file"
-                } else {
-                    "directory"
+        let statuses: Vec<Status> = plans.iter().map(|p| check_plan(p, host, log)).collect();
+        Status::merge_all(statuses)
+    }
+
+    fn fix(rule: &FileRule, host: &Host, log: &mut Log) -> Status {
+        let plans = match plans(rule, host) {
+            Ok(Some(plans)) => plans,
+            Ok(None) => return Status::NotApplicable,
+            Err(msg) => {
+                log.err(format!("{}: {msg}", rule.path));
+                return Status::Nok;
+            }
+        };
+        let mut statuses = Vec::new();
+        for plan in &plans {
+            statuses.push(match fix_file(plan, host, log) {
+                Ok(()) => Status::Ok,
+                Err(msg) => {
+                    log.err(format!("{}: {msg}", plan.shown));
+                    Status::Nok
+                }
+            });
+        }
+        Status::merge_all(statuses)
+    }
+}
+
+impl FileRule {
+    /// Whether `path`, `vars` and the content are templates.
+    fn templated(&self) -> bool {
+        self.template.is_some() || self.foreach.is_some()
+    }
+
+    /// Checks what can be checked without the system (the template exists, the inline
+    /// templates parse, `foreach` is well formed) and keeps the context for check and fix.
+    fn prepare(&mut self, ctx: &RuleContext) -> Result<(), String> {
+        let lib = &ctx.templates;
+        if let Some(name) = &self.template {
+            lib.require(name)
+                .map_err(|e| format!("template: {e}"))?;
+        }
+        if let Some(f) = &self.foreach {
+            match (&f.list, &f.glob) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err("foreach: give exactly one of list and glob".into());
+                }
+                (Some(Value::String(t)), None) => lib
+                    .check_inline("foreach.list", t)
+                    .map_err(|e| e.to_string())?,
+                (Some(Value::Array(_)), None) => {}
+                (Some(other), None) => {
+                    return Err(format!(
+                        "foreach.list: expected a list or a template rendering one, got {other}"
+                    ));
+                }
+                (None, Some(g)) => lib
+                    .check_inline("foreach.glob", g)
+                    .map_err(|e| e.to_string())?,
+            }
+            if f.name.is_empty() || f.name.contains(['.', '/', ' ']) {
+                return Err(format!("foreach.as: {:?} is not a variable name", f.name));
+            }
+        }
+        if self.templated() {
+            lib.check_inline("path", &self.path)
+                .map_err(|e| e.to_string())?;
+            for (k, v) in self.vars.iter().flatten() {
+                if let Value::String(t) = v {
+                    lib.check_inline(&format!("vars.{k}"), t)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        } else if self.vars.is_some() {
+            return Err("vars: only used with template or foreach".into());
+        }
+        self.context = Some(ctx.clone());
+        Ok(())
+    }
+}
+
+/// One file (or directory) made concrete: the path as shown and its real (root-prefixed)
+/// path, the wanted content (`None` for a directory) and the wanted attributes with names
+/// resolved.
+struct Plan {
+    shown: String,
+    real: PathBuf,
+    content: Option<Vec<u8>>,
+    attrs: Attrs,
+}
+
+/// The files a rule manages: one, or one per `foreach` item; `None` when `foreach` has no
+/// item.
+fn plans(rule: &FileRule, host: &HostView) -> Result<Option<Vec<Plan>>, String> {
+    let attrs = Attrs::resolve(host, rule.mode, rule.uid.as_ref(), rule.gid.as_ref())?;
+    if !rule.templated() {
+        let (real, is_dir) = target(host, &rule.path)?;
+        let content = if is_dir {
+            no_content_for_directory(rule)?;
+            None
+        } else {
+            Some(wanted_content(rule, host)?)
+        };
+        return Ok(Some(vec![Plan {
+            shown: rule.path.clone(),
+            real,
+            content,
+            attrs,
+        }]));
+    }
+    let default_ctx;
+    let ctx = match &rule.context {
+        Some(c) => c,
+        None => {
+            default_ctx = RuleContext::default();
+            &default_ctx
+        }
+    };
+    let lib = &ctx.templates;
+    let base: Map<String, Value> = (*ctx.data).clone();
+    let items: Vec<Option<Value>> = match &rule.foreach {
+        None => vec![None],
+        Some(f) => {
+            let items = foreach_items(f, ctx, &base, host)?;
+            if items.is_empty() {
+                return Ok(None);
+            }
+            items.into_iter().map(Some).collect()
+        }
+    };
+    // `fmt` and `ref` do not vary per item: compute them once (a URL is fetched once).
+    let fixed_content = match (&rule.fmt, &rule.reference, &rule.template) {
+        (_, _, Some(_)) if rule.fmt.is_some() || rule.reference.is_some() => {
+            return Err("fmt, ref and template are exclusive: set only one of them".into());
+        }
+        (Some(_), _, _) | (_, Some(_), _) => Some(wanted_content(rule, host)?),
+        _ => None,
+    };
+    let count = items.len();
+    let mut plans: Vec<Plan> = Vec::with_capacity(count);
+    for (index, item) in items.into_iter().enumerate() {
+        let mut data = base.clone();
+        let at = match (&item, &rule.foreach) {
+            (Some(item), Some(f)) => {
+                let label = match item {
+                    Value::Object(o) => o.get("name").map(|n| n.to_string()),
+                    Value::String(s) => Some(format!("{s:?}")),
+                    other => Some(other.to_string()),
                 };
-                log.err(format!("{shown}: missing (expected a {what})"));
+                data.insert(f.name.clone(), item.clone());
+                data.insert(
+                    "loop".into(),
+                    serde_json::json!({"index": index, "number": index + 1, "count": count}),
+                );
+                format!(
+                    "foreach item {} ({}): ",
+                    index + 1,
+                    label.unwrap_or_default()
+                )
+            }
+            _ => String::new(),
+        };
+        for (k, v) in rule.vars.iter().flatten() {
+            let v = match v {
+                Value::String(t) => Value::String(
+                    lib.render_inline(&format!("vars.{k}"), t, &Value::Object(data.clone()))
+                        .map_err(|e| format!("{at}{e}"))?,
+                ),
+                other => other.clone(),
+            };
+            data.insert(k.clone(), v);
+        }
+        let data = Value::Object(data);
+        let path = lib
+            .render_inline("path", &rule.path, &data)
+            .map_err(|e| format!("{at}{e}"))?;
+        let (real, is_dir) = target(host, &path).map_err(|e| format!("{at}{e}"))?;
+        let content = if is_dir {
+            no_content_for_directory(rule)?;
+            None
+        } else if let Some(name) = &rule.template {
+            Some(
+                lib.render(name, &data)
+                    .map_err(|e| format!("{at}{e}"))?
+                    .into_bytes(),
+            )
+        } else {
+            Some(fixed_content.clone().ok_or(
+                "fmt, ref or template is required (or a path ending with '/' to manage a directory)",
+            )?)
+        };
+        if let Some(other) = plans.iter().position(|p| p.real == real) {
+            return Err(format!(
+                "{at}path {path} is also the path of item {}: give each item its own path",
+                other + 1
+            ));
+        }
+        plans.push(Plan {
+            shown: path,
+            real,
+            content,
+            attrs,
+        });
+    }
+    Ok(Some(plans))
+}
+
+/// The items of `foreach`, in order.
+fn foreach_items(
+    f: &Foreach,
+    ctx: &RuleContext,
+    base: &Map<String, Value>,
+    host: &HostView,
+) -> Result<Vec<Value>, String> {
+    let data = Value::Object(base.clone());
+    match (&f.list, &f.glob) {
+        (Some(Value::Array(items)), _) => Ok(items.clone()),
+        (Some(Value::String(t)), _) => {
+            let text = ctx
+                .templates
+                .render_inline("foreach.list", t, &data)
+                .map_err(|e| e.to_string())?;
+            match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Array(items)) => Ok(items),
+                _ => Err(format!(
+                    "foreach.list: rendered {text:?}, which is not a JSON list"
+                )),
+            }
+        }
+        (None, Some(g)) => {
+            let pattern = ctx
+                .templates
+                .render_inline("foreach.glob", g, &data)
+                .map_err(|e| e.to_string())?;
+            let matches = host
+                .glob(&pattern)
+                .map_err(|e| format!("foreach.glob: {e}"))?;
+            Ok(matches
+                .into_iter()
+                .map(|p| {
+                    let path = Path::new(&p);
+                    let name = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let dir = path
+                        .parent()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_else(|| "/".into());
+                    serde_json::json!({"path": p, "name": name, "dir": dir})
+                })
+                .collect())
+        }
+        _ => Err("foreach: give exactly one of list and glob".into()),
+    }
+}
+
+fn no_content_for_directory(rule: &FileRule) -> Result<(), String> {
+    if rule.fmt.is_some() || rule.reference.is_some() || rule.template.is_some() {
+        return Err(
+            "the path ends with '/' (a directory): fmt, ref and template are not allowed".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Checks one planned file or directory: existence, kind, content, attributes.
+fn check_plan(plan: &Plan, host: &HostView, log: &mut Log) -> Status {
+    let shown = &plan.shown;
+    let meta = match host.metadata(&plan.real) {
+        Ok(Some(meta)) => meta,
+        Ok(None) => {
+            let what = if plan.content.is_some() {
+                "file"
+            } else {
+                "directory"
+            };
+            log.err(format!("{shown}: missing (expected a {what})"));
+            return Status::Nok;
+        }
+        Err(e) => {
+            log.err(format!("{shown}: {e}"));
+            return Status::Nok;
+        }
+    };
+    if let Some(msg) = wrong_kind(&meta, plan.content.is_none()) {
+        log.err(format!("{shown}: {msg}"));
+        return Status::Nok;
+    }
+    let mut ok = true;
+    if let Some(want) = &plan.content {
+        match host.read(&plan.real) {
+            Ok(Some(have)) if have == *want => {}
+            Ok(Some(have)) => {
+                report_difference(shown, &have, want, log);
+                ok = false;
+            }
+            Ok(None) => {
+                log.err(format!("{shown}: missing (expected a file)"));
                 return Status::Nok;
             }
             Err(e) => {
                 log.err(format!("{shown}: {e}"));
                 return Status::Nok;
             }
-        };
-        if let Some(msg) = wrong_kind(&meta, plan.content.is_none()) {
-            log.err(format!("{shown}: {msg}"));
-            return Status::Nok;
-        }
-        let mut ok = true;
-        if let Some(want) = &plan.content {
-            match host.read(&plan.real) {
-                Ok(Some(have)) if have == *want => {}
-                Ok(Some(have)) => {
-                    report_difference(shown, &have, want, log);
-                    ok = false;
-                }
-                Ok(None) => {
-                    log.err(format!("{shown}: missing (expected a file)"));
-                    return Status::Nok;
-                }
-                Err(e) => {
-                    log.err(format!("{shown}: {e}"));
-                    return Status::Nok;
-                }
-            }
-        }
-        ok &= plan.attrs.check(shown, &meta, log);
-        if ok {
-            log.info(format!("{shown}: ok"));
-            Status::Ok
-        } else {
-            Status::Nok
         }
     }
-
-    fn fix(rule: &FileRule, host: &Host, log: &mut Log) -> Status {
-        let plan = match Plan::new(rule, host) {
-            Ok(plan) => plan,
-            Err(msg) => {
-                log.err(format!("{}: {msg}", rule.path));
-                return Status::Nok;
-            }
-        };
-        match fix_file(&plan, &rule.path, host, log) {
-            Ok(()) => Status::Ok,
-            Err(msg) => {
-                log.err(format!("{}: {msg}", rule.path));
-                Status::Nok
-            }
-        }
-    }
-}
-
-/// A `file` rule made concrete: the real path, the wanted content (`None` for a directory)
-/// and the wanted attributes with names resolved.
-struct Plan {
-    real: PathBuf,
-    content: Option<Vec<u8>>,
-    attrs: Attrs,
-}
-
-impl Plan {
-    fn new(rule: &FileRule, host: &HostView) -> Result<Plan, String> {
-        let (real, is_dir) = target(host, &rule.path)?;
-        let content = if is_dir {
-            if rule.fmt.is_some() || rule.reference.is_some() {
-                return Err(
-                    "the path ends with '/' (a directory): fmt and ref are not allowed".into(),
-                );
-            }
-            None
-        } else {
-            Some(wanted_content(rule, host)?)
-        };
-        let attrs = Attrs::resolve(host, rule.mode, rule.uid.as_ref(), rule.gid.as_ref())?;
-        Ok(Plan {
-            real,
-            content,
-            attrs,
-        })
+    ok &= plan.attrs.check(shown, &meta, log);
+    if ok {
+        log.info(format!("{shown}: ok"));
+        Status::Ok
+    } else {
+        Status::Nok
     }
 }
 
 /// Makes the path match the plan: creates the directory or writes the file when its content
 /// differs, then sets the attributes that differ.
-fn fix_file(plan: &Plan, shown: &str, host: &Host, log: &mut Log) -> Result<(), String> {
+fn fix_file(plan: &Plan, host: &Host, log: &mut Log) -> Result<(), String> {
+    let shown = &plan.shown;
     let existing = host.metadata(&plan.real).map_err(|e| e.to_string())?;
     if let Some(msg) = existing
         .as_ref()
@@ -262,15 +547,18 @@ fn fix_file(plan: &Plan, shown: &str, host: &Host, log: &mut Log) -> Result<(), 
     plan.attrs.fix(host, &plan.real, shown, &meta, log)
 }
 
-/// The content a file rule wants: `fmt` expanded, or `ref` fetched.
+/// The content a plain file rule wants: `fmt` expanded, or `ref` fetched.
 fn wanted_content(rule: &FileRule, host: &HostView) -> Result<Vec<u8>, String> {
-    match (&rule.fmt, &rule.reference) {
-        (Some(_), Some(_)) => Err("fmt and ref are exclusive: set only one of them".into()),
-        (None, None) => {
-            Err("fmt or ref is required (or a path ending with '/' to manage a directory)".into())
+    match (&rule.fmt, &rule.reference, &rule.template) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            Err("fmt, ref and template are exclusive: set only one of them".into())
         }
-        (Some(fmt), None) => Ok(expand_fmt(fmt, host.hostname()).into_bytes()),
-        (None, Some(reference)) => fetch(reference),
+        (None, None, _) => Err(
+            "fmt, ref or template is required (or a path ending with '/' to manage a directory)"
+                .into(),
+        ),
+        (Some(fmt), None, None) => Ok(expand_fmt(fmt, host.hostname()).into_bytes()),
+        (None, Some(reference), None) => fetch(reference),
     }
 }
 
@@ -616,8 +904,12 @@ impl Attrs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{assert_class_contract, check, fix};
+    use crate::testing::{
+        assert_class_contract, assert_class_contract_in, check, check_in, fix, fix_in,
+    };
     use serde_json::json;
+    use std::sync::Arc;
+    use tenet_templates::Library;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
@@ -711,7 +1003,7 @@ mod tests {
         assert_eq!(st, Status::Nok);
         assert!(
             log.iter()
-                .any(|l| l.contains("fmt and ref are not allowed")),
+                .any(|l| l.contains("fmt, ref and template are not allowed")),
             "{log:?}"
         );
         let (st, _) = fix::<File>(&h, rule);
@@ -837,7 +1129,7 @@ mod tests {
         let (st, log) = check::<File>(&h, json!({"path": "/a"}));
         assert_eq!(st, Status::Nok);
         assert!(
-            log.iter().any(|l| l.contains("fmt or ref is required")),
+            log.iter().any(|l| l.contains("fmt, ref or template is required")),
             "{log:?}"
         );
     }
@@ -976,5 +1268,173 @@ mod tests {
         let (st, log) = check::<File>(&h, json!({"path": "etc/x", "fmt": "x"}));
         assert_eq!(st, Status::Nok);
         assert!(log.iter().any(|l| l.contains("not absolute")), "{log:?}");
+    }
+
+    // ---- Templated files -------------------------------------------------------------------
+
+    /// A context with test templates and the data a module of a service run would get.
+    fn ctx(templates: &[(&str, &str)], data: Value) -> RuleContext {
+        let mut lib = Library::empty();
+        for (name, text) in templates {
+            lib.add_template(name, text, None, "test");
+        }
+        let Value::Object(data) = data else {
+            panic!("data must be an object")
+        };
+        RuleContext::new(Arc::new(lib), data)
+    }
+
+    #[test]
+    fn template_renders_with_module_data_facts_and_rule_vars() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        let c = ctx(
+            &[("motd", "{{greeting}} from {{nodes.nodename}} ({{svc}}), port {{port}}\n")],
+            json!({"nodes": {"nodename": "n1"}, "svc": "spd", "port": 80, "greeting": "hello"}),
+        );
+        let rule = json!({
+            "path": "/etc/{{svc}}/motd",
+            "template": "motd",
+            "vars": {"greeting": "hi {{nodes.nodename}}", "port": 8080},
+            "mode": 640,
+        });
+        let log = assert_class_contract_in::<File>(&c, &h, &[dir.path()], rule);
+        assert!(log.iter().any(|l| l.contains("/etc/spd/motd: missing")), "{log:?}");
+        let p = dir.path().join("etc/spd/motd");
+        // The rendering is used verbatim (no newline added, none removed).
+        assert_eq!(fs::read_to_string(&p).unwrap(), "hi n1 from n1 (spd), port 8080\n");
+        assert_eq!(mode_of(&p), 0o640);
+    }
+
+    /// The 50-spdc.svc.db.cnf pattern: one file per pod directory, ids computed per pod.
+    #[test]
+    fn foreach_glob_manages_one_file_per_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        for pod in ["pod01", "pod02", "pod10", ".pod03", "other"] {
+            fs::create_dir_all(dir.path().join("srv/spd").join(pod)).unwrap();
+        }
+        let c = ctx(
+            &[("cnf", "server_id={{server_id}} ({{loop.number}}/{{loop.count}} in {{item.dir}})\n")],
+            json!({"svc": "spd", "first": 33}),
+        );
+        let rule = json!({
+            "foreach": {"glob": "/srv/{{svc}}/pod*"},
+            "path": "/srv/{{svc}}/{{item.name}}/conf/spd.cnf",
+            "template": "cnf",
+            "vars": {
+                "n": "{{sub (to_int (trim_prefix item.name \"pod\")) 1}}",
+                "server_id": "{{add first (mul 2 n)}}",
+            },
+        });
+        let log = assert_class_contract_in::<File>(&c, &h, &[dir.path()], rule);
+        assert_eq!(log.iter().filter(|l| l.contains(": missing")).count(), 3, "{log:?}");
+        let read = |pod: &str| fs::read_to_string(dir.path().join(format!("srv/spd/{pod}/conf/spd.cnf")));
+        assert_eq!(read("pod01").unwrap(), "server_id=33 (1/3 in /srv/spd)\n");
+        assert_eq!(read("pod02").unwrap(), "server_id=35 (2/3 in /srv/spd)\n");
+        assert_eq!(read("pod10").unwrap(), "server_id=51 (3/3 in /srv/spd)\n");
+        // Hidden entries are not matched by `pod*`, as in a shell.
+        assert!(read(".pod03").is_err());
+        assert!(read("other").is_err());
+    }
+
+    #[test]
+    fn foreach_list_with_a_name_and_a_rendered_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        let c = ctx(&[], json!({"peers": "a b"}));
+        assert_class_contract_in::<File>(
+            &c,
+            &h,
+            &[dir.path()],
+            json!({"foreach": {"list": ["x", "y"], "as": "name"}, "path": "/etc/{{name}}.conf", "fmt": "same"}),
+        );
+        assert_eq!(fs::read_to_string(dir.path().join("etc/x.conf")).unwrap(), "same\n");
+        assert_eq!(fs::read_to_string(dir.path().join("etc/y.conf")).unwrap(), "same\n");
+        assert_class_contract_in::<File>(
+            &c,
+            &h,
+            &[dir.path()],
+            json!({"foreach": {"list": "{{json (words peers)}}"}, "path": "/srv/{{item}}/", "mode": 750}),
+        );
+        for d in ["srv/a", "srv/b"] {
+            assert_eq!(mode_of(&dir.path().join(d)), 0o750);
+        }
+    }
+
+    #[test]
+    fn foreach_without_items_is_not_applicable_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        let c = ctx(&[("t", "x")], json!({}));
+        let rule = json!({"foreach": {"glob": "/srv/none*"}, "path": "/srv/{{item.name}}/x", "template": "t"});
+        let (st, log) = check_in::<File>(&c, &h, rule.clone());
+        assert_eq!(st, Status::NotApplicable);
+        assert!(log.iter().any(|l| l.contains("matched nothing")), "{log:?}");
+        let (st, _) = fix_in::<File>(&c, &h, rule);
+        assert_eq!(st, Status::NotApplicable);
+        assert!(!dir.path().join("srv").exists());
+    }
+
+    #[test]
+    fn templated_rule_errors_name_the_template_item_and_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        let c = ctx(&[("t", "a\nid={{server_id}}\n")], json!({}));
+        let load = |rule: Value| File::rules_in(&rule, &c).map(|_| ()).unwrap_err();
+        // Refused at load: unknown template, bad syntax, misplaced keys.
+        let e = load(json!({"path": "/a", "template": "nope"}));
+        assert!(e.contains("unknown template \"nope\"") && e.contains("known templates: t"), "{e}");
+        let e = load(json!({"path": "/{{#if x}}", "template": "t"}));
+        assert!(e.contains("template path") && e.contains("syntax error"), "{e}");
+        let e = load(json!({"path": "/a", "fmt": "x", "vars": {"a": 1}}));
+        assert!(e.contains("vars: only used with template or foreach"), "{e}");
+        let e = load(json!({"path": "/a", "fmt": "x", "foreach": {"list": [1], "glob": "/x*"}}));
+        assert!(e.contains("exactly one of list and glob"), "{e}");
+        let e = load(json!({"path": "/a", "fmt": "x", "foreach": {"list": 3}}));
+        assert!(e.contains("foreach.list"), "{e}");
+        let e = load(json!({"path": "/a", "template": "t", "foreach": {"lst": []}}));
+        assert!(e.contains("unknown field `lst`"), "{e}");
+
+        // Nok at check and fix, nothing written: a missing variable, named with its item.
+        let rule = json!({"foreach": {"list": ["p1"]}, "path": "/srv/{{item}}.cnf", "template": "t"});
+        let (st, log) = check_in::<File>(&c, &h, rule.clone());
+        assert_eq!(st, Status::Nok);
+        assert!(
+            log.iter().any(|l| l.contains("foreach item 1 (\"p1\")")
+                && l.contains("template t (test/t/template.hbs) line 2")
+                && l.contains("missing variable `server_id`")),
+            "{log:?}"
+        );
+        let (st, _) = fix_in::<File>(&c, &h, rule);
+        assert_eq!(st, Status::Nok);
+        assert!(!dir.path().join("srv").exists());
+
+        // Two items rendering the same path.
+        let rule = json!({"foreach": {"list": [1, 2]}, "path": "/srv/same", "fmt": "x"});
+        let (st, log) = check_in::<File>(&c, &h, rule);
+        assert_eq!(st, Status::Nok);
+        assert!(log.iter().any(|l| l.contains("also the path of item 1")), "{log:?}");
+
+        // Content sources stay exclusive.
+        let (st, log) = check_in::<File>(&c, &h, json!({"path": "/a", "template": "t", "fmt": "x"}));
+        assert_eq!(st, Status::Nok);
+        assert!(log.iter().any(|l| l.contains("exclusive")), "{log:?}");
+        let (st, log) = check_in::<File>(&c, &h, json!({"path": "/d/", "template": "t"}));
+        assert_eq!(st, Status::Nok);
+        assert!(log.iter().any(|l| l.contains("not allowed")), "{log:?}");
+    }
+
+    /// Plain rules are untouched by templating: `{{` in a plain path or fmt is literal.
+    #[test]
+    fn plain_rules_take_braces_literally() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        assert_class_contract::<File>(
+            &h,
+            &[dir.path()],
+            json!({"path": "/etc/{{x}}", "fmt": "{{y}}"}),
+        );
+        assert_eq!(fs::read_to_string(dir.path().join("etc/{{x}}")).unwrap(), "{{y}}\n");
     }
 }

@@ -304,7 +304,7 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("precious"), tmp.join("foo4")).unwrap();
         let rule = json!(["/tmp/foo*", "/tmp/foo*"]);
         assert_eq!(
-            (ClassEntry::of::<RemoveFiles>().load)(&rule).unwrap().len(),
+            (ClassEntry::of::<RemoveFiles>().load)(&rule, &Default::default()).unwrap().len(),
             1
         );
 
