@@ -34,6 +34,9 @@ pub enum Command {
     /// Push this node's facts (asset, installed packages, listener port, hosted services) to
     /// the collector; also delivers results queued while it was unreachable.
     Pushasset(PushassetArgs),
+    /// Services: fetch a service's configuration rendered by the collector.
+    #[command(subcommand)]
+    Svc(SvcCmd),
     /// Convert configuration written for other tools into a Tenet policy folder.
     #[command(subcommand)]
     Import(Import),
@@ -62,6 +65,31 @@ pub struct RegisterArgs {
     /// A PEM CA certificate to trust for the collector (recorded in the configuration).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `tenet svc ...`
+#[derive(Debug, Subcommand)]
+pub enum SvcCmd {
+    /// Write the configuration the collector holds for SVC (rendered from a form) to
+    /// `<root>/etc/tenet/services/SVC.conf` (or --output), atomically; an identical file is
+    /// left untouched. The node must host SVC (`services` in its configuration).
+    Pull(SvcPullArgs),
+}
+
+/// `tenet svc pull`
+#[derive(Debug, Clone, Args)]
+pub struct SvcPullArgs {
+    /// The service.
+    pub service: String,
+    /// Root prefix of the managed system.
+    #[arg(long, env = "TENET_ROOT", default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Write here instead of `<root>/etc/tenet/services/SVC.conf`.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,

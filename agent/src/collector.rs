@@ -232,6 +232,22 @@ impl CollectorClient {
         self.json(resp)
     }
 
+    /// `GET /api/v1/services/{svc}/config`: the configuration text and its SHA-256.
+    pub fn service_config(&self, service: &str) -> Result<(String, String), CallError> {
+        let path = format!("/api/v1/services/{}/config", url_segment(service));
+        let resp = self.send(self.request(reqwest::Method::GET, &path))?;
+        let etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_default();
+        let text = resp
+            .text()
+            .map_err(|e| CallError::Unreachable(format!("reading the configuration: {e}")))?;
+        Ok((text, etag))
+    }
+
     /// Attaches (`attach`) or detaches a moduleset or ruleset (`kind` = `modulesets` or
     /// `rulesets`) to this node.
     pub fn attachment(

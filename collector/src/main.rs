@@ -36,6 +36,10 @@ enum Command {
         /// PEM private key of --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// An extra template directory for forms (its templates replace shipped ones of the
+        /// same name).
+        #[arg(long, env = "TENET_TEMPLATE_DIR", value_name = "DIR")]
+        template_dir: Option<PathBuf>,
     },
     /// Import a policy (OpenSVC export JSON, Tenet TOML file or folder) into the database, all
     /// or nothing. Objects are merged by name: a new name is added, an existing name is
@@ -127,8 +131,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             db,
             tls_cert,
             tls_key,
+            template_dir,
         } => {
             let store = open(&db)?;
+            let templates = match &template_dir {
+                None => tenet_templates::Library::shared_builtin(),
+                Some(dir) => {
+                    let lib = tenet_templates::Library::load(std::slice::from_ref(dir))
+                        .with_context(|| format!("loading templates from {}", dir.display()))?;
+                    for p in lib.problems() {
+                        tracing::warn!("template problem: {p}");
+                    }
+                    Arc::new(lib)
+                }
+            };
             let tls = match (tls_cert, tls_key) {
                 (Some(c), Some(k)) => Some(tenet_collector::api::tls_config(&c, &k)?),
                 _ => None,
@@ -143,7 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // On stdout, so scripts and tests started with port 0 learn the port.
                 println!("tenet-collector listening on {scheme}://{addr}");
                 tracing::info!("listening on {scheme}://{addr}, database {}", db.display());
-                let state = tenet_collector::api::AppState::new(store);
+                let state = tenet_collector::api::AppState::new(store).with_templates(templates);
                 let app = tenet_collector::api::router(state);
                 tenet_collector::api::serve(listener, app, tls, shutdown_signal()).await?;
                 tracing::info!("stopped");

@@ -980,3 +980,81 @@ fn service_runs_use_the_service_attachments_and_are_reported_per_service() {
         run.describe()
     );
 }
+
+#[test]
+fn forms_render_a_service_configuration_that_its_nodes_pull() {
+    let dir = tempdir();
+    let (server, token) = collector(dir.path());
+    let admin = server.client().admin(&token);
+    let spd = tenet_tests::spd_fixtures();
+    let inputs: Value = serde_json::from_str(
+        &std::fs::read_to_string(spd.join("service-form.inputs.json")).unwrap(),
+    )
+    .unwrap();
+    let expected = std::fs::read(spd.join("service-form.expected.conf")).unwrap();
+
+    // Bad inputs are refused, naming the input, and nothing is stored.
+    let mut bad = inputs.clone();
+    bad["npods"] = json!(31);
+    let a = admin
+        .post("/api/v1/forms/spd-service", &json!({"inputs": bad}))
+        .expect(400);
+    assert!(
+        a.body.contains("npods") || a.body.contains("divisible"),
+        "{}",
+        a.body
+    );
+    admin
+        .post("/api/v1/forms/no-such-form", &json!({"inputs": {}}))
+        .expect(404);
+
+    let a = admin
+        .post("/api/v1/forms/spd-service", &json!({"inputs": inputs}))
+        .expect(201)
+        .json();
+    let svc = a["service"].as_str().unwrap().to_string();
+    use sha2::Digest as _;
+    assert_eq!(a["sha256"], hex::encode(sha2::Sha256::digest(&expected)));
+    let served = admin
+        .get(&format!("/api/v1/services/{svc}/config"))
+        .expect(200);
+    assert_eq!(served.body.as_bytes(), expected.as_slice());
+
+    // A node hosting the service pulls it, byte for byte; a second pull changes nothing.
+    let node = Node::new(dir.path(), "node1", TestRoot::builder().build());
+    write(&node.config, format!("services = [\"{svc}\"]\n"));
+    node.register(&server.url, &token);
+    node.pushasset().assert_code(0);
+    let pull = || {
+        node.tenet(["svc", "pull", &svc, "--format", "json", "--root"])
+            .arg(node.root.path())
+            .run()
+    };
+    let first = pull();
+    first.assert_code(0);
+    assert_eq!(first.json()["changed"], true);
+    let path = node
+        .root
+        .under_root(&format!("/etc/tenet/services/{svc}.conf"));
+    assert_eq!(std::fs::read(&path).unwrap(), expected);
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let second = pull();
+    second.assert_code(0);
+    assert_eq!(second.json()["changed"], false);
+    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+
+    // A node that does not host it is refused.
+    let other = Node::new(dir.path(), "node2", TestRoot::builder().build());
+    other.register(&server.url, &token);
+    other.pushasset().assert_code(0);
+    let run = other
+        .tenet(["svc", "pull", &svc, "--root"])
+        .arg(other.root.path())
+        .run();
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("does not host service"),
+        "{}",
+        run.describe()
+    );
+}

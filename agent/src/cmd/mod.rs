@@ -17,6 +17,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compliance(c) => compliance::run(c, config),
         Command::Register(r) => register::register(&r, config),
         Command::Pushasset(p) => register::pushasset(&p, config),
+        Command::Svc(crate::cli::SvcCmd::Pull(p)) => register::svc_pull(&p, config),
         Command::Object(o) => object::run(&o),
         Command::Import(i) => import::run(i),
         Command::Template(t) => template::run(t),

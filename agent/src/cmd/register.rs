@@ -7,7 +7,7 @@ use anyhow::Context;
 use tenet_modules::Host;
 use tenet_rulesets::api::FactsUpdate;
 
-use crate::cli::{Format, PushassetArgs, RegisterArgs};
+use crate::cli::{Format, PushassetArgs, RegisterArgs, SvcPullArgs};
 use crate::collector::{AgentState, CallError, CollectorClient};
 use crate::config::write_private;
 
@@ -127,6 +127,63 @@ pub fn pushasset(a: &PushassetArgs, config: Option<&Path>) -> anyhow::Result<Exi
             update.facts.packages.len(),
             flush.delivered,
             flush.waiting
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tenet svc pull SVC`: the collector's configuration of SVC, written atomically; a file
+/// already identical is not rewritten (its mtime stays).
+pub fn svc_pull(a: &SvcPullArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let cfg = match node_config(config, &a.root)
+        .and_then(|c| crate::collector::require_registered(&c).map(|_| c))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tenet: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if a.service.is_empty() || a.service.contains('/') || a.service.starts_with('.') {
+        eprintln!("tenet: {:?} is not a service name", a.service);
+        return Ok(ExitCode::from(2));
+    }
+    let client = CollectorClient::for_node(&cfg)?;
+    let (text, sha) = match client.service_config(&a.service) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("tenet: svc pull {}: {e}", a.service);
+            return Ok(ExitCode::from(match e {
+                CallError::Unreachable(_) => 1,
+                CallError::Refused { .. } => 2,
+            }));
+        }
+    };
+    let path = match &a.output {
+        Some(p) => p.clone(),
+        None => a
+            .root
+            .join("etc/tenet/services")
+            .join(format!("{}.conf", a.service)),
+    };
+    let unchanged = std::fs::read(&path).is_ok_and(|old| old == text.as_bytes());
+    if !unchanged {
+        write_private(&path, text.as_bytes(), 0o644)?;
+    }
+    match a.format {
+        Format::Json => outln!(
+            "{}",
+            serde_json::json!({
+                "service": a.service, "path": path, "sha256": sha, "bytes": text.len(),
+                "changed": !unchanged,
+            })
+        ),
+        Format::Text => outln!(
+            "{}: {} ({} bytes, sha256 {})",
+            path.display(),
+            if unchanged { "unchanged" } else { "written" },
+            text.len(),
+            &sha[..sha.len().min(12)]
         ),
     }
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 //! one in `collector/API.md`.
 
 mod admin;
+mod forms;
 mod metrics;
 mod node;
 
@@ -40,16 +41,25 @@ pub struct AppState {
     pub policies: Arc<Policies>,
     /// Request counters and latency histograms.
     pub metrics: Arc<Metrics>,
+    /// Templates and forms (shipped, plus `serve --template-dir`).
+    pub templates: Arc<tenet_templates::Library>,
 }
 
 impl AppState {
-    /// State over a store.
+    /// State over a store, with the shipped templates.
     pub fn new(store: Arc<dyn Store>) -> Self {
         AppState {
             policies: Arc::new(Policies::new(store.clone())),
             store,
             metrics: Arc::new(Metrics::default()),
+            templates: tenet_templates::Library::shared_builtin(),
         }
+    }
+
+    /// Uses this template library (shipped templates plus an extra directory).
+    pub fn with_templates(mut self, templates: Arc<tenet_templates::Library>) -> Self {
+        self.templates = templates;
+        self
     }
 }
 
@@ -75,6 +85,9 @@ pub fn router(state: AppState) -> Router {
             "/services/{svc}/attachments",
             get(admin::service_attachments),
         )
+        .route("/services/{svc}/config", get(forms::service_config))
+        .route("/forms", get(forms::list_forms))
+        .route("/forms/{name}", post(forms::render_form))
         .route(
             "/services/{svc}/{kind}/{name}",
             post(admin::service_attach).delete(admin::service_detach),

@@ -153,6 +153,23 @@ pub struct RunSummary {
     pub summary: tenet_rulesets::api::Summary,
 }
 
+/// A service configuration rendered from a form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceConfig {
+    /// The service.
+    pub service: String,
+    /// The form (template) it was rendered from.
+    pub form: String,
+    /// The inputs it was rendered with, as given.
+    pub inputs: serde_json::Value,
+    /// The configuration text.
+    pub config: String,
+    /// Hex SHA-256 of `config`.
+    pub sha256: String,
+    /// When it was rendered (`YYYY-MM-DD HH:MM:SS`, UTC).
+    pub updated_at: String,
+}
+
 /// Figures for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Gauges {
@@ -220,6 +237,12 @@ pub trait Store: Send + Sync + 'static {
     fn run_count(&self, node_id: &str) -> Result<u64>;
     /// A node's latest runs (history), newest first.
     fn runs(&self, node_id: &str, limit: u32) -> Result<Vec<RunSummary>>;
+
+    /// Stores the configuration rendered for a service (creating the service if needed),
+    /// replacing the previous one, with an audit entry.
+    fn put_service_config(&self, config: &ServiceConfig, actor: &str) -> Result<()>;
+    /// The configuration of a service, if one was rendered.
+    fn service_config(&self, service: &str) -> Result<Option<ServiceConfig>>;
 
     /// Keeps a copy of a served policy, by hash (idempotent).
     fn save_policy_snapshot(&self, hash: &str, policy_json: &str) -> Result<()>;

@@ -23,15 +23,16 @@ use tenet_rulesets::{
 
 use super::{
     AttachKind, Attachments, AuditEntry, BundleEdit, EditOutcome, Gauges, NodeAuth, NodeSummary,
-    RunSummary, Store, Target, now_text,
+    RunSummary, ServiceConfig, Store, Target, now_text,
 };
 use crate::error::{Error, Result};
 
 /// Schema migrations, applied in order; each runs once, in its own transaction, and is
 /// recorded in `schema_migrations`. Never edit a released entry: append a new one.
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('policy_generation', '0');
 
@@ -232,7 +233,21 @@ CREATE TABLE audit_log (
     detail TEXT NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE service_configs (
+    service_id INTEGER PRIMARY KEY REFERENCES services(id) ON DELETE CASCADE,
+    form TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    config TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"#,
+    ),
+];
 
 /// The latest schema version.
 pub fn schema_version() -> i64 {
@@ -1458,6 +1473,59 @@ impl Store for SqliteStore {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn put_service_config(&self, config: &ServiceConfig, actor: &str) -> Result<()> {
+        let (c, actor) = (config.clone(), actor.to_string());
+        self.write(move |conn| {
+            let sid = service_id(conn, &c.service, true)?.expect("created above");
+            conn.prepare_cached(
+                "INSERT INTO service_configs (service_id, form, inputs, config, sha256, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (service_id) DO UPDATE SET form = excluded.form, inputs = excluded.inputs,
+                   config = excluded.config, sha256 = excluded.sha256, updated_at = excluded.updated_at",
+            )?
+            .execute(params![sid, c.form, c.inputs.to_string(), c.config, c.sha256, c.updated_at])?;
+            audit(
+                conn,
+                &actor,
+                "service.config",
+                &format!("service {}", c.service),
+                &format!("form {} sha256 {}", c.form, c.sha256),
+            )
+        })
+    }
+
+    fn service_config(&self, service: &str) -> Result<Option<ServiceConfig>> {
+        self.read(|c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT sc.form, sc.inputs, sc.config, sc.sha256, sc.updated_at
+                     FROM service_configs sc JOIN services s ON s.id = sc.service_id WHERE s.name = ?1",
+                )?
+                .query_row([service], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
+                .optional()?;
+            row.map(|(form, inputs, config, sha256, updated_at)| {
+                Ok(ServiceConfig {
+                    service: service.to_string(),
+                    form,
+                    inputs: serde_json::from_str(&inputs)
+                        .map_err(|e| corrupt("service config inputs", e))?,
+                    config,
+                    sha256,
+                    updated_at,
+                })
+            })
+            .transpose()
         })
     }
 

@@ -1,0 +1,175 @@
+//! Forms: render a service configuration from a template and typed inputs (the same
+//! `tenet-templates` code as `tenet template render`), store it, serve it to the service's
+//! nodes.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tenet_templates::{ErrorKind, FormOptions};
+
+use super::{Admin, ApiError, AppState, Caller, blocking};
+use crate::store::{ServiceConfig, now_text};
+
+/// `POST /api/v1/forms/{name}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormRequest {
+    /// The form's inputs (an object), checked against its `form.toml`.
+    inputs: serde_json::Map<String, serde_json::Value>,
+    /// The service to store the configuration for. Forms that name their service (a `service`
+    /// key in `form.toml`) derive it from the inputs; giving it too must agree.
+    #[serde(default)]
+    service: Option<String>,
+    /// Apply the defaults of mandatory inputs not given (what a form UI pre-fills).
+    #[serde(default)]
+    defaults: bool,
+}
+
+fn template_error(e: tenet_templates::Error) -> ApiError {
+    let status = match e.kind() {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::BadInput => StatusCode::BAD_REQUEST,
+        ErrorKind::Template | ErrorKind::Io => {
+            tracing::error!("{e}");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    ApiError::new(status, e.to_string())
+}
+
+fn valid_service_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && !s
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '/')
+}
+
+/// `GET /api/v1/forms` (admin): the forms and their inputs.
+pub async fn list_forms(State(state): State<AppState>, Admin(_): Admin) -> Response {
+    let forms: Vec<serde_json::Value> = state
+        .templates
+        .names()
+        .into_iter()
+        .filter_map(|n| {
+            let info = state.templates.info(&n)?;
+            let form = info.form.as_ref()?;
+            Some(serde_json::json!({
+                "name": n,
+                "inputs": form.inputs.iter().map(|i| serde_json::json!({
+                    "name": i.name, "type": format!("{:?}", i.kind).to_lowercase(),
+                    "mandatory": i.mandatory, "default": i.default, "label": i.label,
+                    "min": i.min, "max": i.max, "choices": i.choices,
+                })).collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    Json(forms).into_response()
+}
+
+/// `POST /api/v1/forms/{name}` (admin): renders the form and stores the result as the
+/// service's configuration. Bad inputs: 400 naming each one; nothing is stored.
+pub async fn render_form(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<FormRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let options = FormOptions {
+        use_defaults: req.defaults,
+    };
+    let rendered = state
+        .templates
+        .render_form(&name, &req.inputs, options)
+        .map_err(template_error)?;
+    let service = match (rendered.service, req.service) {
+        (Some(derived), Some(given)) if derived != given => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "service: {given:?} differs from the service the inputs name ({derived:?})"
+                ),
+            ));
+        }
+        (Some(s), _) | (None, Some(s)) => s,
+        (None, None) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("service: missing (form {name} does not name its service)"),
+            ));
+        }
+    };
+    if !valid_service_name(&service) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("service: {service:?} is not a valid service name"),
+        ));
+    }
+    let config = ServiceConfig {
+        service: service.clone(),
+        form: name.clone(),
+        inputs: serde_json::Value::Object(req.inputs),
+        sha256: hex::encode(Sha256::digest(rendered.text.as_bytes())),
+        config: rendered.text,
+        updated_at: now_text(),
+    };
+    let store = state.store.clone();
+    let actor = caller.actor();
+    let answer = serde_json::json!({
+        "service": service, "form": name, "sha256": config.sha256,
+        "bytes": config.config.len(), "updated_at": config.updated_at,
+    });
+    blocking(move || store.put_service_config(&config, &actor)).await?;
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// `GET /api/v1/services/{svc}/config`: the configuration text, for an admin or a node that
+/// hosts the service. `ETag` is its SHA-256.
+pub async fn service_config(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(svc): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    if let Caller::Node(n) = &caller {
+        let (id, s) = (n.id.clone(), svc.clone());
+        if !blocking(move || store.node_hosts_service(&id, &s)).await? {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "node {} does not host service {svc} (a node reports the services it hosts in its facts)",
+                    n.name
+                ),
+            ));
+        }
+    }
+    let store = state.store.clone();
+    let s = svc.clone();
+    let Some(cfg) = blocking(move || store.service_config(&s)).await? else {
+        return Err(crate::Error::not_found("service configuration", svc).into());
+    };
+    let mut resp = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        cfg.config,
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", cfg.sha256)) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&cfg.form) {
+        h.insert("x-tenet-form", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&cfg.updated_at) {
+        h.insert("x-tenet-updated", v);
+    }
+    Ok(resp)
+}
