@@ -972,10 +972,6 @@ fn change_attachment(
     attach: bool,
     actor: &str,
 ) -> Result<bool> {
-    let obj_table = match kind {
-        AttachKind::Moduleset => "modulesets",
-        AttachKind::Ruleset => "rulesets",
-    };
     let obj_id: Option<i64> = conn
         .prepare_cached(match kind {
             AttachKind::Moduleset => "SELECT id FROM modulesets WHERE name = ?1",
@@ -986,8 +982,7 @@ fn change_attachment(
     let Some(obj_id) = obj_id else {
         return Err(Error::not_found(kind.as_str(), name));
     };
-    let _ = obj_table;
-    let (changed, bump) = match target {
+    let changed = match target {
         Target::Node(node) => {
             node_exists(conn, node)?;
             let sql = match (kind, attach) {
@@ -1011,7 +1006,7 @@ fn change_attachment(
                 "UPDATE nodes SET attach_version = attach_version + 1 WHERE id = ?1",
             )?
             .execute([node])?;
-            (n > 0, ())
+            n > 0
         }
         Target::Service(svc) => {
             let Some(sid) = service_id(conn, svc, attach)? else {
@@ -1038,10 +1033,9 @@ fn change_attachment(
                 "UPDATE services SET attach_version = attach_version + 1 WHERE id = ?1",
             )?
             .execute([sid])?;
-            (n > 0, ())
+            n > 0
         }
     };
-    let _ = bump;
     if changed {
         let action = if attach { "attach" } else { "detach" };
         audit(
