@@ -2,8 +2,9 @@
 //!
 //! [`assert_class_contract`] takes a rule and a host whose root the caller prepared in a
 //! non-compliant state, and proves: check reports nok and writes nothing; fix reports ok and
-//! a check after it is ok; a second fix reports ok and changes nothing at all (no file
-//! rewritten, no mtime moved, no backup taken).
+//! a check after it is ok, both before [`Host::sync`] commits the staged writes and after; a
+//! second fix reports ok and changes nothing at all (no file rewritten, no mtime moved, no
+//! backup taken).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -167,6 +168,16 @@ pub fn assert_class_contract<C: Class>(host: &Host, watch: &[&Path], rule: Value
         "class {}: fix of {rule} should be ok; log: {log:#?}",
         C::NAME
     );
+    // Before the commit, the check reads the staged writes; after it, the files on disk.
+    let (again, log) = run_all(&rules, |r, l| r.check(host.view(), l));
+    assert_eq!(
+        again,
+        Status::Ok,
+        "class {}: check after fix of {rule}, before the commit, should be ok; log: {log:#?}",
+        C::NAME
+    );
+    host.sync()
+        .unwrap_or_else(|e| panic!("class {}: committing the fix of {rule}: {e}", C::NAME));
     let (again, log) = run_all(&rules, |r, l| r.check(host.view(), l));
     assert_eq!(
         again,
@@ -177,6 +188,12 @@ pub fn assert_class_contract<C: Class>(host: &Host, watch: &[&Path], rule: Value
 
     let settled = snap();
     let (second, log) = run_all(&rules, |r, l| r.fix(host, l));
+    host.sync().unwrap_or_else(|e| {
+        panic!(
+            "class {}: committing the second fix of {rule}: {e}",
+            C::NAME
+        )
+    });
     assert_eq!(
         second,
         Status::Ok,
@@ -200,8 +217,12 @@ pub fn check<C: Class>(host: &Host, rule: Value) -> (Status, Vec<String>) {
     run_all(&rules, |r, l| r.check(host.view(), l))
 }
 
-/// Runs fix of `rule` and returns its status and log lines (for negative cases).
+/// Runs fix of `rule`, commits its writes as the engine does, and returns its status and log
+/// lines (for negative cases); a failed commit is a panic.
 pub fn fix<C: Class>(host: &Host, rule: Value) -> (Status, Vec<String>) {
     let rules = load::<C>(&rule);
-    run_all(&rules, |r, l| r.fix(host, l))
+    let out = run_all(&rules, |r, l| r.fix(host, l));
+    host.sync()
+        .unwrap_or_else(|e| panic!("class {}: committing the fix of {rule}: {e}", C::NAME));
+    out
 }

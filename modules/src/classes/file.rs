@@ -110,6 +110,7 @@ impl Class for File {
     const ALIASES: &'static [&'static str] = &["files", "files.py", "file.py"];
     const DESCRIPTION: &'static str =
         "file content, mode and owner; or a directory, mode and owner (path ending with /)";
+    const STAGED_WRITES: bool = true;
 
     fn describe(rule: &FileRule) -> String {
         rule.path.clone()
