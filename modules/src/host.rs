@@ -377,7 +377,7 @@ impl Host {
             ),
         };
         let tmp = restaged.clone().unwrap_or_else(|| temp_path(parent, path));
-        let result = (|| -> io::Result<File> {
+        let result = (|| -> io::Result<()> {
             let mut f = if restaged.is_some() {
                 // Nobody sees a staged file but this host: rewriting it in place is safe. Not
                 // with O_TRUNC: ext4 (auto_da_alloc) writes out a file truncated to zero when it
@@ -413,17 +413,13 @@ impl Host {
                 )
                 .map_err(io::Error::from)?;
             }
-            f.set_permissions(fs::Permissions::from_mode(mode))?;
-            Ok(f)
+            f.set_permissions(fs::Permissions::from_mode(mode))
         })();
-        match result {
-            Ok(f) => drop(f),
-            Err(e) => {
-                // A failed rewrite leaves a torn temporary file: drop the staged write with it.
-                stage.unstage(path);
-                let _ = fs::remove_file(&tmp);
-                return Err(Error::io(path, e));
-            }
+        if let Err(e) = result {
+            // A failed rewrite leaves a torn temporary file: drop the staged write with it.
+            stage.unstage(path);
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(path, e));
         }
         let seq = match stage.pending.get(path) {
             Some(p) => p.seq,

@@ -18,3 +18,5 @@ mod script_modules;
 mod check_never_writes;
 // Acceptance 7: fix killed midway leaves every file old or new, never partial.
 mod atomic_fix;
+// Writes staged within a module: later rules see them, the commit leaves nothing temporary.
+mod staged_writes;
