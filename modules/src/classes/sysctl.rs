@@ -1221,4 +1221,18 @@ mod tests {
             format!("{HEADER}\nnet.ipv4.conf.eth0/100.rp_filter = 1\n")
         );
     }
+
+    proptest::proptest! {
+        /// `key_is` (used on every line of every conf file, without allocating) agrees with
+        /// `normalize_key`.
+        #[test]
+        fn key_is_agrees_with_normalize_key(
+            written in "[ -]?[a-z0-9]{0,3}([./][a-z0-9]{0,3}){0,3} ?",
+            other in "[a-z0-9]{0,3}([./][a-z0-9]{0,3}){0,3}",
+        ) {
+            let normalized = normalize_key(&written);
+            proptest::prop_assert!(key_is(&written, &normalized));
+            proptest::prop_assert_eq!(key_is(&written, &other), normalized == other);
+        }
+    }
 }
