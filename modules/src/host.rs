@@ -107,14 +107,20 @@ impl Stage {
     fn commit(&mut self) -> Result<()> {
         self.pending_by_dir.clear();
         let mut pending: Vec<(PathBuf, Pending)> = self.pending.drain().collect();
+        if pending.is_empty() && self.renamed_dirs.is_empty() {
+            return Ok(());
+        }
         pending.sort_by_key(|(_, p)| p.seq);
+        let started = std::time::Instant::now();
         let temps: Vec<&Path> = pending.iter().map(|(_, p)| p.tmp.as_path()).collect();
+        let files = temps.len();
         if let Err(e) = fsync_all(&temps) {
             for tmp in temps {
                 let _ = fs::remove_file(tmp);
             }
             return Err(e);
         }
+        let synced = started.elapsed();
         let mut first_error = None;
         for (target, p) in pending {
             match fs::rename(&p.tmp, &target) {
@@ -129,11 +135,20 @@ impl Stage {
                 }
             }
         }
+        let renamed = started.elapsed();
         let dirs = std::mem::take(&mut self.renamed_dirs);
         let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
         if let Err(e) = fsync_all(&dirs) {
             first_error.get_or_insert(e);
         }
+        tracing::debug!(
+            files,
+            dirs = dirs.len(),
+            fsync_files_ms = synced.as_millis() as u64,
+            rename_ms = (renamed - synced).as_millis() as u64,
+            fsync_dirs_ms = (started.elapsed() - renamed).as_millis() as u64,
+            "committed staged writes"
+        );
         first_error.map_or(Ok(()), Err)
     }
 
@@ -681,7 +696,9 @@ impl HostView {
             })
     }
 
-    /// Runs a command that only reads (package queries, ...), capturing its output.
+    /// Runs a command that only reads (package queries, ...), capturing its output. The command
+    /// sees the files on disk, not the writes still staged: a class whose check runs commands on
+    /// files it writes must not declare [`crate::class::Class::STAGED_WRITES`].
     pub fn run_query(&self, cmd: &mut Command) -> Result<Output> {
         tracing::debug!(?cmd, "run");
         cmd.output()
