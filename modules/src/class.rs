@@ -25,6 +25,13 @@ pub trait Class: 'static {
     const ALIASES: &'static [&'static str] = &[];
     /// One line for `--help` and docs.
     const DESCRIPTION: &'static str;
+    /// Whether the class reaches files only through the host's helpers that see staged
+    /// writes (`read`, `read_to_string`, `metadata`, `read_dir_names`, `write_atomic`,
+    /// `set_mode`, `set_owner`, `create_dir_all`, `write_kernel_file`): its fix may then run
+    /// while earlier writes of the module are still staged. Otherwise (the default: commands,
+    /// `std::fs`, links) the engine commits them before the class's fix, so that it sees and
+    /// acts on the files as the earlier rules left them, in order.
+    const STAGED_WRITES: bool = false;
 
     /// Splits a variable value into rules. Default: an object is one rule, an array holds one
     /// rule per element (OpenSVC's convention).
@@ -133,6 +140,14 @@ impl<C: Class> DynRule for Typed<C> {
         C::fixable(&self.0, host, log)
     }
     fn fix(&self, host: &Host, log: &mut Log) -> Status {
+        if !C::STAGED_WRITES
+            && let Err(e) = host.sync()
+        {
+            log.err(format!(
+                "committing the files written before this rule: {e}"
+            ));
+            return Status::Nok;
+        }
         match C::check(&self.0, host.view(), &mut Log::quiet()) {
             Status::Nok => C::fix(&self.0, host, log),
             already => already,

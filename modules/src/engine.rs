@@ -298,7 +298,19 @@ fn run_module(
     let mut actions = Vec::new();
     let mut step = |runner: &mut Box<dyn Runner>, a: &str| -> Status {
         let t = Instant::now();
-        let (status, exit_code, lines) = runner.run(a, host);
+        let (mut status, mut exit_code, mut lines) = runner.run(a, host);
+        if a == "fix" {
+            // Commit the staged writes before anything checks them: the check after fix then
+            // reports what is on disk, and a failed commit shows in this fix's log.
+            if let Err(e) = host.sync() {
+                lines.push(LogLine {
+                    stream: Stream::Err,
+                    text: format!("committing the written files: {e}"),
+                });
+                status = Status::Nok;
+                exit_code = status.exit_code();
+            }
+        }
         actions.push(ActionReport {
             action: a.to_string(),
             exit_code,
@@ -331,9 +343,10 @@ fn run_module(
             },
         }
     };
-    // The module's writes are durable before it is reported.
+    // The module's writes are committed and durable before it is reported (a no-op after the
+    // commit that follows its fix).
     if let Err(e) = host.sync() {
-        tracing::warn!(module = %planned.name, "syncing written directories: {e}");
+        tracing::warn!(module = %planned.name, "committing written files: {e}");
     }
     ModuleReport {
         module: planned.name.clone(),

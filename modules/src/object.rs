@@ -79,7 +79,7 @@ pub fn run_object(
         ));
     }
     if let Err(e) = host.sync() {
-        log.err(format!("syncing written directories: {e}"));
+        log.err(format!("committing the written files: {e}"));
         statuses.push(Status::Nok);
     }
     Status::merge_all(statuses)

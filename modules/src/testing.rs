@@ -2,10 +2,11 @@
 //!
 //! [`assert_class_contract`] takes a rule and a host whose root the caller prepared in a
 //! non-compliant state, and proves: check reports nok and writes nothing; fix reports ok and
-//! a check after it is ok; a second fix reports ok and changes nothing at all (no file
-//! rewritten, no mtime moved, no backup taken). [`assert_check_only_contract`] is its
-//! counterpart for check-only classes (`mount`). [`require_root`] gates privileged tests, and
-//! [`Netns`] gives tests a network namespace of their own (removed on drop).
+//! a check after it is ok, both before [`Host::sync`] commits the staged writes and after; a
+//! second fix reports ok and changes nothing at all (no file rewritten, no mtime moved, no
+//! backup taken). [`assert_check_only_contract`] is its counterpart for check-only classes
+//! (`mount`). [`require_root`] gates privileged tests, and [`Netns`] gives tests a network
+//! namespace of their own (removed on drop).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -179,6 +180,16 @@ pub fn assert_class_contract_in<C: Class>(
         "class {}: fix of {rule} should be ok; log: {log:#?}",
         C::NAME
     );
+    // Before the commit, the check reads the staged writes; after it, the files on disk.
+    let (again, log) = run_all(&rules, |r, l| r.check(host.view(), l));
+    assert_eq!(
+        again,
+        Status::Ok,
+        "class {}: check after fix of {rule}, before the commit, should be ok; log: {log:#?}",
+        C::NAME
+    );
+    host.sync()
+        .unwrap_or_else(|e| panic!("class {}: committing the fix of {rule}: {e}", C::NAME));
     let (again, log) = run_all(&rules, |r, l| r.check(host.view(), l));
     assert_eq!(
         again,
@@ -189,6 +200,12 @@ pub fn assert_class_contract_in<C: Class>(
 
     let settled = snap();
     let (second, log) = run_all(&rules, |r, l| r.fix(host, l));
+    host.sync().unwrap_or_else(|e| {
+        panic!(
+            "class {}: committing the second fix of {rule}: {e}",
+            C::NAME
+        )
+    });
     assert_eq!(
         second,
         Status::Ok,
@@ -211,7 +228,8 @@ pub fn check<C: Class>(host: &Host, rule: Value) -> (Status, Vec<String>) {
     check_in::<C>(&RuleContext::default(), host, rule)
 }
 
-/// Runs fix of `rule` and returns its status and log lines (for negative cases).
+/// Runs fix of `rule`, commits its writes as the engine does, and returns its status and log
+/// lines (for negative cases); a failed commit is a panic.
 pub fn fix<C: Class>(host: &Host, rule: Value) -> (Status, Vec<String>) {
     fix_in::<C>(&RuleContext::default(), host, rule)
 }
@@ -225,7 +243,10 @@ pub fn check_in<C: Class>(ctx: &RuleContext, host: &Host, rule: Value) -> (Statu
 /// [`fix`] for a rule loaded in `ctx`.
 pub fn fix_in<C: Class>(ctx: &RuleContext, host: &Host, rule: Value) -> (Status, Vec<String>) {
     let rules = load::<C>(&rule, ctx);
-    run_all(&rules, |r, l| r.fix(host, l))
+    let out = run_all(&rules, |r, l| r.fix(host, l));
+    host.sync()
+        .unwrap_or_else(|e| panic!("class {}: committing the fix of {rule}: {e}", C::NAME));
+    out
 }
 
 /// Whether the tests run as root. When not: prints `SKIP <name>: needs root` and returns

@@ -27,3 +27,5 @@ mod platform;
 mod templated_files;
 // Issue 5 point 5: the TOML spdc-node bundle checks like the node export with its scripts.
 mod node_library;
+// Writes staged within a module: later rules see them, the commit leaves nothing temporary.
+mod staged_writes;

@@ -161,6 +161,8 @@ impl Class for File {
         "file content (text, URL or template; one file per item with foreach), mode and owner; \
          or a directory (path ending with /)";
 
+    const STAGED_WRITES: bool = true;
+
     fn rules_in(value: &Value, ctx: &RuleContext) -> Result<Vec<FileRule>, String> {
         let mut rules = Self::rules(value)?;
         for rule in &mut rules {

@@ -54,6 +54,7 @@ impl Class for FileProp {
     const ALIASES: &'static [&'static str] = &["fileprop.py"];
     const DESCRIPTION: &'static str =
         "a file or directory (path ending with /) exists with a mode and owner; content unmanaged";
+    const STAGED_WRITES: bool = true;
 
     fn describe(rule: &FilePropRule) -> String {
         rule.path.clone()

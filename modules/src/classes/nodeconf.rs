@@ -78,6 +78,7 @@ impl Class for NodeConf {
     const NAME: &'static str = "nodeconf";
     const ALIASES: &'static [&'static str] = &["nodeconf.py"];
     const DESCRIPTION: &'static str = "keys of the agent's node configuration (node.toml)";
+    const STAGED_WRITES: bool = true;
 
     fn rules(value: &Value) -> Result<Vec<NodeConfRule>, String> {
         let rules = match value {

@@ -95,6 +95,7 @@ impl Class for Sysctl {
     const ALIASES: &'static [&'static str] = &["sysctl.py"];
     const DESCRIPTION: &'static str =
         "kernel parameters: live value in /proc/sys and persisted value in sysctl.d";
+    const STAGED_WRITES: bool = true;
 
     fn rules(value: &Value) -> Result<Vec<SysctlRule>, String> {
         let mut out = Vec::new();
@@ -475,17 +476,45 @@ impl Assignment {
 
 /// Parses one configuration line into (dotted key, elements).
 fn parse_line(line: &str) -> Option<(String, Vec<String>)> {
+    let (k, v) = split_line(line)?;
+    Some((normalize_key(k), elements(v)))
+}
+
+/// Splits one configuration line into (key as written, value), without allocating: every
+/// check reads every configuration file, for each of its rules.
+fn split_line(line: &str) -> Option<(&str, &str)> {
     let t = line.trim();
     if t.is_empty() || t.starts_with('#') || t.starts_with(';') {
         return None;
     }
     let (k, v) = t.split_once('=')?;
     let k = k.trim();
-    let k = k.strip_prefix('-').unwrap_or(k).trim();
-    Some((
-        normalize_key(k),
-        v.split_whitespace().map(String::from).collect(),
-    ))
+    Some((k.strip_prefix('-').unwrap_or(k).trim(), v))
+}
+
+/// A value's whitespace-separated elements.
+fn elements(value: &str) -> Vec<String> {
+    value.split_whitespace().map(String::from).collect()
+}
+
+/// Whether a key as written designates the dotted `key` (what `normalize_key` would say,
+/// without allocating).
+fn key_is(written: &str, key: &str) -> bool {
+    let written = written.trim();
+    match written.find(['.', '/']) {
+        Some(i) if written.as_bytes()[i] == b'/' => {
+            written.len() == key.len()
+                && written.bytes().zip(key.bytes()).all(|(w, k)| {
+                    let w = match w {
+                        b'/' => b'.',
+                        b'.' => b'/',
+                        w => w,
+                    };
+                    w == k
+                })
+        }
+        _ => written == key,
+    }
 }
 
 /// The configuration files in application order: (as listed, resolved; `None` when masked
@@ -494,15 +523,13 @@ fn conf_files(host: &HostView) -> Result<Vec<(PathBuf, Option<PathBuf>)>, String
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
     for dir in CONF_DIRS {
         let real = host.path(dir).map_err(|e| e.to_string())?;
-        let rd = match std::fs::read_dir(&real) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => continue,
-            Err(e) => return Err(format!("{}: {e}", real.display())),
+        // Through the host, so that a conf file written by an earlier rule of the module and
+        // not yet committed is listed.
+        let Some(names) = host.read_dir_names(&real).map_err(|e| e.to_string())? else {
+            continue;
         };
-        for entry in rd {
-            let entry = entry.map_err(|e| format!("{}: {e}", real.display()))?;
-            let Ok(name) = entry.file_name().into_string() else {
+        for name in names {
+            let Ok(name) = name.into_string() else {
                 continue;
             };
             if name.len() > ".conf".len() && name.ends_with(".conf") && !name.starts_with('.') {
@@ -578,13 +605,13 @@ fn effective(host: &HostView, key: &str) -> Result<Option<Assignment>, String> {
             .map_err(|e| e.to_string())?
             .unwrap_or_default();
         for line in text.lines() {
-            if let Some((k, values)) = parse_line(line)
-                && k == key
+            if let Some((k, value)) = split_line(line)
+                && key_is(k, key)
             {
                 last = Some(Assignment {
                     file: file.clone(),
                     source: source.clone(),
-                    values,
+                    values: elements(value),
                 });
             }
         }
@@ -686,7 +713,7 @@ fn comment_out(host: &Host, key: &str, a: &Assignment, log: &mut Log) -> Result<
     let mut out = String::with_capacity(text.len() + 64);
     let mut count = 0;
     for line in text.split_inclusive('\n') {
-        if parse_line(line).is_some_and(|(k, _)| k == key) {
+        if split_line(line).is_some_and(|(k, _)| key_is(k, key)) {
             out.push_str(&format!("# tenet: moved to {TENET_CONF}: "));
             count += 1;
         }
@@ -1193,5 +1220,19 @@ mod tests {
             read(d.path(), TENET_CONF),
             format!("{HEADER}\nnet.ipv4.conf.eth0/100.rp_filter = 1\n")
         );
+    }
+
+    proptest::proptest! {
+        /// `key_is` (used on every line of every conf file, without allocating) agrees with
+        /// `normalize_key`.
+        #[test]
+        fn key_is_agrees_with_normalize_key(
+            written in "[ -]?[a-z0-9]{0,3}([./][a-z0-9]{0,3}){0,3} ?",
+            other in "[a-z0-9]{0,3}([./][a-z0-9]{0,3}){0,3}",
+        ) {
+            let normalized = normalize_key(&written);
+            proptest::prop_assert!(key_is(&written, &normalized));
+            proptest::prop_assert_eq!(key_is(&written, &other), normalized == other);
+        }
     }
 }

@@ -44,6 +44,7 @@ impl Class for Sysfs {
     const ALIASES: &'static [&'static str] = &["sysfs.py"];
     const DESCRIPTION: &'static str =
         "kernel attributes under /sys (bracketed selections such as transparent_hugepage)";
+    const STAGED_WRITES: bool = true;
 
     fn describe(rule: &SysfsRule) -> String {
         format!("{} = {}", rule.path, rule.value)
