@@ -1002,10 +1002,13 @@ fn change_attachment(
             let n = conn
                 .prepare_cached(sql)?
                 .execute(params![node, obj_id, now_text()])?;
-            conn.prepare_cached(
-                "UPDATE nodes SET attach_version = attach_version + 1 WHERE id = ?1",
-            )?
-            .execute([node])?;
+            // Only a real change invalidates the node's cached policy.
+            if n > 0 {
+                conn.prepare_cached(
+                    "UPDATE nodes SET attach_version = attach_version + 1 WHERE id = ?1",
+                )?
+                .execute([node])?;
+            }
             n > 0
         }
         Target::Service(svc) => {
@@ -1029,10 +1032,12 @@ fn change_attachment(
             let n = conn
                 .prepare_cached(sql)?
                 .execute(params![sid, obj_id, now_text()])?;
-            conn.prepare_cached(
-                "UPDATE services SET attach_version = attach_version + 1 WHERE id = ?1",
-            )?
-            .execute([sid])?;
+            if n > 0 {
+                conn.prepare_cached(
+                    "UPDATE services SET attach_version = attach_version + 1 WHERE id = ?1",
+                )?
+                .execute([sid])?;
+            }
             n > 0
         }
     };
