@@ -26,6 +26,7 @@ pub mod collector;
 pub mod config;
 pub mod facts;
 pub mod output;
+pub mod schedule;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
