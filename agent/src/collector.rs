@@ -175,7 +175,10 @@ impl CollectorClient {
         }
     }
 
-    pub(crate) fn json<T: for<'de> Deserialize<'de>>(&self, resp: Response) -> Result<T, CallError> {
+    pub(crate) fn json<T: for<'de> Deserialize<'de>>(
+        &self,
+        resp: Response,
+    ) -> Result<T, CallError> {
         resp.json()
             .map_err(|e| CallError::Unreachable(format!("unexpected answer: {e}")))
     }

@@ -38,15 +38,16 @@ pub fn explain(a: &ExplainArgs, config: Option<&Path>) -> anyhow::Result<ExitCod
     for e in &sched.invalid {
         eprintln!("tenet: warning: {e} (member dropped, the others apply)");
     }
-    let when = |what: &str, v: &Option<String>| -> Result<Option<jiff::civil::DateTime>, ExitCode> {
-        match v {
-            None => Ok(None),
-            Some(s) => parse_datetime(s).map(Some).ok_or_else(|| {
-                eprintln!("tenet: --{what} {s:?}: expected YYYY-MM-DD HH:MM[:SS]");
-                ExitCode::from(USAGE)
-            }),
-        }
-    };
+    let when =
+        |what: &str, v: &Option<String>| -> Result<Option<jiff::civil::DateTime>, ExitCode> {
+            match v {
+                None => Ok(None),
+                Some(s) => parse_datetime(s).map(Some).ok_or_else(|| {
+                    eprintln!("tenet: --{what} {s:?}: expected YYYY-MM-DD HH:MM[:SS]");
+                    ExitCode::from(USAGE)
+                }),
+            }
+        };
     let now = match when("now", &a.now) {
         Ok(Some(n)) => n,
         Ok(None) => jiff::Zoned::now().datetime(),
@@ -137,7 +138,11 @@ pub fn tasks(a: &TasksArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
         Format::Text => {
             if live {
-                outln!("daemon: running (pid {}, since {})", state.pid, state.started_at);
+                outln!(
+                    "daemon: running (pid {}, since {})",
+                    state.pid,
+                    state.started_at
+                );
             } else {
                 outln!("daemon: not running (state of {})", state.updated_at);
             }

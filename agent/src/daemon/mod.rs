@@ -234,11 +234,7 @@ impl Daemon {
             .node_id()
             .map(str::to_string)
             .unwrap_or_else(|| tenet_modules::Host::new(&opts.root).hostname().to_string());
-        let grace = match cfg
-            .table
-            .get("daemon")
-            .and_then(|t| t.get("grace_period"))
-        {
+        let grace = match cfg.table.get("daemon").and_then(|t| t.get("grace_period")) {
             None => Duration::from_secs(60),
             Some(v) => match v.as_integer() {
                 Some(s) if s >= 0 => Duration::from_secs(s as u64),
@@ -275,12 +271,21 @@ impl Daemon {
                 .unwrap_or("~00:00-06:00".into());
             let safe: String = svc
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             defs.push((
                 format!("compliance_auto@{svc}"),
                 expr,
-                sched_dir.join("services").join(safe).join("last_comp_check"),
+                sched_dir
+                    .join("services")
+                    .join(safe)
+                    .join("last_comp_check"),
                 Some(vec![
                     "compliance".into(),
                     "auto".into(),
@@ -498,7 +503,10 @@ impl Daemon {
                 e.started_at = Some(tasks::now_text());
             }
             if let Err(e) = self.journal.save() {
-                tracing::error!(action = aid, "cannot journal the action start, not running it: {e:#}");
+                tracing::error!(
+                    action = aid,
+                    "cannot journal the action start, not running it: {e:#}"
+                );
                 self.finish(
                     id,
                     Outcome {
@@ -552,7 +560,8 @@ impl Daemon {
         let tx = self.tx.clone();
         let (out, err) = (child.stdout.take(), child.stderr.take());
         tokio::spawn(async move {
-            let (stdout, stderr) = tokio::join!(pump(out, id, tx.clone()), pump(err, id, tx.clone()));
+            let (stdout, stderr) =
+                tokio::join!(pump(out, id, tx.clone()), pump(err, id, tx.clone()));
             let (code, error) = match child.wait().await {
                 Ok(st) => {
                     use std::os::unix::process::ExitStatusExt as _;
@@ -826,7 +835,9 @@ impl Daemon {
 
     fn on_acked(&mut self, asked: Vec<i64>, r: Result<Vec<i64>, String>) {
         match r {
-            Err(e) => tracing::warn!("acknowledging actions failed (retried at the next dequeue): {e}"),
+            Err(e) => {
+                tracing::warn!("acknowledging actions failed (retried at the next dequeue): {e}")
+            }
             Ok(acked) => {
                 for id in asked {
                     if acked.contains(&id) {
@@ -838,7 +849,10 @@ impl Daemon {
                         self.enqueue_action(id, &command);
                     } else {
                         // Cancelled meanwhile, or not ours any more.
-                        tracing::info!(action = id, "action not acknowledged by the collector (cancelled?): dropped");
+                        tracing::info!(
+                            action = id,
+                            "action not acknowledged by the collector (cancelled?): dropped"
+                        );
                         self.journal.actions.remove(&id);
                     }
                 }
@@ -894,7 +908,11 @@ impl Daemon {
         match r {
             Ok(()) => tracing::info!(action = id, "action result delivered"),
             Err(CallError::Refused { status, message }) => {
-                tracing::warn!(action = id, status, "the collector refused the action result: {message}")
+                tracing::warn!(
+                    action = id,
+                    status,
+                    "the collector refused the action result: {message}"
+                )
             }
             Err(e @ CallError::Unreachable(_)) => {
                 tracing::warn!(action = id, "action result not delivered, retrying: {e}");
@@ -1121,7 +1139,10 @@ async fn read_notification(sock: &mut tokio::net::TcpStream) -> Result<(), Strin
     if buf == NOTIFICATION {
         Ok(())
     } else {
-        Err(format!("unexpected message {:?}", String::from_utf8_lossy(&buf)))
+        Err(format!(
+            "unexpected message {:?}",
+            String::from_utf8_lossy(&buf)
+        ))
     }
 }
 
@@ -1142,7 +1163,9 @@ async fn listen(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Eve
                     tracing::info!(peer = %peer, "listener: dequeue_actions notification");
                     let _ = tx.send(Event::Notified);
                 }
-                Err(e) => tracing::warn!(peer = %peer, "listener: rejected a malformed notification: {e}"),
+                Err(e) => {
+                    tracing::warn!(peer = %peer, "listener: rejected a malformed notification: {e}")
+                }
             }
         });
     }
@@ -1158,28 +1181,27 @@ async fn serve_control(listener: tokio::net::UnixListener, tx: mpsc::UnboundedSe
             let (rd, mut wr) = sock.into_split();
             let mut line = String::new();
             let mut rd = BufReader::new(rd.take(64 * 1024));
-            let reply = match tokio::time::timeout(Duration::from_secs(5), rd.read_line(&mut line))
-                .await
-            {
-                Ok(Ok(_)) => match serde_json::from_str::<ControlRequest>(&line) {
-                    Ok(req) => {
-                        let (otx, orx) = oneshot::channel();
-                        let _ = tx.send(Event::Control(req, otx));
-                        orx.await.unwrap_or(ControlReply {
+            let reply =
+                match tokio::time::timeout(Duration::from_secs(5), rd.read_line(&mut line)).await {
+                    Ok(Ok(_)) => match serde_json::from_str::<ControlRequest>(&line) {
+                        Ok(req) => {
+                            let (otx, orx) = oneshot::channel();
+                            let _ = tx.send(Event::Control(req, otx));
+                            orx.await.unwrap_or(ControlReply {
+                                id: None,
+                                error: Some("the daemon is stopping".into()),
+                            })
+                        }
+                        Err(e) => ControlReply {
                             id: None,
-                            error: Some("the daemon is stopping".into()),
-                        })
-                    }
-                    Err(e) => ControlReply {
-                        id: None,
-                        error: Some(format!("bad request: {e}")),
+                            error: Some(format!("bad request: {e}")),
+                        },
                     },
-                },
-                _ => ControlReply {
-                    id: None,
-                    error: Some("no request".into()),
-                },
-            };
+                    _ => ControlReply {
+                        id: None,
+                        error: Some("no request".into()),
+                    },
+                };
             let mut out = serde_json::to_vec(&reply).unwrap_or_default();
             out.push(b'\n');
             let _ = wr.write_all(&out).await;
@@ -1202,9 +1224,12 @@ fn listener_addr(cfg: &NodeConfig) -> anyhow::Result<Option<SocketAddr>> {
         .get("listener_addr")
         .and_then(|v| v.as_str())
         .unwrap_or("0.0.0.0");
-    let ip: std::net::IpAddr = addr
-        .parse()
-        .with_context(|| format!("{}: listener_addr: {addr:?} is not an IP address", cfg.path.display()))?;
+    let ip: std::net::IpAddr = addr.parse().with_context(|| {
+        format!(
+            "{}: listener_addr: {addr:?} is not an IP address",
+            cfg.path.display()
+        )
+    })?;
     Ok(Some(SocketAddr::new(ip, cfg.listener_port())))
 }
 
@@ -1215,13 +1240,21 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(main_loop(opts))
+    // The blocking HTTP client owns a runtime of its own: it is made and dropped outside ours.
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut d = Daemon::new(opts, tx.clone())?;
+    let r = rt.block_on(main_loop(&mut d, tx, rx));
+    drop(rt);
+    drop(d);
+    r
 }
 
-async fn main_loop(opts: Options) -> anyhow::Result<()> {
+async fn main_loop(
+    d: &mut Daemon,
+    tx: mpsc::UnboundedSender<Event>,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut d = Daemon::new(opts, tx.clone())?;
     std::fs::create_dir_all(d.opts.var_dir.join("daemon"))
         .with_context(|| format!("creating {}", d.opts.var_dir.join("daemon").display()))?;
     if let Some(old) = StateFile::load(&state_path(&d.opts.var_dir)).ok().flatten()
@@ -1294,9 +1327,9 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
         let timer = Instant::now() + wake;
         let progress = d.progress_dirty;
         let retry = d.report_retry;
-        let stop = d.stop_deadline.map(|s| {
-            s + Duration::from_secs(5) * u32::from(d.kill_sent)
-        });
+        let stop = d
+            .stop_deadline
+            .map(|s| s + Duration::from_secs(5) * u32::from(d.kill_sent));
         tokio::select! {
             _ = tokio::time::sleep_until(timer), if d.stop_deadline.is_none() => d.on_timer(),
             Some(ev) = rx.recv() => match ev {
