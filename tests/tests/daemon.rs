@@ -616,3 +616,184 @@ fn schedule_explain_answers_in_json_and_names_the_bad_token() {
     never.assert_code(0);
     assert_eq!(never.json()["next"], Value::Null);
 }
+
+#[test]
+fn the_action_queue_api_offers_again_what_is_not_acknowledged_and_keeps_nodes_apart() {
+    let dir = tempdir();
+    let db = dir.path().join("collector.db");
+    let token = admin_token(&db);
+    let server =
+        CollectorProcess::start_with_options(&db, &["--ack-timeout", "1", "--notify-timeout", "1"]);
+    let admin = server.client().admin(&token);
+    let (id1, s1) = admin.register("n1");
+    let (id2, s2) = admin.register("n2");
+    let n1 = server.client().node(&id1, &s1);
+    let n2 = server.client().node(&id2, &s2);
+    let queue = |cmd: &str| -> i64 {
+        admin
+            .post("/api/v1/actions", &json!({"node": "n1", "command": cmd}))
+            .expect(201)
+            .json()["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let a = queue("pushasset");
+    let b = queue("compliance fix --moduleset=spdc.node");
+    let c = queue("compliance check");
+    let got = admin
+        .get(&format!("/api/v1/actions/{b}"))
+        .expect(200)
+        .json();
+    assert_eq!(got["command"], "compliance fix --moduleset spdc.node");
+    // The node never pushed facts: it cannot be notified; the actions wait (W) with the
+    // reason, for the node's poll.
+    wait_for(10, "the notification error", || {
+        let x = admin
+            .get(&format!("/api/v1/actions/{a}"))
+            .expect(200)
+            .json();
+        x["notify_error"].is_string().then_some(())
+    });
+    assert_eq!(
+        admin.get(&format!("/api/v1/actions/{a}")).json()["status"],
+        "W"
+    );
+    // Nodes may not queue, and see only their own actions.
+    n1.post(
+        "/api/v1/actions",
+        &json!({"node": "n1", "command": "pushasset"}),
+    )
+    .expect(403);
+    n2.call(
+        "POST",
+        &format!("/api/v1/nodes/{id1}/actions/dequeue"),
+        None,
+    )
+    .expect(403);
+    let none = n2
+        .call(
+            "POST",
+            &format!("/api/v1/nodes/{id2}/actions/dequeue"),
+            None,
+        )
+        .expect(200)
+        .json();
+    assert_eq!(none["actions"], json!([]));
+    // Cancel one before it is sent.
+    admin
+        .call("POST", &format!("/api/v1/actions/{c}/cancel"), None)
+        .expect(200);
+    // Dequeue: a and b are sent (S).
+    let sent = n1
+        .call(
+            "POST",
+            &format!("/api/v1/nodes/{id1}/actions/dequeue"),
+            None,
+        )
+        .expect(200)
+        .json();
+    let ids: Vec<i64> = sent["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![a, b]);
+    assert_eq!(
+        admin.get(&format!("/api/v1/actions/{a}")).json()["status"],
+        "S"
+    );
+    // Not acknowledged within the ack timeout: offered again.
+    let again = n1
+        .call(
+            "POST",
+            &format!("/api/v1/nodes/{id1}/actions/dequeue"),
+            None,
+        )
+        .expect(200)
+        .json();
+    assert_eq!(again["actions"], json!([]), "offered again too early");
+    std::thread::sleep(Duration::from_millis(2100));
+    let again = n1
+        .call(
+            "POST",
+            &format!("/api/v1/nodes/{id1}/actions/dequeue"),
+            None,
+        )
+        .expect(200)
+        .json();
+    assert_eq!(again["actions"].as_array().unwrap().len(), 2, "{again}");
+    assert_eq!(
+        admin.get(&format!("/api/v1/actions/{a}")).json()["sent_count"],
+        2
+    );
+    // Acknowledge a only: R. Another node cannot acknowledge it.
+    let acked = n2
+        .post(
+            &format!("/api/v1/nodes/{id2}/actions/ack"),
+            &json!({"ids": [a]}),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(acked["ids"], json!([]));
+    let acked = n1
+        .post(
+            &format!("/api/v1/nodes/{id1}/actions/ack"),
+            &json!({"ids": [a]}),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(acked["ids"], json!([a]));
+    // Running: no cancel any more.
+    admin
+        .call("POST", &format!("/api/v1/actions/{a}/cancel"), None)
+        .expect(409);
+    // The result: T, visible; the same result again is fine, another one is not.
+    let result = json!({"id": a, "ret": 0, "stdout": "pushed\n", "stderr": ""});
+    let done = n1
+        .post(&format!("/api/v1/nodes/{id1}/actions/result"), &result)
+        .expect(200)
+        .json();
+    assert_eq!(done["status"], "T");
+    n1.post(&format!("/api/v1/nodes/{id1}/actions/result"), &result)
+        .expect(200);
+    n1.post(
+        &format!("/api/v1/nodes/{id1}/actions/result"),
+        &json!({"id": a, "ret": 1, "stdout": "", "stderr": "x"}),
+    )
+    .expect(409);
+    n1.post(
+        &format!("/api/v1/nodes/{id1}/actions/result"),
+        &json!({"id": c, "ret": 0, "stdout": "", "stderr": ""}),
+    )
+    .expect(409);
+    // Listings by status, and the node's own view.
+    let list = admin
+        .get("/api/v1/actions?node=n1&status=T,C")
+        .expect(200)
+        .json();
+    let st: Vec<(i64, String)> = list["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["id"].as_i64().unwrap(),
+                x["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(st, vec![(c, "C".to_string()), (a, "T".to_string())]);
+    let own = n1
+        .get(&format!("/api/v1/nodes/{id1}/actions"))
+        .expect(200)
+        .json();
+    assert_eq!(own["actions"].as_array().unwrap().len(), 3);
+    admin.get("/api/v1/actions?status=X").expect(400);
+    // The audit log names who queued and cancelled.
+    let audit = admin.get("/api/v1/audit").expect(200).body;
+    assert!(
+        audit.contains("action.queue") && audit.contains("action.cancel"),
+        "{audit}"
+    );
+}
