@@ -78,13 +78,13 @@ impl NodeConfig {
                 self.path.display()
             );
         }
-        if let Some(url) = self.collector() {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                bail!(
-                    "{}: collector: {url:?} is not an http(s) URL",
-                    self.path.display()
-                );
-            }
+        if let Some(url) = self.collector()
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            bail!(
+                "{}: collector: {url:?} is not an http(s) URL",
+                self.path.display()
+            );
         }
         Ok(())
     }

@@ -159,7 +159,7 @@ fn facts(n: usize) -> NodeFacts {
     node.insert("team_responsible".to_string(), format!("team{}", n % 7));
     node.insert(
         "env".to_string(),
-        if n % 3 == 0 { "PRD" } else { "DEV" }.to_string(),
+        if n.is_multiple_of(3) { "PRD" } else { "DEV" }.to_string(),
     );
     node.insert("mem_bytes".to_string(), "34359738368".to_string());
     node.insert("cpu_threads".to_string(), "16".to_string());

@@ -979,7 +979,7 @@ fn change_attachment(
         return Err(Error::not_found(kind.as_str(), name));
     };
     let _ = obj_table;
-    let (changed, bump) = match target {
+    let (changed, ()) = match target {
         Target::Node(node) => {
             node_exists(conn, node)?;
             let sql = match (kind, attach) {
@@ -1033,7 +1033,6 @@ fn change_attachment(
             (n > 0, ())
         }
     };
-    let _ = bump;
     if changed {
         let action = if attach { "attach" } else { "detach" };
         audit(

@@ -230,7 +230,8 @@ pub fn result(conn: &Connection, node_id: &str, res: &ActionResult) -> Result<bo
     if n == 1 {
         return Ok(true);
     }
-    let found: Option<(String, Option<i32>, Option<String>, Option<String>)> = conn
+    type Recorded = (String, Option<i32>, Option<String>, Option<String>);
+    let found: Option<Recorded> = conn
         .prepare_cached(
             "SELECT status, ret, stdout, stderr FROM action_queue WHERE id = ?1 AND node_id = ?2",
         )?
