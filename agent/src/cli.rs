@@ -52,6 +52,9 @@ pub enum Command {
     /// notification from standard input and accept only `dequeue_actions` (for a
     /// socket-activated listener, see packaging/).
     DequeueActions(DequeueArgs),
+    /// Internal: one collector call for the daemon (JSON request on stdin, answer on stdout).
+    #[command(hide = true)]
+    DaemonCall,
 }
 
 /// `tenet schedule ...`

@@ -230,3 +230,20 @@ pub fn dequeue(a: &DequeueArgs, config: Option<&Path>) -> anyhow::Result<ExitCod
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `tenet daemon-call` (internal): one collector call for the daemon.
+pub fn daemon_call(config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    use crate::daemon::client::{CallReply, CallRequest, perform};
+    let mut input = String::new();
+    std::io::stdin()
+        .take(4 * 1024 * 1024)
+        .read_to_string(&mut input)?;
+    let req: CallRequest = serde_json::from_str(&input)?;
+    let cfg = NodeConfig::load(&config_path(config, Path::new("/")))?;
+    let reply = match crate::collector::CollectorClient::for_node(&cfg) {
+        Ok(client) => perform(&client, &req),
+        Err(e) => CallReply::Unreachable(format!("{e:#}")),
+    };
+    outln!("{}", serde_json::to_string(&reply)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -25,6 +25,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon(a) => daemon::daemon(&a, config),
         Command::Tasks(a) => daemon::tasks(&a, config),
         Command::DequeueActions(a) => daemon::dequeue(&a, config),
+        Command::DaemonCall => daemon::daemon_call(config),
         Command::Facts(f) => {
             let host = tenet_modules::Host::new(&f.root);
             let facts = crate::facts::gather(&host);

@@ -32,7 +32,6 @@ pub mod tasks;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -44,9 +43,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::collector::{CallError, CollectorClient};
+use crate::collector::CallError;
 use crate::config::NodeConfig;
 use crate::schedule::{Schedule, format_datetime, splay_fraction};
+use client::{CallReply, CallRequest};
 use journal::{Entry, Journal, Step};
 use tasks::{Origin, Planned, State, StateFile, Task};
 
@@ -159,7 +159,8 @@ struct Sched {
 struct Daemon {
     opts: Options,
     exe: PathBuf,
-    client: Option<Arc<CollectorClient>>,
+    /// Registered with a collector (actions, results).
+    registered: bool,
     tz: TimeZone,
     fraction: f64,
     scheds: Vec<Sched>,
@@ -172,6 +173,7 @@ struct Daemon {
     started_at: String,
     tx: mpsc::UnboundedSender<Event>,
     stop_deadline: Option<Instant>,
+    reports_deadline: Option<Instant>,
     kill_sent: u8,
     dirty: bool,
     progress_dirty: Option<Instant>,
@@ -220,15 +222,17 @@ impl Daemon {
 
     fn new(opts: Options, tx: mpsc::UnboundedSender<Event>) -> anyhow::Result<Daemon> {
         let cfg = NodeConfig::load(&opts.config)?;
-        let client = if cfg.collector().is_some() && cfg.node_id().is_some() {
-            Some(Arc::new(CollectorClient::for_node(&cfg)?))
+        let registered = cfg.collector().is_some() && cfg.node_id().is_some();
+        if registered {
+            // Fail now rather than at the first action when the secret is unreadable.
+            std::fs::metadata(cfg.secret_file())
+                .with_context(|| format!("the node secret {}", cfg.secret_file().display()))?;
         } else {
             tracing::warn!(
                 "{}: not registered with a collector: no queued actions, no results posted",
                 cfg.path.display()
             );
-            None
-        };
+        }
         let tz = TimeZone::system();
         let node = cfg
             .node_id()
@@ -294,7 +298,7 @@ impl Daemon {
                 ]),
             ));
         }
-        if client.is_some() {
+        if registered {
             defs.push((
                 "dequeue_actions".into(),
                 config_str(&cfg, "dequeue_actions", "schedule").unwrap_or("@10".into()),
@@ -329,7 +333,7 @@ impl Daemon {
         let exe = std::env::current_exe().context("locating the tenet binary")?;
         Ok(Daemon {
             exe,
-            client,
+            registered,
             tz,
             fraction: splay_fraction(&node),
             scheds,
@@ -342,6 +346,7 @@ impl Daemon {
             started_at: tasks::now_text(),
             tx,
             stop_deadline: None,
+            reports_deadline: None,
             kill_sent: 0,
             dirty: true,
             progress_dirty: None,
@@ -737,10 +742,7 @@ impl Daemon {
     // Actions
 
     fn request_dequeue(&mut self) {
-        let Some(client) = self.client.clone() else {
-            return;
-        };
-        if self.stop_deadline.is_some() {
+        if !self.registered || self.stop_deadline.is_some() {
             return;
         }
         if self.dequeue_busy {
@@ -749,8 +751,13 @@ impl Daemon {
         }
         self.dequeue_busy = true;
         let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = client.dequeue_actions().map_err(|e| e.to_string());
+        let call = self.call(CallRequest::Dequeue);
+        tokio::spawn(async move {
+            let r = match call.await {
+                Ok(CallReply::Dequeued(a)) => Ok(a),
+                Ok(other) => Err(other.error().map(|e| e.to_string()).unwrap_or_default()),
+                Err(e) => Err(e),
+            };
             let _ = tx.send(Event::Dequeued(r));
         });
     }
@@ -823,12 +830,14 @@ impl Daemon {
             self.dequeue_done();
             return;
         }
-        let Some(client) = self.client.clone() else {
-            return;
-        };
         let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = client.ack_actions(&to_ack).map_err(|e| e.to_string());
+        let call = self.call(CallRequest::Ack(to_ack.clone()));
+        tokio::spawn(async move {
+            let r = match call.await {
+                Ok(CallReply::Acked(ids)) => Ok(ids),
+                Ok(other) => Err(other.error().map(|e| e.to_string()).unwrap_or_default()),
+                Err(e) => Err(e),
+            };
             let _ = tx.send(Event::Acked(to_ack, r));
         });
     }
@@ -890,16 +899,21 @@ impl Daemon {
     }
 
     fn report(&mut self, result: ActionResult) {
-        let Some(client) = self.client.clone() else {
-            return;
-        };
-        if !self.reporting.insert(result.id) {
+        if !self.registered || !self.reporting.insert(result.id) {
             return;
         }
         let tx = self.tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = client.post_action_result(&result);
-            let _ = tx.send(Event::Reported(result.id, r));
+        let id = result.id;
+        let call = self.call(CallRequest::Result(result));
+        tokio::spawn(async move {
+            let r = match call.await {
+                Ok(CallReply::Recorded) => Ok(()),
+                Ok(other) => Err(other
+                    .error()
+                    .unwrap_or(CallError::Unreachable("unexpected answer".into()))),
+                Err(e) => Err(CallError::Unreachable(e)),
+            };
+            let _ = tx.send(Event::Reported(id, r));
         });
     }
 
@@ -973,6 +987,43 @@ impl Daemon {
             tracing::error!("{e:#}");
         }
         self.retry_reports();
+    }
+
+    /// A collector call, made by a `tenet daemon-call` child process (see
+    /// [`client::CallRequest`]).
+    fn call(
+        &self,
+        req: CallRequest,
+    ) -> impl std::future::Future<Output = Result<CallReply, String>> + Send + 'static {
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.arg("--config")
+            .arg(&self.opts.config)
+            .arg("daemon-call")
+            .env("TENET_DAEMON_PID", std::process::id().to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        // Spawned now, from the daemon's main thread (its parent-death signal follows us).
+        let child = cmd.spawn();
+        async move {
+            let mut child = child.map_err(|e| format!("cannot start tenet daemon-call: {e}"))?;
+            let mut input = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+            input.push(b'\n');
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(&input).await.map_err(|e| e.to_string())?;
+            }
+            let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+                .await
+                .map_err(|_| "collector call timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            serde_json::from_slice::<CallReply>(&out.stdout).map_err(|e| {
+                format!(
+                    "tenet daemon-call failed ({e}): {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            })
+        }
     }
 
     // -------------------------------------------------------------------------------------
@@ -1240,7 +1291,6 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    // The blocking HTTP client owns a runtime of its own: it is made and dropped outside ours.
     let (tx, rx) = mpsc::unbounded_channel();
     let mut d = Daemon::new(opts, tx.clone())?;
     let r = rt.block_on(main_loop(&mut d, tx, rx));
@@ -1313,8 +1363,19 @@ async fn main_loop(
         if d.dirty {
             d.flush();
         }
+        let mut reports_until = None;
         if d.stop_deadline.is_some() && d.running.is_none() {
-            break;
+            // Results being delivered get a few seconds; the rest goes at the next start.
+            if d.reporting.is_empty() {
+                break;
+            }
+            let until = *d
+                .reports_deadline
+                .get_or_insert_with(|| Instant::now() + Duration::from_secs(10));
+            if Instant::now() >= until {
+                break;
+            }
+            reports_until = Some(until);
         }
         let now = Timestamp::now();
         let wake = match d.next_due() {
@@ -1347,6 +1408,7 @@ async fn main_loop(
             _ = async { tokio::time::sleep_until(progress.unwrap_or_else(Instant::now)).await }, if progress.is_some() => d.flush(),
             _ = async { tokio::time::sleep_until(retry.unwrap_or_else(Instant::now)).await }, if retry.is_some() => d.retry_reports(),
             _ = async { tokio::time::sleep_until(stop.unwrap_or_else(Instant::now)).await }, if stop.is_some() && d.running.is_some() => d.kill_running(),
+            _ = async { tokio::time::sleep_until(reports_until.unwrap_or_else(Instant::now)).await }, if reports_until.is_some() => {}
             _ = sigterm.recv() => d.begin_stop(),
             _ = sigint.recv() => d.begin_stop(),
         }
