@@ -7,6 +7,7 @@
 //! returned `Ok` survives a crash or `kill -9`, and 50 concurrent result posts cost one fsync,
 //! not 50. Reads use a small pool of connections that never block the writer (WAL).
 
+#[path = "sqlite_actions.rs"]
 mod actions;
 
 use std::path::{Path, PathBuf};

@@ -33,9 +33,18 @@ CREATE INDEX action_queue_status ON action_queue(status);
 ALTER TABLE nodes ADD COLUMN address TEXT;
 "#;
 
-const COLUMNS: &str = "a.id, a.node_id, n.name, a.command, a.status, a.ret, a.stdout, a.stderr, \
-     a.queued_by, a.queued_at, a.notified_at, a.notify_error, a.sent_at, a.sent_count, \
-     a.acked_at, a.done_at";
+/// `SELECT <every action column> FROM action_queue a JOIN nodes n ... <tail>` (static text:
+/// values are always bound).
+macro_rules! select_actions {
+    ($tail:literal) => {
+        concat!(
+            "SELECT a.id, a.node_id, n.name, a.command, a.status, a.ret, a.stdout, a.stderr, ",
+            "a.queued_by, a.queued_at, a.notified_at, a.notify_error, a.sent_at, a.sent_count, ",
+            "a.acked_at, a.done_at FROM action_queue a JOIN nodes n ON n.id = a.node_id ",
+            $tail
+        )
+    };
+}
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Action> {
     Ok(Action {
@@ -61,9 +70,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Action> {
 /// One action.
 pub fn get(conn: &Connection, id: i64) -> Result<Option<Action>> {
     Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM action_queue a JOIN nodes n ON n.id = a.node_id WHERE a.id = ?1"
-        ))?
+        .prepare_cached(select_actions!("WHERE a.id = ?1"))?
         .query_row([id], row)
         .optional()?)
 }
@@ -86,35 +93,18 @@ pub fn queue(conn: &Connection, node_id: &str, command: &str, actor: &str) -> Re
     get(conn, id)?.ok_or_else(|| Error::Store(format!("action {id} vanished")))
 }
 
-/// Actions, newest first.
+/// Actions, newest first, of one node and/or in some statuses (letters of W N S R T C).
 pub fn list(
     conn: &Connection,
     node_id: Option<&str>,
     statuses: &[String],
     limit: u32,
 ) -> Result<Vec<Action>> {
-    let mut sql = format!("SELECT {COLUMNS} FROM action_queue a JOIN nodes n ON n.id = a.node_id");
-    let mut args: Vec<String> = Vec::new();
-    let mut clauses = Vec::new();
-    if let Some(n) = node_id {
-        args.push(n.to_string());
-        clauses.push(format!("a.node_id = ?{}", args.len()));
-    }
-    if !statuses.is_empty() {
-        let mut marks = Vec::new();
-        for s in statuses {
-            args.push(s.clone());
-            marks.push(format!("?{}", args.len()));
-        }
-        clauses.push(format!("a.status IN ({})", marks.join(", ")));
-    }
-    if !clauses.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&clauses.join(" AND "));
-    }
-    sql.push_str(&format!(" ORDER BY a.id DESC LIMIT {limit}"));
-    let mut st = conn.prepare(&sql)?;
-    let rows = st.query_map(rusqlite::params_from_iter(args.iter()), row)?;
+    let wanted: String = statuses.concat();
+    let mut st = conn.prepare_cached(select_actions!(
+        "WHERE (?1 IS NULL OR a.node_id = ?1) AND (?2 = '' OR ?2 LIKE '%' || a.status || '%') ORDER BY a.id DESC LIMIT ?3"
+    ))?;
+    let rows = st.query_map(params![node_id, wanted, limit], row)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
