@@ -43,6 +43,93 @@ pub enum Command {
     /// Render templates and forms (service configurations, templated files).
     #[command(subcommand)]
     Template(TemplateCmd),
+    /// Explain task schedules (the OpenSVC grammar).
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
+    /// Run scheduled tasks and collector-queued actions, one at a time, until SIGTERM.
+    Daemon(DaemonArgs),
+    /// List the daemon's tasks (queued, running, latest finished) and next scheduled runs,
+    /// or submit one.
+    Tasks(TasksArgs),
+    /// Ask the running daemon to dequeue collector actions now. With --stdin, first read a
+    /// notification from standard input and accept only `dequeue_actions` (for a
+    /// socket-activated listener, see packaging/).
+    DequeueActions(DequeueArgs),
+    /// Internal: one collector call for the daemon (JSON request on stdin, answer on stdout).
+    #[command(hide = true)]
+    DaemonCall,
+}
+
+/// `tenet schedule ...`
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCmd {
+    /// Say whether a task with schedule EXPR may run at NOW given its LAST run, why not, and
+    /// when it next may. An invalid expression exits 2, naming the bad token.
+    Explain(ExplainArgs),
+}
+
+/// `tenet schedule explain`
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// The schedule: `@1440`, `~02:00-06:00`, `00:00-06:00@60 mon-fri`, a JSON list, ...
+    #[arg(allow_hyphen_values = true)]
+    pub expr: String,
+    /// The time to evaluate at, `YYYY-MM-DD HH:MM[:SS]` (local; default: now).
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// The task's last run, `YYYY-MM-DD HH:MM[:SS]` (default: never ran).
+    #[arg(long, value_name = "TIME")]
+    pub last: Option<String>,
+    /// The node id whose `~` splay to use (default: this node's id, else its host name).
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Output format: JSON is `{"allowed", "reason", "next"}`.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `tenet daemon`
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// Root prefix given to the tasks.
+    #[arg(long, env = "TENET_ROOT", default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// Where the agent keeps its state (default: the configuration's var_dir, else
+    /// `<root>/var/lib/tenet`).
+    #[arg(long, env = "TENET_VAR_DIR", value_name = "DIR")]
+    pub var_dir: Option<PathBuf>,
+}
+
+/// `tenet tasks`
+#[derive(Debug, Clone, Args)]
+pub struct TasksArgs {
+    /// Queue this allow-listed command in the running daemon (`compliance check
+    /// --moduleset X`, `pushasset`, ...), origin `cli`.
+    #[arg(long, value_name = "COMMAND")]
+    pub submit: Option<String>,
+    /// Root prefix (locates the default var dir).
+    #[arg(long, env = "TENET_ROOT", default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// The agent's state directory.
+    #[arg(long, env = "TENET_VAR_DIR", value_name = "DIR")]
+    pub var_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `tenet dequeue-actions`
+#[derive(Debug, Clone, Args)]
+pub struct DequeueArgs {
+    /// Read the notification from standard input first (systemd `Accept=yes` socket).
+    #[arg(long)]
+    pub stdin: bool,
+    /// Root prefix (locates the default var dir).
+    #[arg(long, env = "TENET_ROOT", default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// The agent's state directory.
+    #[arg(long, env = "TENET_VAR_DIR", value_name = "DIR")]
+    pub var_dir: Option<PathBuf>,
 }
 
 /// `tenet register`

@@ -132,7 +132,7 @@ impl CollectorClient {
         }
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
         let rb = self.http.request(method, format!("{}{path}", self.base));
         match &self.credentials {
             Credentials::Node { id, secret } => rb.header(
@@ -146,7 +146,7 @@ impl CollectorClient {
         }
     }
 
-    fn send(&self, rb: RequestBuilder) -> Result<Response, CallError> {
+    pub(crate) fn send(&self, rb: RequestBuilder) -> Result<Response, CallError> {
         let resp = rb.send().map_err(|e| {
             // The full chain says why (connection refused, certificate unknown, ...).
             let mut msg = e.to_string();
@@ -175,7 +175,10 @@ impl CollectorClient {
         }
     }
 
-    fn json<T: for<'de> Deserialize<'de>>(&self, resp: Response) -> Result<T, CallError> {
+    pub(crate) fn json<T: for<'de> Deserialize<'de>>(
+        &self,
+        resp: Response,
+    ) -> Result<T, CallError> {
         resp.json()
             .map_err(|e| CallError::Unreachable(format!("unexpected answer: {e}")))
     }

@@ -24,8 +24,10 @@ pub mod cli;
 pub mod cmd;
 pub mod collector;
 pub mod config;
+pub mod daemon;
 pub mod facts;
 pub mod output;
+pub mod schedule;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -34,6 +36,17 @@ use clap::Parser;
 
 /// Runs the agent with these arguments (argv[0] included).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    // A task of `tenet daemon`: die with it, so no work goes on that nobody supervises or
+    // reports (the daemon reports an interrupted action as failed when it restarts).
+    if let Some(parent) = std::env::var("TENET_DAEMON_PID")
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    {
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+        if nix::unistd::getppid().as_raw() != parent {
+            anyhow::bail!("the tenet daemon (pid {parent}) that started this task is gone");
+        }
+    }
     // Called as `files.py PREFIX ACTION` (a compat alias): the OpenSVC object convention.
     if let Some(class) = args
         .first()

@@ -5,13 +5,28 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TENET_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // The daemon logs what it does (info); commands only warnings. TENET_LOG overrides;
+    // TENET_LOG_FORMAT=json writes one JSON object per line (journald, log shippers).
+    let mut args = std::env::args().skip(1);
+    let mut daemon = false;
+    while let Some(a) = args.next() {
+        if a == "--config" {
+            args.next();
+        } else if !a.starts_with('-') {
+            daemon = a == "daemon";
+            break;
+        }
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TENET_LOG")
+        .unwrap_or_else(|_| if daemon { "info" } else { "warn" }.into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("TENET_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
     match tenet_agent::run(std::env::args_os().collect()) {
         Ok(code) => code,
         Err(e) => {

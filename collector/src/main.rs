@@ -40,6 +40,13 @@ enum Command {
         /// same name).
         #[arg(long, env = "TENET_TEMPLATE_DIR", value_name = "DIR")]
         template_dir: Option<PathBuf>,
+        /// Seconds to keep trying to notify a node of queued actions (OpenSVC: 5).
+        #[arg(long, default_value_t = 5, value_name = "SECS")]
+        notify_timeout: u64,
+        /// Seconds a node may leave a dequeued action unacknowledged before it is offered
+        /// again (OpenSVC: 20).
+        #[arg(long, default_value_t = 20, value_name = "SECS")]
+        ack_timeout: u64,
     },
     /// Import a policy (OpenSVC export JSON, Tenet TOML file or folder) into the database, all
     /// or nothing. Objects are merged by name: a new name is added, an existing name is
@@ -132,6 +139,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tls_cert,
             tls_key,
             template_dir,
+            notify_timeout,
+            ack_timeout,
         } => {
             let store = open(&db)?;
             let templates = match &template_dir {
@@ -159,7 +168,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // On stdout, so scripts and tests started with port 0 learn the port.
                 println!("tenet-collector listening on {scheme}://{addr}");
                 tracing::info!("listening on {scheme}://{addr}, database {}", db.display());
-                let state = tenet_collector::api::AppState::new(store).with_templates(templates);
+                let state = tenet_collector::api::AppState::new(store)
+                    .with_templates(templates)
+                    .with_action_timing(tenet_collector::api::ActionTiming {
+                        notify_timeout: std::time::Duration::from_secs(notify_timeout),
+                        ack_timeout: std::time::Duration::from_secs(ack_timeout),
+                    });
+                // Actions queued before a restart and not yet notified.
+                state.actions.sweep();
                 let app = tenet_collector::api::router(state);
                 tenet_collector::api::serve(listener, app, tls, shutdown_signal()).await?;
                 tracing::info!("stopped");

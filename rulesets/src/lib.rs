@@ -17,6 +17,7 @@
 //! - Errors name the file, and the ruleset / variable / field at fault.
 //! - Resolution is deterministic: the same bundle and facts give the same [`Policy::hash`].
 
+pub mod action;
 pub mod api;
 pub mod env;
 pub mod error;

@@ -48,6 +48,11 @@ impl CollectorProcess {
         )
     }
 
+    /// Starts a collector on a free port with extra `serve` options.
+    pub fn start_with_options(db: &Path, extra: &[&str]) -> CollectorProcess {
+        Self::start_with(db, 0, extra)
+    }
+
     fn start_with(db: &Path, port: u16, extra: &[&str]) -> CollectorProcess {
         let log = db.with_extension(format!("serve-{}.log", std::process::id()));
         let stderr = std::fs::OpenOptions::new()

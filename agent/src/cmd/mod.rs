@@ -1,6 +1,7 @@
 //! One file per command group; [`dispatch`] routes the parsed command line.
 
 pub mod compliance;
+pub mod daemon;
 pub mod import;
 pub mod object;
 pub mod register;
@@ -21,6 +22,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Object(o) => object::run(&o),
         Command::Import(i) => import::run(i),
         Command::Template(t) => template::run(t),
+        Command::Schedule(crate::cli::ScheduleCmd::Explain(e)) => daemon::explain(&e, config),
+        Command::Daemon(a) => daemon::daemon(&a, config),
+        Command::Tasks(a) => daemon::tasks(&a, config),
+        Command::DequeueActions(a) => daemon::dequeue(&a, config),
+        Command::DaemonCall => daemon::daemon_call(config),
         Command::Facts(f) => {
             let host = tenet_modules::Host::new(&f.root);
             let facts = crate::facts::gather(&host);

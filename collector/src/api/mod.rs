@@ -2,6 +2,7 @@
 //! listener the caller bound, until a shutdown future resolves. Endpoints are documented one by
 //! one in `collector/API.md`.
 
+mod actions;
 mod admin;
 mod forms;
 mod metrics;
@@ -24,6 +25,7 @@ use crate::error::Error;
 use crate::policy::Policies;
 use crate::store::{NodeAuth, Store};
 
+pub use actions::{ActionTiming, NOTIFICATION, Notifier};
 pub use admin::{merge, parse_import};
 pub use metrics::Metrics;
 
@@ -43,6 +45,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Templates and forms (shipped, plus `serve --template-dir`).
     pub templates: Arc<tenet_templates::Library>,
+    /// Notifies nodes of their queued actions.
+    pub actions: Arc<Notifier>,
 }
 
 impl AppState {
@@ -50,6 +54,7 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>) -> Self {
         AppState {
             policies: Arc::new(Policies::new(store.clone())),
+            actions: Arc::new(Notifier::new(store.clone(), ActionTiming::default())),
             store,
             metrics: Arc::new(Metrics::default()),
             templates: tenet_templates::Library::shared_builtin(),
@@ -59,6 +64,12 @@ impl AppState {
     /// Uses this template library (shipped templates plus an extra directory).
     pub fn with_templates(mut self, templates: Arc<tenet_templates::Library>) -> Self {
         self.templates = templates;
+        self
+    }
+
+    /// The same, with these notification and re-offer delays for queued actions.
+    pub fn with_action_timing(mut self, timing: ActionTiming) -> Self {
+        self.actions = Arc::new(Notifier::new(self.store.clone(), timing));
         self
     }
 }
@@ -145,6 +156,13 @@ pub fn router(state: AppState) -> Router {
             "/import",
             post(admin::import).layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT)),
         )
+        .route("/actions", get(actions::list).post(actions::queue))
+        .route("/actions/{id}", get(actions::get_one))
+        .route("/actions/{id}/cancel", post(actions::cancel))
+        .route("/nodes/{node}/actions", get(actions::node_actions))
+        .route("/nodes/{node}/actions/dequeue", post(actions::dequeue))
+        .route("/nodes/{node}/actions/ack", post(actions::ack))
+        .route("/nodes/{node}/actions/result", post(actions::result))
         .route("/policies/{hash}", get(admin::policy_snapshot))
         .route("/audit", get(admin::audit_log));
     Router::new()
@@ -212,9 +230,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     match tls {
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            // The peer address is recorded (a node is notified where it pushed facts from).
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
         }
         Some(config) => serve_tls(listener, app, config, shutdown).await,
     }
@@ -245,7 +267,10 @@ async fn serve_tls(
                     }
                 };
                 let acceptor = acceptor.clone();
-                let service = TowerToHyperService::new(app.clone());
+                let service = TowerToHyperService::new(
+                    app.clone()
+                        .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+                );
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {

@@ -41,6 +41,7 @@ pub async fn get_node(
 pub async fn put_facts(
     State(state): State<AppState>,
     caller: Caller,
+    peer: super::actions::Peer,
     Path(node): Path<String>,
     body: Result<Json<FactsUpdate>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
@@ -64,7 +65,12 @@ pub async fn put_facts(
             &hash,
             update.listener_port,
             &update.services,
-        )
+        )?;
+        // Where the collector notifies the node of queued actions.
+        match peer.0 {
+            Some(ip) => store.set_node_address(&node.id, &ip.to_string()),
+            None => Ok(()),
+        }
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -11,6 +11,7 @@
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
+use tenet_rulesets::action::{Action, ActionResult, DequeuedAction};
 use tenet_rulesets::api::{ModuleStatus, RunResults};
 use tenet_rulesets::{Bundle, NodeFacts};
 
@@ -253,6 +254,49 @@ pub trait Store: Send + Sync + 'static {
     fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>>;
     /// Figures for `/metrics`.
     fn gauges(&self) -> Result<Gauges>;
+
+    // Collector-queued actions (see `tenet_rulesets::action` for the statuses).
+
+    /// Queues an allow-listed command for a node (status W), with an audit entry.
+    fn queue_action(&self, node_id: &str, command: &str, actor: &str) -> Result<Action>;
+    /// One action.
+    fn action(&self, id: i64) -> Result<Option<Action>>;
+    /// Actions, newest first, of one node and/or in some statuses.
+    fn list_actions(
+        &self,
+        node_id: Option<&str>,
+        statuses: &[String],
+        limit: u32,
+    ) -> Result<Vec<Action>>;
+    /// Where to notify a node, and its newest waiting action.
+    fn notify_target(&self, node_id: &str) -> Result<NotifyTarget>;
+    /// After notifying a node: its waiting actions up to `up_to` become N, or (on failure)
+    /// carry the error and stay W. Returns how many actions were concerned.
+    fn action_notified(&self, node_id: &str, up_to: i64, error: Option<&str>) -> Result<u64>;
+    /// Nodes with waiting (W) actions.
+    fn nodes_with_waiting_actions(&self) -> Result<Vec<String>>;
+    /// Sends a node its actions (W, N, and S sent before `resend_before`): they become S.
+    fn dequeue_actions(&self, node_id: &str, resend_before: &str) -> Result<Vec<DequeuedAction>>;
+    /// The node acknowledges actions it was sent: S → R. Returns those now running.
+    fn ack_actions(&self, node_id: &str, ids: &[i64]) -> Result<Vec<i64>>;
+    /// Records an action's result (→ T); `Ok(false)` when the same result was recorded before,
+    /// `Conflict` when it was cancelled or has another result.
+    fn action_result(&self, node_id: &str, result: &ActionResult) -> Result<bool>;
+    /// Cancels an action the node has not acknowledged (W, N, S → C); `Conflict` otherwise.
+    fn cancel_action(&self, id: i64, actor: &str) -> Result<Action>;
+    /// Records the address a node pushed its facts from (where it is notified).
+    fn set_node_address(&self, node_id: &str, address: &str) -> Result<()>;
+}
+
+/// Where to notify a node of queued actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyTarget {
+    /// The address it last pushed facts from, if it did.
+    pub address: Option<String>,
+    /// Its listener port (from its facts; default 1214).
+    pub port: u16,
+    /// Its newest waiting (W) action, if any.
+    pub max_waiting: Option<i64>,
 }
 
 /// Now, as the store writes times: `YYYY-MM-DD HH:MM:SS`, UTC.

@@ -7,6 +7,9 @@
 //! returned `Ok` survives a crash or `kill -9`, and 50 concurrent result posts cost one fsync,
 //! not 50. Reads use a small pool of connections that never block the writer (WAL).
 
+#[path = "sqlite_actions.rs"]
+mod actions;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 
@@ -23,9 +26,10 @@ use tenet_rulesets::{
 
 use super::{
     AttachKind, Attachments, AuditEntry, BundleEdit, EditOutcome, Gauges, NodeAuth, NodeSummary,
-    RunSummary, ServiceConfig, Store, Target, now_text,
+    NotifyTarget, RunSummary, ServiceConfig, Store, Target, now_text,
 };
 use crate::error::{Error, Result};
+use tenet_rulesets::action::{Action, ActionResult, DequeuedAction};
 
 /// Schema migrations, applied in order; each runs once, in its own transaction, and is
 /// recorded in `schema_migrations`. Never edit a released entry: append a new one.
@@ -247,6 +251,8 @@ CREATE TABLE service_configs (
 );
 "#,
     ),
+    // The action queue and node addresses (issue 4).
+    (3, actions::MIGRATION),
 ];
 
 /// The latest schema version.
@@ -1581,6 +1587,62 @@ impl Store for SqliteStore {
                 modules_nok: nok as u64,
             })
         })
+    }
+
+    fn queue_action(&self, node_id: &str, command: &str, actor: &str) -> Result<Action> {
+        let (n, c, a) = (node_id.to_string(), command.to_string(), actor.to_string());
+        self.write(move |conn| actions::queue(conn, &n, &c, &a))
+    }
+
+    fn action(&self, id: i64) -> Result<Option<Action>> {
+        self.read(|conn| actions::get(conn, id))
+    }
+
+    fn list_actions(
+        &self,
+        node_id: Option<&str>,
+        statuses: &[String],
+        limit: u32,
+    ) -> Result<Vec<Action>> {
+        self.read(|conn| actions::list(conn, node_id, statuses, limit))
+    }
+
+    fn notify_target(&self, node_id: &str) -> Result<NotifyTarget> {
+        self.read(|conn| actions::notify_target(conn, node_id))
+    }
+
+    fn action_notified(&self, node_id: &str, up_to: i64, error: Option<&str>) -> Result<u64> {
+        let (n, e) = (node_id.to_string(), error.map(str::to_string));
+        self.write(move |conn| actions::notified(conn, &n, up_to, e.as_deref()))
+    }
+
+    fn nodes_with_waiting_actions(&self) -> Result<Vec<String>> {
+        self.read(actions::nodes_waiting)
+    }
+
+    fn dequeue_actions(&self, node_id: &str, resend_before: &str) -> Result<Vec<DequeuedAction>> {
+        let (n, r) = (node_id.to_string(), resend_before.to_string());
+        self.write(move |conn| actions::dequeue(conn, &n, &r))
+    }
+
+    fn ack_actions(&self, node_id: &str, ids: &[i64]) -> Result<Vec<i64>> {
+        let (n, ids) = (node_id.to_string(), ids.to_vec());
+        self.write(move |conn| actions::ack(conn, &n, &ids))
+    }
+
+    fn action_result(&self, node_id: &str, result: &ActionResult) -> Result<bool> {
+        let (n, r) = (node_id.to_string(), result.clone());
+        self.write(move |conn| actions::result(conn, &n, &r))
+    }
+
+    fn cancel_action(&self, id: i64, actor: &str) -> Result<Action> {
+        let a = actor.to_string();
+        self.write(move |conn| actions::cancel(conn, id, &a))
+    }
+
+    fn set_node_address(&self, node_id: &str, address: &str) -> Result<()> {
+        let (n, a) = (node_id.to_string(), address.to_string());
+        self.write(move |conn| actions::set_address(conn, &n, &a))
     }
 }
 

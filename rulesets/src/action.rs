@@ -1,0 +1,341 @@
+//! Collector-queued actions: the allow-list of commands an admin may queue for a node, and
+//! the wire types of the action queue. The collector validates a command when it is queued;
+//! the agent validates it again before running it, with this same parser, so nothing but these
+//! commands ever runs from the queue.
+//!
+//! Allowed (OpenSVC's command text, without the `nodemgr` / `om node` head):
+//! ```text
+//! compliance check|fix|fixable|auto [--moduleset A[,B]] | [--module M[,N]] [--service SVC]
+//! pushasset
+//! ```
+//! Options take their value as the next word or after `=`; names are letters, digits and
+//! `. _ - , @ + : /`, never starting with `-`.
+//!
+//! Statuses, as OpenSVC's `action_queue.status`: `W` queued (waiting), `N` the node was
+//! notified, `S` sent to the node (dequeued, not yet acknowledged), `R` running (acknowledged),
+//! `T` terminated (`ret`, `stdout`, `stderr` set), `C` cancelled.
+
+use serde::{Deserialize, Serialize};
+
+/// A queued command that is not on the allow-list, or is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("command not allowed: {0}")]
+pub struct CommandError(pub String);
+
+/// `compliance <action>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComplianceAction {
+    /// check
+    Check,
+    /// fix
+    Fix,
+    /// fixable
+    Fixable,
+    /// auto
+    Auto,
+}
+
+impl ComplianceAction {
+    /// The word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComplianceAction::Check => "check",
+            ComplianceAction::Fix => "fix",
+            ComplianceAction::Fixable => "fixable",
+            ComplianceAction::Auto => "auto",
+        }
+    }
+}
+
+/// An allowed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionCommand {
+    /// `compliance <action> [--moduleset ..|--module ..] [--service ..]`
+    Compliance {
+        /// check, fix, fixable or auto.
+        action: ComplianceAction,
+        /// `--moduleset`.
+        moduleset: Option<String>,
+        /// `--module`.
+        module: Option<String>,
+        /// `--service`.
+        service: Option<String>,
+    },
+    /// `pushasset`
+    Pushasset,
+}
+
+fn valid_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 255
+        && !v.starts_with('-')
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-,@+:/".contains(c))
+}
+
+impl ActionCommand {
+    /// Parses a command against the allow-list.
+    pub fn parse(text: &str) -> Result<ActionCommand, CommandError> {
+        let err = |m: String| CommandError(m);
+        if text.len() > 1024 {
+            return Err(err("longer than 1024 bytes".into()));
+        }
+        let words: Vec<&str> = text.split_whitespace().collect();
+        match words.as_slice() {
+            [] => Err(err("empty command".into())),
+            ["pushasset"] => Ok(ActionCommand::Pushasset),
+            ["pushasset", rest @ ..] => Err(err(format!(
+                "pushasset takes no argument (got {:?})",
+                rest.join(" ")
+            ))),
+            ["compliance", action, rest @ ..] => {
+                let action = match *action {
+                    "check" => ComplianceAction::Check,
+                    "fix" => ComplianceAction::Fix,
+                    "fixable" => ComplianceAction::Fixable,
+                    "auto" => ComplianceAction::Auto,
+                    other => {
+                        return Err(err(format!(
+                            "compliance {other:?}: only check, fix, fixable and auto may be queued"
+                        )));
+                    }
+                };
+                let (mut moduleset, mut module, mut service) = (None, None, None);
+                let mut i = 0;
+                while i < rest.len() {
+                    let (opt, value) = match rest[i].split_once('=') {
+                        Some((o, v)) => (o, Some(v)),
+                        None => (rest[i], None),
+                    };
+                    let slot = match opt {
+                        "--moduleset" => &mut moduleset,
+                        "--module" => &mut module,
+                        "--service" => &mut service,
+                        other => {
+                            return Err(err(format!(
+                                "option {other:?} is not allowed (only --moduleset, --module, --service)"
+                            )));
+                        }
+                    };
+                    let value = match value {
+                        Some(v) => v,
+                        None => {
+                            i += 1;
+                            *rest
+                                .get(i)
+                                .ok_or_else(|| err(format!("{opt} needs a value")))?
+                        }
+                    };
+                    if !valid_name(value) {
+                        return Err(err(format!("{opt} {value:?}: not a valid name")));
+                    }
+                    if slot.replace(value.to_string()).is_some() {
+                        return Err(err(format!("{opt} given twice")));
+                    }
+                    i += 1;
+                }
+                if moduleset.is_some() && module.is_some() {
+                    return Err(err("--moduleset and --module exclude each other".into()));
+                }
+                Ok(ActionCommand::Compliance {
+                    action,
+                    moduleset,
+                    module,
+                    service,
+                })
+            }
+            [first, ..] => Err(err(format!(
+                "{first:?} is not an allowed command (compliance check|fix|fixable|auto, pushasset)"
+            ))),
+        }
+    }
+
+    /// The `tenet` arguments that run it (after any global option).
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            ActionCommand::Pushasset => vec!["pushasset".into()],
+            ActionCommand::Compliance {
+                action,
+                moduleset,
+                module,
+                service,
+            } => {
+                let mut v = vec!["compliance".to_string(), action.as_str().to_string()];
+                for (opt, val) in [
+                    ("--moduleset", moduleset),
+                    ("--module", module),
+                    ("--service", service),
+                ] {
+                    if let Some(x) = val {
+                        v.push(opt.into());
+                        v.push(x.clone());
+                    }
+                }
+                v
+            }
+        }
+    }
+
+    /// The canonical text (what the collector stores).
+    pub fn canonical(&self) -> String {
+        self.args().join(" ")
+    }
+}
+
+/// Action statuses, as OpenSVC's.
+pub mod status {
+    /// Queued, the node not yet notified.
+    pub const WAITING: &str = "W";
+    /// The node was notified over TCP.
+    pub const NOTIFIED: &str = "N";
+    /// Sent to the node by a dequeue, not yet acknowledged.
+    pub const SENT: &str = "S";
+    /// Acknowledged by the node: running (or about to).
+    pub const RUNNING: &str = "R";
+    /// Terminated: `ret`, `stdout` and `stderr` are set.
+    pub const TERMINATED: &str = "T";
+    /// Cancelled before the node acknowledged it.
+    pub const CANCELLED: &str = "C";
+    /// Every status.
+    pub const ALL: [&str; 6] = [WAITING, NOTIFIED, SENT, RUNNING, TERMINATED, CANCELLED];
+}
+
+/// `POST /api/v1/actions` request (admin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueAction {
+    /// Node id or name.
+    pub node: String,
+    /// The command (allow-listed).
+    pub command: String,
+}
+
+/// An action, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    /// Action id.
+    pub id: i64,
+    /// Node id.
+    pub node_id: String,
+    /// Node name.
+    pub node: String,
+    /// The command, canonical.
+    pub command: String,
+    /// W, N, S, R, T or C.
+    pub status: String,
+    /// Exit code, once terminated.
+    pub ret: Option<i32>,
+    /// Standard output, once terminated.
+    pub stdout: Option<String>,
+    /// Standard error, once terminated.
+    pub stderr: Option<String>,
+    /// Who queued it (`admin:<token name>`).
+    pub queued_by: String,
+    /// When it was queued (`YYYY-MM-DD HH:MM:SS`, UTC, as every collector time).
+    pub queued_at: String,
+    /// When the node was notified.
+    pub notified_at: Option<String>,
+    /// Why the last notification failed, if it did.
+    pub notify_error: Option<String>,
+    /// When it was last sent to the node.
+    pub sent_at: Option<String>,
+    /// How many times it was sent (more than once: re-offered, unacknowledged).
+    pub sent_count: i64,
+    /// When the node acknowledged it (OpenSVC's `date_dequeued`).
+    pub acked_at: Option<String>,
+    /// When its result arrived, or it was cancelled.
+    pub done_at: Option<String>,
+}
+
+/// An action sent to its node by a dequeue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DequeuedAction {
+    /// Action id.
+    pub id: i64,
+    /// The command, canonical.
+    pub command: String,
+    /// When it was queued.
+    pub queued_at: String,
+}
+
+/// `POST /api/v1/nodes/{node}/actions/dequeue` response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dequeued {
+    /// The actions now sent (status S), oldest first.
+    pub actions: Vec<DequeuedAction>,
+}
+
+/// `POST /api/v1/nodes/{node}/actions/ack` request and response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckActions {
+    /// Action ids (in the response: those now running; others were cancelled or unknown).
+    pub ids: Vec<i64>,
+}
+
+/// `POST /api/v1/nodes/{node}/actions/result` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionResult {
+    /// Action id.
+    pub id: i64,
+    /// Exit code (non-zero: failed).
+    pub ret: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_commands_parse_to_their_canonical_form() {
+        for (text, canonical) in [
+            ("pushasset", "pushasset"),
+            ("  compliance   check ", "compliance check"),
+            (
+                "compliance fix --moduleset spdc.node",
+                "compliance fix --moduleset spdc.node",
+            ),
+            (
+                "compliance fixable --module=m1,m2 --service spdc",
+                "compliance fixable --module m1,m2 --service spdc",
+            ),
+            (
+                "compliance auto --service=ns/svc --moduleset a,b",
+                "compliance auto --moduleset a,b --service ns/svc",
+            ),
+        ] {
+            let c = ActionCommand::parse(text).unwrap();
+            assert_eq!(c.canonical(), canonical, "{text}");
+            assert_eq!(ActionCommand::parse(&c.canonical()).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        for text in [
+            "",
+            "rm -rf /",
+            "compliance",
+            "compliance env",
+            "compliance attach --moduleset x",
+            "compliance check --force",
+            "compliance check --policy /tmp/x",
+            "compliance check --moduleset",
+            "compliance check --moduleset --module",
+            "compliance check --moduleset a --module b",
+            "compliance check --moduleset a --moduleset b",
+            "compliance check --moduleset a;reboot",
+            "compliance check --moduleset $(id)",
+            "compliance check --service=-x",
+            "pushasset --sync",
+            "sh -c 'compliance check'",
+        ] {
+            assert!(ActionCommand::parse(text).is_err(), "{text:?} accepted");
+        }
+    }
+}
