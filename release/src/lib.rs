@@ -1,0 +1,29 @@
+//! Releases as desired state: the local image repository (lir) and its replicas.
+//!
+//! A release is a squashfs holding files and container images, described by its manifest
+//! (`release.toml`, see [`manifest`]). Making a release *present* downloads it (HTTP(S) with
+//! Range resume), verifies its digest and detached signature, unpacks it safely, checks its
+//! layout, syncs its files to the file stores (a directory or `rsync://`), pushes its images
+//! to the primary OCI registry and replicates to the replicas; *absent* deletes its tags,
+//! manifests and files and runs the registries' garbage collection. Kubernetes scaling of
+//! the lir-data deployment and discovery of its replica pods are in [`k8s`].
+//!
+//! Role: the I/O of releases, used by the `release` and `k8s_replicas` object classes of
+//! tenet-modules and by the agent's `tenet release` commands.
+//!
+//! Must not depend on: tenet-modules, tenet-agent, tenet-collector (it is below them).
+//!
+//! Invariants:
+//! - Nothing unpacked leaves the work dir (no absolute paths, `..`, escaping symlinks or
+//!   device nodes are written).
+//! - Nothing is pushed or synced before the digest and the signature have verified.
+//! - Every step is idempotent: a re-run after a failure resumes (a verified download is not
+//!   fetched again, blobs already in a registry are not pushed again).
+//! - TLS verification is never switched off: plain HTTP only where a URL says `http://`.
+
+pub mod error;
+pub mod manifest;
+pub mod progress;
+
+pub use error::{Error, Result};
+pub use progress::{NoProgress, Progress, Step};
