@@ -58,6 +58,119 @@ pub enum Command {
     /// Internal: one collector call for the daemon (JSON request on stdin, answer on stdout).
     #[command(hide = true)]
     DaemonCall,
+    /// Releases in the local image repository: add, remove, status (lir-svc's AddRelease,
+    /// RemoveRelease, GetStatus). Add and remove queue a task in the daemon, which runs them
+    /// one at a time; `--foreground` runs here and now instead.
+    #[command(subcommand)]
+    Release(ReleaseCmd),
+}
+
+/// `tenet release ...`
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCmd {
+    /// Make release VERSION present: download URL, verify its digest and signature, unpack,
+    /// sync its files to the file stores, push its images to the registries, replicate.
+    /// Registries, file stores and the public key come from `[release]` in the node
+    /// configuration.
+    Add(ReleaseAddArgs),
+    /// Make release VERSION absent: untag its images and remove its files everywhere, then run
+    /// the registries' garbage collection.
+    Remove(ReleaseRemoveArgs),
+    /// Show the state, current step, percent and last error of one release or of all.
+    Status(ReleaseStatusArgs),
+    /// Internal: the daemon's task for `release add|remove` (runs in place).
+    #[command(hide = true, subcommand)]
+    Run(ReleaseRunCmd),
+}
+
+/// Where release commands keep state.
+#[derive(Debug, Clone, Args)]
+pub struct ReleasePlace {
+    /// Root prefix: files the configuration names are taken under it.
+    #[arg(long, env = "TENET_ROOT", default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+    /// The agent's state directory (default: the configuration's var_dir, else
+    /// `<root>/var/lib/tenet`).
+    #[arg(long, env = "TENET_VAR_DIR", value_name = "DIR")]
+    pub var_dir: Option<PathBuf>,
+}
+
+/// `tenet release add`
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseAddArgs {
+    /// The release squashfs: an http:// or https:// URL.
+    pub url: String,
+    /// The release version.
+    #[arg(long)]
+    pub version: String,
+    /// The squashfs sha256 (else the server's Digest header must give it).
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// Run now in this process instead of queueing a daemon task.
+    #[arg(long)]
+    pub foreground: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub place: ReleasePlace,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `tenet release remove`
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseRemoveArgs {
+    /// The release version.
+    pub version: String,
+    /// Run now in this process instead of queueing a daemon task.
+    #[arg(long)]
+    pub foreground: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub place: ReleasePlace,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `tenet release status`
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseStatusArgs {
+    /// One release (default: all this node knows).
+    pub version: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub place: ReleasePlace,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// `tenet release run`
+#[derive(Debug, Subcommand)]
+pub enum ReleaseRunCmd {
+    /// Add in place.
+    Add {
+        /// URL.
+        url: String,
+        /// Version.
+        #[arg(long)]
+        version: String,
+        /// sha256.
+        #[arg(long)]
+        sha256: Option<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        place: ReleasePlace,
+    },
+    /// Remove in place.
+    Remove {
+        /// Version.
+        version: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        place: ReleasePlace,
+    },
 }
 
 /// `tenet schedule ...`

@@ -228,6 +228,20 @@ impl CollectorClient {
         self.json(resp)
     }
 
+    /// `PUT /api/v1/nodes/{id}/releases/{version}`: this node's status of a release.
+    pub fn put_release(
+        &self,
+        status: &tenet_release::status::ReleaseStatus,
+    ) -> Result<(), CallError> {
+        let path = format!(
+            "/api/v1/nodes/{}/releases/{}",
+            self.node_id(),
+            url_segment(&status.version)
+        );
+        self.send(self.request(reqwest::Method::PUT, &path).json(status))?;
+        Ok(())
+    }
+
     /// `GET /api/v1/nodes/{id}/status`.
     pub fn status(&self) -> Result<NodeStatus, CallError> {
         let path = format!("/api/v1/nodes/{}/status", self.node_id());

@@ -21,9 +21,12 @@
 //!   fetched again, blobs already in a registry are not pushed again).
 //! - TLS verification is never switched off: plain HTTP only where a URL says `http://`.
 
+pub mod converge;
 pub mod error;
 pub mod manifest;
 pub mod progress;
+pub mod rule;
+pub mod status;
 
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress, Step};

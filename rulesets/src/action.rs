@@ -7,7 +7,11 @@
 //! ```text
 //! compliance check|fix|fixable|auto [--moduleset A[,B]] | [--module M[,N]] [--service SVC]
 //! pushasset
+//! release add URL --version V [--sha256 HEX]
+//! release remove V
 //! ```
+//! A release URL is `http://` or `https://` (no `file://` from the queue), without spaces or
+//! quotes; a version is `[A-Za-z0-9_][A-Za-z0-9._-]*`.
 //! Options take their value as the next word or after `=`; names are letters, digits and
 //! `. _ - , @ + : /`, never starting with `-`.
 //!
@@ -63,6 +67,98 @@ pub enum ActionCommand {
     },
     /// `pushasset`
     Pushasset,
+    /// `release add URL --version V [--sha256 HEX]`: make a release present.
+    ReleaseAdd {
+        /// The squashfs URL.
+        source: String,
+        /// The version.
+        version: String,
+        /// Its sha256 (hex), when known.
+        sha256: Option<String>,
+    },
+    /// `release remove V`: make a release absent.
+    ReleaseRemove {
+        /// The version.
+        version: String,
+    },
+}
+
+fn valid_version(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 100
+        && !v.starts_with(['.', '-'])
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn valid_url(u: &str) -> bool {
+    (u.starts_with("http://") || u.starts_with("https://"))
+        && u.len() > "https://".len()
+        && u.chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '`' | '\\'))
+}
+
+fn parse_release(rest: &[&str]) -> Result<ActionCommand, CommandError> {
+    let err = |m: String| CommandError(m);
+    match rest {
+        ["remove", version] if valid_version(version) => Ok(ActionCommand::ReleaseRemove {
+            version: version.to_string(),
+        }),
+        ["remove", version] => Err(err(format!("release remove {version:?}: not a valid version"))),
+        ["remove", ..] => Err(err("release remove takes one version".into())),
+        ["add", source, opts @ ..] => {
+            if !valid_url(source) {
+                return Err(err(format!(
+                    "release add {source:?}: the source must be an http:// or https:// URL"
+                )));
+            }
+            let (mut version, mut sha256) = (None, None);
+            let mut i = 0;
+            while i < opts.len() {
+                let (opt, value) = match opts[i].split_once('=') {
+                    Some((o, v)) => (o, Some(v)),
+                    None => (opts[i], None),
+                };
+                let slot = match opt {
+                    "--version" => &mut version,
+                    "--sha256" => &mut sha256,
+                    other => {
+                        return Err(err(format!(
+                            "option {other:?} is not allowed (only --version, --sha256)"
+                        )));
+                    }
+                };
+                let value = match value {
+                    Some(v) => v,
+                    None => {
+                        i += 1;
+                        *opts
+                            .get(i)
+                            .ok_or_else(|| err(format!("{opt} needs a value")))?
+                    }
+                };
+                if slot.replace(value.to_string()).is_some() {
+                    return Err(err(format!("{opt} given twice")));
+                }
+                i += 1;
+            }
+            let version = version.ok_or_else(|| err("release add needs --version".into()))?;
+            if !valid_version(&version) {
+                return Err(err(format!("--version {version:?}: not a valid version")));
+            }
+            if let Some(h) = &sha256
+                && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(err(format!("--sha256 {h:?}: not 64 hex digits")));
+            }
+            Ok(ActionCommand::ReleaseAdd {
+                source: source.to_string(),
+                version,
+                sha256,
+            })
+        }
+        _ => Err(err("release: only `add URL --version V` and `remove V` may be queued".into())),
+    }
 }
 
 fn valid_name(v: &str) -> bool {
@@ -88,6 +184,7 @@ impl ActionCommand {
                 "pushasset takes no argument (got {:?})",
                 rest.join(" ")
             ))),
+            ["release", rest @ ..] => parse_release(rest),
             ["compliance", action, rest @ ..] => {
                 let action = match *action {
                     "check" => ComplianceAction::Check,
@@ -145,14 +242,47 @@ impl ActionCommand {
                 })
             }
             [first, ..] => Err(err(format!(
-                "{first:?} is not an allowed command (compliance check|fix|fixable|auto, pushasset)"
+                "{first:?} is not an allowed command (compliance check|fix|fixable|auto, pushasset, release add|remove)"
             ))),
         }
     }
 
-    /// The `tenet` arguments that run it (after any global option).
+    /// The `tenet` arguments that run it (after any global option). Release commands run
+    /// in place (`release run ...`): the task runner is what queued them.
     pub fn args(&self) -> Vec<String> {
         match self {
+            ActionCommand::ReleaseAdd { .. } | ActionCommand::ReleaseRemove { .. } => {
+                let mut v = vec!["release".to_string(), "run".to_string()];
+                v.extend(self.words().into_iter().skip(1));
+                v
+            }
+            _ => self.words(),
+        }
+    }
+
+    fn words(&self) -> Vec<String> {
+        match self {
+            ActionCommand::ReleaseAdd {
+                source,
+                version,
+                sha256,
+            } => {
+                let mut v = vec![
+                    "release".to_string(),
+                    "add".to_string(),
+                    source.clone(),
+                    "--version".to_string(),
+                    version.clone(),
+                ];
+                if let Some(h) = sha256 {
+                    v.push("--sha256".into());
+                    v.push(h.clone());
+                }
+                v
+            }
+            ActionCommand::ReleaseRemove { version } => {
+                vec!["release".into(), "remove".into(), version.clone()]
+            }
             ActionCommand::Pushasset => vec!["pushasset".into()],
             ActionCommand::Compliance {
                 action,
@@ -178,7 +308,7 @@ impl ActionCommand {
 
     /// The canonical text (what the collector stores).
     pub fn canonical(&self) -> String {
-        self.args().join(" ")
+        self.words().join(" ")
     }
 }
 
@@ -308,11 +438,29 @@ mod tests {
                 "compliance auto --service=ns/svc --moduleset a,b",
                 "compliance auto --moduleset a,b --service ns/svc",
             ),
+            (
+                "release add https://swus.example/r.squashfs --version=9999.0.0.0-1",
+                "release add https://swus.example/r.squashfs --version 9999.0.0.0-1",
+            ),
+            ("release   remove 9999.0.0.0-1", "release remove 9999.0.0.0-1"),
         ] {
             let c = ActionCommand::parse(text).unwrap();
             assert_eq!(c.canonical(), canonical, "{text}");
             assert_eq!(ActionCommand::parse(&c.canonical()).unwrap(), c);
         }
+    }
+
+    #[test]
+    fn release_commands_run_in_place() {
+        let c = ActionCommand::parse("release add https://x/r.sqfs --version 1 --sha256").unwrap_err();
+        assert!(c.0.contains("--sha256 needs a value"), "{c}");
+        let c = ActionCommand::parse("release add https://x/r.sqfs --version 1").unwrap();
+        assert_eq!(
+            c.args(),
+            ["release", "run", "add", "https://x/r.sqfs", "--version", "1"]
+        );
+        let c = ActionCommand::parse("release remove 1").unwrap();
+        assert_eq!(c.args(), ["release", "run", "remove", "1"]);
     }
 
     #[test]
@@ -333,6 +481,16 @@ mod tests {
             "compliance check --moduleset $(id)",
             "compliance check --service=-x",
             "pushasset --sync",
+            "release add file:///etc/shadow --version 1",
+            "release add https://x/r.sqfs",
+            "release add https://x/r.sqfs --version ../1",
+            "release add https://x/r'$(id)' --version 1",
+            "release add https://x/r.sqfs --version 1 --force",
+            "release add https://x/r.sqfs --version 1 --sha256 abc",
+            "release remove",
+            "release remove 1 2",
+            "release remove -rf",
+            "release list",
             "sh -c 'compliance check'",
         ] {
             assert!(ActionCommand::parse(text).is_err(), "{text:?} accepted");

@@ -26,6 +26,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 
 pub mod collector;
+pub mod lir;
 pub use tenet_modules::testing::{Entry, Netns, diff_snapshots, require_root, snapshot};
 
 /// The `tenet` binary of this build: `target/<profile>/tenet`, next to the `deps` directory the

@@ -191,7 +191,13 @@ fn run_action(
         eprintln!("tenet: --moduleset and --module are exclusive");
         return Ok(ExitCode::from(USAGE));
     }
-    let loaded = match load(&a.policy, host_for(a), config) {
+    // The node configuration the agent runs with is the one the `nodeconf` and `release`
+    // classes read and manage.
+    let host = match config {
+        Some(c) => host_for(a).with_node_config(c),
+        None => host_for(a),
+    };
+    let loaded = match load(&a.policy, host, config) {
         Ok(l) => l,
         Err(code) => return Ok(code),
     };

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod import;
 pub mod object;
 pub mod register;
+pub mod release;
 pub mod template;
 
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tasks(a) => daemon::tasks(&a, config),
         Command::DequeueActions(a) => daemon::dequeue(&a, config),
         Command::DaemonCall => daemon::daemon_call(config),
+        Command::Release(r) => release::run(r, config),
         Command::Facts(f) => {
             let host = tenet_modules::Host::new(&f.root);
             let facts = crate::facts::gather(&host);

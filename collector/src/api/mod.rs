@@ -7,6 +7,7 @@ mod admin;
 mod forms;
 mod metrics;
 mod node;
+mod releases;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -164,7 +165,13 @@ pub fn router(state: AppState) -> Router {
         .route("/nodes/{node}/actions/ack", post(actions::ack))
         .route("/nodes/{node}/actions/result", post(actions::result))
         .route("/policies/{hash}", get(admin::policy_snapshot))
-        .route("/audit", get(admin::audit_log));
+        .route("/audit", get(admin::audit_log))
+        .route(
+            "/nodes/{node}/releases/{version}",
+            put(releases::put_release),
+        )
+        .route("/nodes/{node}/releases", get(releases::node_releases))
+        .route("/releases", get(releases::all_releases));
     Router::new()
         .nest("/api/v1", api)
         .route("/health", get(health))

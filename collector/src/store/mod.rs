@@ -286,6 +286,18 @@ pub trait Store: Send + Sync + 'static {
     fn cancel_action(&self, id: i64, actor: &str) -> Result<Action>;
     /// Records the address a node pushed its facts from (where it is notified).
     fn set_node_address(&self, node_id: &str, address: &str) -> Result<()>;
+
+    /// Stores a node's status of a release (replacing the previous one).
+    fn put_release_status(
+        &self,
+        node_id: &str,
+        version: &str,
+        state: &str,
+        doc: &serde_json::Value,
+    ) -> Result<()>;
+    /// Release statuses, of one node and/or one version, by node name then version.
+    fn release_statuses(&self, node_id: Option<&str>, version: Option<&str>)
+    -> Result<Vec<ReleaseRow>>;
 }
 
 /// Where to notify a node of queued actions.
@@ -297,6 +309,21 @@ pub struct NotifyTarget {
     pub port: u16,
     /// Its newest waiting (W) action, if any.
     pub max_waiting: Option<i64>,
+}
+
+/// A node's status of a release.
+#[derive(Debug, Clone)]
+pub struct ReleaseRow {
+    /// The node's name.
+    pub node: String,
+    /// The version.
+    pub version: String,
+    /// The state the node reported.
+    pub state: String,
+    /// When it was received.
+    pub received_at: String,
+    /// The node's status document.
+    pub doc: serde_json::Value,
 }
 
 /// Now, as the store writes times: `YYYY-MM-DD HH:MM:SS`, UTC.

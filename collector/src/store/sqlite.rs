@@ -26,7 +26,7 @@ use tenet_rulesets::{
 
 use super::{
     AttachKind, Attachments, AuditEntry, BundleEdit, EditOutcome, Gauges, NodeAuth, NodeSummary,
-    NotifyTarget, RunSummary, ServiceConfig, Store, Target, now_text,
+    NotifyTarget, ReleaseRow, RunSummary, ServiceConfig, Store, Target, now_text,
 };
 use crate::error::{Error, Result};
 use tenet_rulesets::action::{Action, ActionResult, DequeuedAction};
@@ -253,6 +253,21 @@ CREATE TABLE service_configs (
     ),
     // The action queue and node addresses (issue 4).
     (3, actions::MIGRATION),
+    // Release statuses reported by nodes (issue 7).
+    (
+        4,
+        r#"
+CREATE TABLE release_status (
+    node_id TEXT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    version TEXT NOT NULL,
+    state TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (node_id, version)
+);
+CREATE INDEX release_status_version ON release_status (version);
+"#,
+    ),
 ];
 
 /// The latest schema version.
@@ -1643,6 +1658,67 @@ impl Store for SqliteStore {
     fn set_node_address(&self, node_id: &str, address: &str) -> Result<()> {
         let (n, a) = (node_id.to_string(), address.to_string());
         self.write(move |conn| actions::set_address(conn, &n, &a))
+    }
+
+    fn put_release_status(
+        &self,
+        node_id: &str,
+        version: &str,
+        state: &str,
+        doc: &serde_json::Value,
+    ) -> Result<()> {
+        let (n, v, st, d) = (
+            node_id.to_string(),
+            version.to_string(),
+            state.to_string(),
+            doc.to_string(),
+        );
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO release_status (node_id, version, state, doc, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (node_id, version) DO UPDATE SET state = excluded.state,
+                   doc = excluded.doc, received_at = excluded.received_at",
+            )?
+            .execute(params![n, v, st, d, now_text()])?;
+            Ok(())
+        })
+    }
+
+    fn release_statuses(
+        &self,
+        node_id: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Vec<ReleaseRow>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT n.name, r.version, r.state, r.received_at, r.doc
+                 FROM release_status r JOIN nodes n ON n.id = r.node_id
+                 WHERE (?1 IS NULL OR r.node_id = ?1) AND (?2 IS NULL OR r.version = ?2)
+                 ORDER BY n.name, r.version",
+            )?;
+            let rows = stmt.query_map(params![node_id, version], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (node, version, state, received_at, doc) = row?;
+                out.push(ReleaseRow {
+                    node,
+                    version,
+                    state,
+                    received_at,
+                    doc: serde_json::from_str(&doc).map_err(|e| corrupt("release status", e))?,
+                });
+            }
+            Ok(out)
+        })
     }
 }
 

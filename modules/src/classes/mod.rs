@@ -25,6 +25,7 @@ classes! {
     dnsmasq::Dnsmasq,
     systemd_unit::SystemdUnit,
     mount::Mount,
+    release::Release,
 }
 
 /// Finds a class by name or alias.

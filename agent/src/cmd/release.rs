@@ -1,0 +1,359 @@
+//! `tenet release add|remove|status` (and the daemon's `release run`).
+//!
+//! add and remove queue a task in the running daemon, which runs release operations one at a
+//! time with every other task (the lir-svc model: requests are accepted at once, work is
+//! serial); `--foreground` runs in this process, still under the node's release lock. status
+//! reads the status files the operations keep (`<var>/release/status/<version>.json`).
+//! When the node is registered, each run reports its status to the collector as it goes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tenet_release::converge::{self, Context};
+use tenet_release::progress::{Progress, Step};
+use tenet_release::rule::{DesiredState, ReleaseRule, settings_from_config};
+use tenet_release::status::{self, ReleaseStatus};
+use tenet_rulesets::action::ActionCommand;
+
+use crate::cli::{Format, ReleaseCmd, ReleasePlace, ReleaseRunCmd};
+use crate::collector::CollectorClient;
+use crate::config::NodeConfig;
+use crate::daemon::{self, ControlRequest};
+
+const USAGE: u8 = 2;
+
+fn config_path(config: Option<&Path>, root: &Path) -> PathBuf {
+    config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.join("etc/tenet/node.toml"))
+}
+
+fn var_dir(place: &ReleasePlace, cfg: &NodeConfig) -> PathBuf {
+    place
+        .var_dir
+        .clone()
+        .or_else(|| cfg.var_dir())
+        .unwrap_or_else(|| place.root.join("var/lib/tenet"))
+}
+
+/// Runs a `tenet release` command.
+pub fn run(cmd: ReleaseCmd, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ReleaseCmd::Status(a) => {
+            let cfg = NodeConfig::load(&config_path(config, &a.place.root))?;
+            show_status(&var_dir(&a.place, &cfg), a.version.as_deref(), a.format)
+        }
+        ReleaseCmd::Add(a) => {
+            let command = format!(
+                "release add {} --version {}{}",
+                a.url,
+                a.version,
+                a.sha256
+                    .as_deref()
+                    .map(|h| format!(" --sha256 {h}"))
+                    .unwrap_or_default()
+            );
+            let rule = ReleaseRule {
+                version: a.version.clone(),
+                state: DesiredState::Present,
+                source: Some(a.url.clone()),
+                sha256: a.sha256.clone(),
+                signature: None,
+                public_key: None,
+                registries: None,
+                file_stores: None,
+                k8s: None,
+            };
+            submit_or_run(config, &a.place, &command, rule, a.foreground, a.format)
+        }
+        ReleaseCmd::Remove(a) => {
+            let command = format!("release remove {}", a.version);
+            let rule = ReleaseRule {
+                version: a.version.clone(),
+                state: DesiredState::Absent,
+                source: None,
+                sha256: None,
+                signature: None,
+                public_key: None,
+                registries: None,
+                file_stores: None,
+                k8s: None,
+            };
+            submit_or_run(config, &a.place, &command, rule, a.foreground, a.format)
+        }
+        ReleaseCmd::Run(ReleaseRunCmd::Add {
+            url,
+            version,
+            sha256,
+            place,
+        }) => {
+            let rule = ReleaseRule {
+                version,
+                state: DesiredState::Present,
+                source: Some(url),
+                sha256,
+                signature: None,
+                public_key: None,
+                registries: None,
+                file_stores: None,
+                k8s: None,
+            };
+            run_in_place(config, &place, rule, Format::Text)
+        }
+        ReleaseCmd::Run(ReleaseRunCmd::Remove { version, place }) => {
+            let rule = ReleaseRule {
+                version,
+                state: DesiredState::Absent,
+                source: None,
+                sha256: None,
+                signature: None,
+                public_key: None,
+                registries: None,
+                file_stores: None,
+                k8s: None,
+            };
+            run_in_place(config, &place, rule, Format::Text)
+        }
+    }
+}
+
+fn submit_or_run(
+    config: Option<&Path>,
+    place: &ReleasePlace,
+    command: &str,
+    rule: ReleaseRule,
+    foreground: bool,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    // The same allow-list as queued actions: what the CLI queues, the collector could too.
+    if let Err(e) = ActionCommand::parse(command) {
+        eprintln!("tenet: {e}");
+        return Ok(ExitCode::from(USAGE));
+    }
+    if foreground {
+        return run_in_place(config, place, rule, format);
+    }
+    let cfg = NodeConfig::load(&config_path(config, &place.root))?;
+    let var = var_dir(place, &cfg);
+    // Refuse a rule that cannot run now rather than queue a task that will fail.
+    let settings = settings_from_config(&cfg.table, &cfg.path.display().to_string())?;
+    if let Err(e) = rule.resolve(&settings, &var, &place.root) {
+        eprintln!("tenet: {e}");
+        return Ok(ExitCode::from(USAGE));
+    }
+    let reply = daemon::control(&var, &ControlRequest::Submit(command.to_string())).context(
+        "queueing the release task (start `tenet daemon`, or use --foreground to run here)",
+    )?;
+    match (reply.id, reply.error) {
+        (Some(id), _) => {
+            let op = if rule.state == DesiredState::Present {
+                "add"
+            } else {
+                "remove"
+            };
+            converge::mark_queued(&Context { var_dir: var }, &rule.version, op)?;
+            match format {
+                Format::Json => outln!(
+                    "{}",
+                    serde_json::json!({"task": id, "version": rule.version, "operation": op})
+                ),
+                Format::Text => outln!(
+                    "release {} {op}: task {id} queued (follow it with `tenet release status {}`)",
+                    rule.version,
+                    rule.version
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        (None, e) => {
+            eprintln!("tenet: the daemon refused: {}", e.unwrap_or_default());
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Progress on the terminal: one line per step and per percent (the daemon shows a task's
+/// last line as its progress).
+struct LineProgress {
+    verb: &'static str,
+}
+
+impl Progress for LineProgress {
+    fn step(&self, step: Step, detail: &str) {
+        if detail.is_empty() {
+            outln!("{}: {step}", self.verb);
+        } else {
+            outln!("{}: {step}: {detail}", self.verb);
+        }
+    }
+    fn percent(&self, step: Step, percent: u8, _detail: &str) {
+        outln!("{}: {step} ({percent}%)", self.verb);
+    }
+    fn info(&self, message: &str) {
+        outln!("  {message}");
+    }
+}
+
+fn run_in_place(
+    config: Option<&Path>,
+    place: &ReleasePlace,
+    rule: ReleaseRule,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let cfg = NodeConfig::load(&config_path(config, &place.root))?;
+    let var = var_dir(place, &cfg);
+    let settings = settings_from_config(&cfg.table, &cfg.path.display().to_string())?;
+    let spec = match rule.resolve(&settings, &var, &place.root) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tenet: {e}");
+            return Ok(ExitCode::from(USAGE));
+        }
+    };
+    let ctx = Context {
+        var_dir: var.clone(),
+    };
+    let verb = if spec.state == DesiredState::Present {
+        "AddRelease"
+    } else {
+        "RemoveRelease"
+    };
+    // The collector follows the status file from a thread of its own: the collector client
+    // blocks, and must stay out of the operation's async runtime.
+    let reporter = collector_reporter(&cfg, &var, &spec.version);
+    let progress: Arc<dyn Progress> = match format {
+        Format::Text => Arc::new(LineProgress { verb }),
+        Format::Json => Arc::new(tenet_release::NoProgress),
+    };
+    let outcome = converge::block_on(converge::apply(&ctx, &spec, progress))?;
+    if let Some((stop, handle)) = reporter {
+        stop.store(true, Ordering::SeqCst);
+        let _ = handle.join();
+    }
+    let st = status::load(&var, &spec.version)?;
+    if format == Format::Json
+        && let Some(st) = &st
+    {
+        outln!("{}", serde_json::to_string_pretty(st)?);
+    }
+    match outcome {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("tenet: release {}: {e}", spec.version);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Sends the release's status to the collector whenever it changes, until stopped, then once
+/// more (the final state). Nothing when the node is not registered.
+fn collector_reporter(
+    cfg: &NodeConfig,
+    var: &Path,
+    version: &str,
+) -> Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
+    let client = CollectorClient::for_node(cfg).ok()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (var, version, flag) = (var.to_path_buf(), version.to_string(), stop.clone());
+    let handle = std::thread::spawn(move || {
+        let mut last: Option<ReleaseStatus> = None;
+        loop {
+            let stopping = flag.load(Ordering::SeqCst);
+            if let Ok(Some(st)) = status::load(&var, &version)
+                && last.as_ref() != Some(&st)
+            {
+                match client.put_release(&st) {
+                    Ok(()) => last = Some(st),
+                    Err(e) => tracing::warn!("reporting release {version} to the collector: {e}"),
+                }
+            }
+            if stopping {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1000));
+        }
+    });
+    Some((stop, handle))
+}
+
+fn show_status(var: &Path, version: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
+    let list = match version {
+        Some(v) => match status::load(var, v)? {
+            Some(s) => vec![s],
+            None => {
+                eprintln!("tenet: release {v}: unknown on this node");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None => status::load_all(var)?,
+    };
+    match format {
+        Format::Json => {
+            if version.is_some() {
+                outln!("{}", serde_json::to_string_pretty(&list[0])?);
+            } else {
+                outln!("{}", serde_json::to_string_pretty(&list)?);
+            }
+        }
+        Format::Text if version.is_some() => {
+            let s = &list[0];
+            outln!("release:     {}", s.version);
+            outln!("state:       {}", s.state.as_str());
+            outln!("operation:   {}", s.operation);
+            outln!(
+                "step:        {}{}",
+                s.step.map(|x| x.as_str()).unwrap_or("-"),
+                s.percent.map(|p| format!(" ({p}%)")).unwrap_or_default()
+            );
+            outln!("message:     {}", s.message);
+            outln!("last error:  {}", s.last_error.as_deref().unwrap_or("-"));
+            outln!("source:      {}", s.source.as_deref().unwrap_or("-"));
+            outln!("sha256:      {}", s.sha256.as_deref().unwrap_or("-"));
+            outln!("images:      {}", s.images.len());
+            for im in &s.images {
+                outln!(
+                    "  {}:{} and :{} -> {}",
+                    im.name,
+                    im.tag,
+                    im.version_tag,
+                    im.digest
+                );
+            }
+            outln!("files:       {}", s.files.len());
+            outln!("registries:  {}", s.registries.join(", "));
+            outln!("file stores: {}", s.file_stores.join(", "));
+            outln!("started:     {}", s.started_at.as_deref().unwrap_or("-"));
+            outln!("updated:     {}", s.updated_at);
+        }
+        Format::Text => {
+            if list.is_empty() {
+                outln!("no release known on this node");
+            } else {
+                outln!(
+                    "{:<28}  {:<8}  {:<20}  {:>4}  {:<20}  MESSAGE",
+                    "VERSION",
+                    "STATE",
+                    "STEP",
+                    "PCT",
+                    "UPDATED"
+                );
+                for s in &list {
+                    outln!(
+                        "{:<28}  {:<8}  {:<20}  {:>4}  {:<20}  {}",
+                        s.version,
+                        s.state.as_str(),
+                        s.step.map(|x| x.as_str()).unwrap_or("-"),
+                        s.percent.map(|p| format!("{p}%")).unwrap_or_default(),
+                        s.updated_at,
+                        s.last_error.as_deref().unwrap_or(&s.message)
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,782 @@
+//! Converging a release: `add` (toward present), `remove` (toward absent) and `check`, step
+//! by step as lir-svc does, each step idempotent and reported.
+//!
+//! add: scale lir-data up → find replicas → download (Range resume) → verify digest and
+//! signature → unsquash → check layout → sync files to the primary file store → push images to
+//! the primary registry (`name:tag` and `name:<version>-<tag>`) → replicate to every replica
+//! registry and file store → check → record as present → scale back → clean the work dir.
+//! A failure records `failed` with the error and keeps the work dir, so the next run resumes
+//! (a verified download is reused; blobs already in a registry are skipped).
+//!
+//! remove: scale up → untag the version's tags on every registry (the plain `name:tag` too
+//! unless another present release has it) → remove its files from every file store → run each
+//! registry's garbage collection → verify nothing of the version remains → record as absent →
+//! scale back. Manifests are never deleted by digest: that would also drop the tags of other
+//! releases sharing the manifest; untagged manifests and unreferenced blobs go at GC, and
+//! blobs other releases use stay.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+
+use crate::download::{FetchOptions, fetch, http_client};
+use crate::error::{Error, Result};
+use crate::filestore::FileStore;
+use crate::image::{LocalImage, load_image};
+use crate::k8s::DeploymentRef;
+use crate::manifest::{FileEntry, ReleaseManifest};
+use crate::progress::{Progress, Step};
+use crate::registry::{ExpectedImage, Registry, check_images, garbage_collect};
+use crate::rule::{DesiredState, ReleaseSpec};
+use crate::status::{self, PushedImage, ReleaseState, ReleaseStatus};
+
+/// Status writes for percent changes are at most this frequent.
+const STATUS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Where the operation runs: the agent's state dir (statuses, lock, default work dir).
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The agent's var dir (under the root prefix).
+    pub var_dir: PathBuf,
+}
+
+/// Progress that also keeps the release's status file current.
+struct Reporter {
+    var_dir: PathBuf,
+    verb: &'static str,
+    status: Mutex<(ReleaseStatus, Instant)>,
+    outer: Arc<dyn Progress>,
+}
+
+impl Reporter {
+    fn update(&self, force: bool, f: impl FnOnce(&mut ReleaseStatus)) {
+        let mut g = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g.0);
+        if force || g.1.elapsed() >= STATUS_INTERVAL {
+            g.0.updated_at = status::now_text();
+            if let Err(e) = status::save(&self.var_dir, &g.0) {
+                tracing::warn!("cannot write the release status: {e}");
+            }
+            g.1 = Instant::now();
+        }
+    }
+
+    fn snapshot(&self) -> ReleaseStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+}
+
+impl Progress for Reporter {
+    fn step(&self, step: Step, detail: &str) {
+        let message = if detail.is_empty() {
+            format!("{}: {step}", self.verb)
+        } else {
+            format!("{}: {step}: {detail}", self.verb)
+        };
+        self.update(true, |s| {
+            s.step = Some(step);
+            s.percent = None;
+            s.message = message.clone();
+        });
+        self.outer.step(step, detail);
+    }
+
+    fn percent(&self, step: Step, percent: u8, detail: &str) {
+        let message = format!("{}: {step} ({percent}%)", self.verb);
+        self.update(percent >= 100, |s| {
+            s.step = Some(step);
+            s.percent = Some(percent);
+            s.message = message;
+        });
+        self.outer.percent(step, percent, detail);
+    }
+
+    fn info(&self, message: &str) {
+        self.outer.info(message);
+    }
+}
+
+/// The registries and file stores an operation acts on: the spec's, plus the replicas found
+/// through k8s.
+struct Targets {
+    registries: Vec<(Registry, Option<Vec<String>>)>,
+    file_stores: Vec<FileStore>,
+}
+
+async fn targets(
+    spec: &ReleaseSpec,
+    k8s: Option<&(DeploymentRef, kube::Client)>,
+    progress: &dyn Progress,
+) -> Result<Targets> {
+    let mut registries = Vec::new();
+    for r in &spec.registries {
+        registries.push((
+            Registry::parse(r.url(), spec.ca_file.as_deref())?,
+            r.gc().map(<[String]>::to_vec),
+        ));
+    }
+    let mut file_stores = Vec::new();
+    for f in &spec.file_stores {
+        file_stores.push(file_store(f, spec)?);
+    }
+    if let (Some(settings), Some((dep, client))) = (&spec.k8s, k8s)
+        && (settings.registry_template.is_some() || settings.file_store_template.is_some())
+    {
+        progress.info(&format!(
+            "Retrieving IPs of all {} replicas",
+            settings.deployment
+        ));
+        let ips = dep.replica_endpoints(client).await?;
+        progress.info(&format!(
+            "Found {} replica IPs: {:?}",
+            settings.deployment, ips
+        ));
+        for ip in ips {
+            let ip = match ip {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            };
+            if let Some(t) = &settings.registry_template {
+                let r = Registry::parse(&t.replace("{ip}", &ip), spec.ca_file.as_deref())?;
+                if !registries.iter().any(|(x, _)| x.name() == r.name()) {
+                    registries.push((r, None));
+                }
+            }
+            if let Some(t) = &settings.file_store_template {
+                let f = file_store(&t.replace("{ip}", &ip), spec)?;
+                if !file_stores.iter().any(|x| x.to_string() == f.to_string()) {
+                    file_stores.push(f);
+                }
+            }
+        }
+    }
+    Ok(Targets {
+        registries,
+        file_stores,
+    })
+}
+
+fn file_store(text: &str, spec: &ReleaseSpec) -> Result<FileStore> {
+    let store = FileStore::parse(text)?;
+    Ok(match &spec.rsync_password_file {
+        Some(p) => store.with_password_file(p),
+        None => store,
+    })
+}
+
+/// Scales lir-data up for the operation; returns the deployment, its client and the replica
+/// count to go back to.
+async fn scale_up(
+    spec: &ReleaseSpec,
+    progress: &dyn Progress,
+) -> Result<Option<(DeploymentRef, kube::Client, i32)>> {
+    let Some(k) = &spec.k8s else {
+        return Ok(None);
+    };
+    let dep = DeploymentRef {
+        kubeconfig: k.kubeconfig.as_ref().map(PathBuf::from),
+        context: k.context.clone(),
+        namespace: k.namespace.clone(),
+        name: k.deployment.clone(),
+    };
+    let client = dep.client().await?;
+    let before = dep.replicas(&client).await?;
+    progress.info(&format!(
+        "Current {} replicas: {}, Expected {} replicas: {}",
+        k.deployment, before.spec, k.deployment, k.replicas
+    ));
+    if before.spec < k.replicas {
+        progress.step(Step::Scaling, &format!("{} to {}", k.deployment, k.replicas));
+        dep.scale(&client, k.replicas).await?;
+    }
+    let want = before.spec.max(k.replicas);
+    dep.wait_ready(&client, want, spec.k8s_timeout(), progress)
+        .await?;
+    Ok(Some((dep, client, before.spec)))
+}
+
+async fn scale_back(
+    spec: &ReleaseSpec,
+    k8s: &Option<(DeploymentRef, kube::Client, i32)>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    if let (Some(k), Some((dep, client, before))) = (&spec.k8s, k8s)
+        && *before < k.replicas
+    {
+        progress.step(Step::ScalingBack, &format!("{} to {before}", k.deployment));
+        dep.scale(client, *before).await?;
+        dep.wait_ready(client, *before, spec.k8s_timeout(), progress)
+            .await?;
+    }
+    Ok(())
+}
+
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> impl Future<Output = Result<T>> {
+    async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Error::Rule(format!("a release step panicked: {e}")))?
+    }
+}
+
+/// Strips `user:password@` from a URL for display.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://{host}{path}"),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// The work dir of a version.
+pub fn work_dir(spec: &ReleaseSpec) -> PathBuf {
+    spec.work_dir.join(&spec.version)
+}
+
+/// Marks a release as queued (a task was accepted for it), unless an operation is running.
+pub fn mark_queued(ctx: &Context, version: &str, operation: &str) -> Result<()> {
+    let mut s = status::load(&ctx.var_dir, version)?
+        .unwrap_or_else(|| ReleaseStatus::new(version, operation, ReleaseState::Queued));
+    if matches!(s.state, ReleaseState::Adding | ReleaseState::Removing) {
+        return Ok(());
+    }
+    s.state = ReleaseState::Queued;
+    s.operation = operation.to_string();
+    s.step = None;
+    s.percent = None;
+    s.message = format!(
+        "{}: queued",
+        if operation == "add" {
+            "AddRelease"
+        } else {
+            "RemoveRelease"
+        }
+    );
+    s.updated_at = status::now_text();
+    status::save(&ctx.var_dir, &s)
+}
+
+/// Runs the operation the spec's state asks for (add for present, remove for absent), under
+/// the node's release lock. The status file records every step, the outcome and the error.
+pub async fn apply(
+    ctx: &Context,
+    spec: &ReleaseSpec,
+    progress: Arc<dyn Progress>,
+) -> Result<ReleaseStatus> {
+    let var_dir = ctx.var_dir.clone();
+    let _lock = blocking(move || status::OperationLock::acquire(&var_dir)).await?;
+    let (verb, operation, state) = match spec.state {
+        DesiredState::Present => ("AddRelease", "add", ReleaseState::Adding),
+        DesiredState::Absent => ("RemoveRelease", "remove", ReleaseState::Removing),
+    };
+    let mut st = status::load(&ctx.var_dir, &spec.version)?
+        .unwrap_or_else(|| ReleaseStatus::new(&spec.version, operation, state));
+    st.state = state;
+    st.operation = operation.to_string();
+    st.last_error = None;
+    st.started_at = Some(status::now_text());
+    st.source = spec.source.as_deref().map(redact_url);
+    let reporter = Arc::new(Reporter {
+        var_dir: ctx.var_dir.clone(),
+        verb,
+        status: Mutex::new((st, Instant::now())),
+        outer: progress,
+    });
+    reporter.update(true, |_| {});
+    let mut k8s = None;
+    let result = async {
+        k8s = scale_up(spec, reporter.as_ref()).await?;
+        let kc = k8s.as_ref().map(|(d, c, _)| (d.clone(), c.clone()));
+        let t = targets(spec, kc.as_ref(), reporter.as_ref()).await?;
+        match spec.state {
+            DesiredState::Present => add(spec, &t, &reporter).await,
+            DesiredState::Absent => remove(ctx, spec, &t, &reporter).await,
+        }
+    }
+    .await;
+    // Scale back whatever happened: lir-data must not stay scaled up after a failure.
+    let back = scale_back(spec, &k8s, reporter.as_ref()).await;
+    let result = result.and(back);
+    match result {
+        Ok(()) => {
+            if spec.state == DesiredState::Present {
+                reporter.step(Step::Cleaning, "");
+                let dir = work_dir(spec);
+                if let Err(e) = std::fs::remove_dir_all(&dir)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    reporter.info(&format!("cannot remove {}: {e}", dir.display()));
+                }
+            }
+            let done = match spec.state {
+                DesiredState::Present => ReleaseState::Present,
+                DesiredState::Absent => ReleaseState::Absent,
+            };
+            reporter.update(true, |s| {
+                s.state = done;
+                s.step = Some(Step::Ready);
+                s.percent = None;
+                s.message = format!("{verb}: Ready");
+            });
+            reporter.outer.step(Step::Ready, "");
+            Ok(reporter.snapshot())
+        }
+        Err(e) => {
+            let at = reporter.snapshot().step;
+            reporter.update(true, |s| {
+                s.state = ReleaseState::Failed;
+                s.last_error = Some(e.to_string());
+                s.message = match at {
+                    Some(step) => format!("{verb}: failed at {step}: {e}"),
+                    None => format!("{verb}: failed: {e}"),
+                };
+            });
+            Err(e)
+        }
+    }
+}
+
+async fn add(spec: &ReleaseSpec, t: &Targets, reporter: &Arc<Reporter>) -> Result<()> {
+    let progress: &dyn Progress = reporter.as_ref();
+    let source = spec.source.as_deref().ok_or_else(|| {
+        Error::Rule(format!(
+            "release {}: source: required when present",
+            spec.version
+        ))
+    })?;
+    let work = work_dir(spec);
+    std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+
+    // Download and verify: nothing goes anywhere before both pass.
+    let client = http_client(spec.ca_file.as_deref())?;
+    let squashfs = work.join("release.squashfs");
+    progress.step(Step::Downloading, &redact_url(source));
+    let opts = FetchOptions {
+        ca_file: spec.ca_file.clone(),
+        ..FetchOptions::default()
+    };
+    let dl = fetch(
+        &client,
+        source,
+        &squashfs,
+        spec.sha256.as_deref(),
+        &opts,
+        progress,
+    )
+    .await?;
+    if dl.reused {
+        progress.info(&format!(
+            "{} already downloaded and verified (sha256 {})",
+            squashfs.display(),
+            dl.sha256
+        ));
+    } else {
+        progress.info(&format!(
+            "Downloaded {} bytes (resumed from {}), sha256 {} matches the {}",
+            dl.size, dl.resumed_from, dl.sha256, dl.digest_source
+        ));
+    }
+    reporter.update(true, |s| s.sha256 = Some(dl.sha256.clone()));
+
+    progress.step(Step::Verifying, "code signing");
+    let sig_source = spec.signature.clone().unwrap_or_default();
+    let sig = fetch_small(&client, &sig_source).await?;
+    let pem = spec.public_key_pem.clone().ok_or_else(|| {
+        Error::Signature(format!("release {}: no public key", spec.version))
+    })?;
+    let file = dl.path.clone();
+    let kind =
+        blocking(move || crate::signature::verify_detached(&file, &sig, &pem)).await?;
+    progress.info(&format!("Code signing verification successful ({kind:?})"));
+
+    // Unpack and check the layout.
+    let tree = work.join("tree");
+    let (img, dest) = (dl.path.clone(), tree.clone());
+    let outer = reporter.clone();
+    let stats = blocking(move || {
+        crate::unsquash::unsquash(&img, &dest, outer.as_ref() as &dyn Progress)
+    })
+    .await?;
+    progress.info(&format!(
+        "Unsquashed to {} ({} files, {} bytes)",
+        tree.display(),
+        stats.files,
+        stats.bytes
+    ));
+    progress.step(Step::CheckingLayout, "");
+    let (root, version) = (tree.clone(), spec.version.clone());
+    let manifest = blocking(move || {
+        let m = ReleaseManifest::load(&root)?;
+        m.check_layout(&root, &version)?;
+        Ok(m)
+    })
+    .await?;
+
+    // Files to the primary store, images to the primary registry.
+    let files_dir = tree.join(crate::manifest::FILES_DIR);
+    let empty = work.join("empty-files");
+    let files_src = if files_dir.is_dir() {
+        files_dir
+    } else {
+        std::fs::create_dir_all(&empty).map_err(|e| Error::io(&empty, e))?;
+        empty
+    };
+    if let Some(primary) = t.file_stores.first() {
+        progress.step(Step::SyncingFiles, &primary.to_string());
+        primary.sync(&files_src, &spec.version, progress)?;
+    }
+    let (root, entries) = (tree.clone(), manifest.images.clone());
+    let images: Vec<LocalImage> = blocking(move || {
+        entries
+            .iter()
+            .map(|e| load_image(&root, e))
+            .collect::<Result<Vec<_>>>()
+    })
+    .await?;
+    let pushed: Vec<PushedImage> = images
+        .iter()
+        .map(|im| PushedImage {
+            name: im.name.clone(),
+            tag: im.tag.clone(),
+            version_tag: format!("{}-{}", spec.version, im.tag),
+            digest: im.digest.clone(),
+        })
+        .collect();
+    if let Some((primary, _)) = t.registries.first() {
+        progress.step(Step::PushingImages, primary.name());
+        push_all(primary, &images, &pushed, progress).await?;
+    }
+
+    // Replicas: every other registry and file store, at once.
+    if t.registries.len() > 1 || t.file_stores.len() > 1 {
+        let n = (t.registries.len() + t.file_stores.len()).saturating_sub(2);
+        progress.step(Step::Replicating, &format!("{n} replicas"));
+        let regs = t.registries.iter().skip(1).map(|(r, _)| {
+            let (images, pushed) = (&images, &pushed);
+            async move {
+                progress.info(&format!("Replicating images to {}", r.name()));
+                push_all(r, images, pushed, &crate::progress::NoProgress).await
+            }
+        });
+        let stores = t.file_stores.iter().skip(1).map(|f| {
+            let (src, version) = (files_src.clone(), spec.version.clone());
+            let f = f.clone();
+            async move {
+                blocking(move || f.sync(&src, &version, &crate::progress::NoProgress)).await
+            }
+        });
+        let (a, b) = futures_util::join!(join_all(regs), join_all(stores));
+        a.into_iter().chain(b).collect::<Result<Vec<()>>>()?;
+    }
+
+    // Present only once every replica says so.
+    progress.step(Step::Checking, "");
+    reporter.update(true, |s| {
+        s.images = pushed.clone();
+        s.files = manifest.files.clone();
+        s.registries = t.registries.iter().map(|(r, _)| r.name().to_string()).collect();
+        s.file_stores = t.file_stores.iter().map(|f| f.to_string()).collect();
+    });
+    let problems = check_targets(&spec.version, t, &pushed, &manifest.files).await?;
+    if !problems.is_empty() {
+        return Err(Error::Layout(format!(
+            "after replication: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok(())
+}
+
+async fn push_all(
+    registry: &Registry,
+    images: &[LocalImage],
+    pushed: &[PushedImage],
+    progress: &dyn Progress,
+) -> Result<()> {
+    for (i, (im, p)) in images.iter().zip(pushed).enumerate() {
+        progress.info(&format!(
+            "Pushing {}:{} to {} ({} of {})",
+            im.name,
+            im.tag,
+            registry.name(),
+            i + 1,
+            images.len()
+        ));
+        let report = registry
+            .push(im, &[p.tag.clone(), p.version_tag.clone()], progress)
+            .await?;
+        progress.info(&format!(
+            "Tagged {}/{}:{} with tag {} ({} blobs pushed, {} already present)",
+            registry.name(),
+            im.name,
+            im.tag,
+            p.version_tag,
+            report.blobs_pushed,
+            report.blobs_skipped
+        ));
+    }
+    Ok(())
+}
+
+async fn fetch_small(client: &reqwest::Client, source: &str) -> Result<Vec<u8>> {
+    let err = |m: String| Error::Download {
+        url: redact_url(source),
+        message: m,
+    };
+    if let Some(path) = source
+        .strip_prefix("file://")
+        .or_else(|| source.starts_with('/').then_some(source))
+    {
+        return std::fs::read(path).map_err(|e| Error::io(path, e));
+    }
+    let resp = client
+        .get(source)
+        .send()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(err(format!("HTTP {}", resp.status())));
+    }
+    if resp.content_length().is_some_and(|n| n > 1 << 20) {
+        return Err(err("a signature larger than 1 MiB".into()));
+    }
+    let body = resp.bytes().await.map_err(|e| err(e.to_string()))?;
+    Ok(body.to_vec())
+}
+
+/// What is wrong with a present release on the targets (empty: all good).
+async fn check_targets(
+    version: &str,
+    t: &Targets,
+    images: &[PushedImage],
+    files: &[FileEntry],
+) -> Result<Vec<String>> {
+    let registries: Vec<Registry> = t.registries.iter().map(|(r, _)| r.clone()).collect();
+    let expected: Vec<ExpectedImage> = images
+        .iter()
+        .flat_map(|p| {
+            [p.tag.clone(), p.version_tag.clone()].map(|tag| ExpectedImage {
+                repo: p.name.clone(),
+                tag,
+                digest: p.digest.clone(),
+            })
+        })
+        .collect();
+    let stores = t.file_stores.iter().map(|f| {
+        let (f, version, files) = (f.clone(), version.to_string(), files.to_vec());
+        async move {
+            blocking(move || {
+                Ok(f
+                    .check(&version, &files)?
+                    .into_iter()
+                    .map(|p| format!("{f}: {p}"))
+                    .collect::<Vec<_>>())
+            })
+            .await
+        }
+    });
+    let (mut problems, files) =
+        futures_util::join!(check_images(&registries, &expected), join_all(stores));
+    let mut problems = std::mem::take(&mut problems?);
+    for f in files {
+        problems.extend(f?);
+    }
+    Ok(problems)
+}
+
+async fn remove(
+    ctx: &Context,
+    spec: &ReleaseSpec,
+    t: &Targets,
+    reporter: &Arc<Reporter>,
+) -> Result<()> {
+    let progress: &dyn Progress = reporter.as_ref();
+    let record = reporter.snapshot();
+    // Plain tags another present release also has stay.
+    let others: Vec<ReleaseStatus> = status::load_all(&ctx.var_dir)?
+        .into_iter()
+        .filter(|s| s.version != spec.version && s.state == ReleaseState::Present)
+        .collect();
+    let shared = |p: &PushedImage| {
+        others
+            .iter()
+            .any(|o| o.images.iter().any(|q| q.name == p.name && q.tag == p.tag))
+    };
+    progress.step(Step::DeletingImages, "");
+    let jobs = t.registries.iter().map(|(r, _)| {
+        let (record, shared) = (&record, &shared);
+        async move {
+            for p in &record.images {
+                if r.untag(&p.name, &p.version_tag).await? {
+                    progress.info(&format!(
+                        "Untagged {}/{}:{}",
+                        r.name(),
+                        p.name,
+                        p.version_tag
+                    ));
+                }
+                if shared(p) {
+                    progress.info(&format!(
+                        "Keeping {}/{}:{}: another present release has it",
+                        r.name(),
+                        p.name,
+                        p.tag
+                    ));
+                } else if r.manifest_digest(&p.name, &p.tag).await?.as_deref()
+                    == Some(p.digest.as_str())
+                    && r.untag(&p.name, &p.tag).await?
+                {
+                    progress.info(&format!("Untagged {}/{}:{}", r.name(), p.name, p.tag));
+                }
+            }
+            Ok::<(), Error>(())
+        }
+    });
+    join_all(jobs).await.into_iter().collect::<Result<Vec<()>>>()?;
+
+    progress.step(Step::RemovingFiles, "");
+    for f in &t.file_stores {
+        let (f, version) = (f.clone(), spec.version.clone());
+        blocking(move || f.remove(&version).map(|_| ())).await?;
+    }
+
+    progress.step(Step::GarbageCollecting, "");
+    for (r, gc) in &t.registries {
+        match gc {
+            Some(cmd) => {
+                let cmd = cmd.clone();
+                let out = blocking(move || garbage_collect(&cmd)).await?;
+                let last = out.lines().last().unwrap_or("").to_string();
+                progress.info(&format!("Garbage collection on {}: {last}", r.name()));
+            }
+            None => progress.info(&format!(
+                "{}: no gc command configured; untagged manifests and unreferenced blobs stay until its garbage collection runs",
+                r.name()
+            )),
+        }
+    }
+
+    progress.step(Step::Checking, "");
+    let problems = check_absent(&spec.version, t, &record.images, &record.files).await?;
+    if !problems.is_empty() {
+        return Err(Error::Layout(format!(
+            "after removal: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok(())
+}
+
+/// What of the release remains on the targets (empty: nothing).
+async fn check_absent(
+    version: &str,
+    t: &Targets,
+    images: &[PushedImage],
+    files: &[FileEntry],
+) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for (r, _) in &t.registries {
+        for p in images {
+            if let Some(d) = r.manifest_digest(&p.name, &p.version_tag).await? {
+                problems.push(format!(
+                    "{}: {}:{} still resolves to {d}",
+                    r.name(),
+                    p.name,
+                    p.version_tag
+                ));
+            }
+        }
+    }
+    for f in &t.file_stores {
+        let (f, version, files) = (f.clone(), version.to_string(), files.to_vec());
+        let n = files.len();
+        let found = blocking(move || {
+            let missing = f.check(&version, &files)?;
+            Ok((f, missing))
+        })
+        .await?;
+        // Every file must be reported missing.
+        if found.1.len() < n {
+            problems.push(format!(
+                "{}: {} of the release's files remain",
+                found.0,
+                n - found.1.len()
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// The outcome of a check: empty when compliant, else what is wrong where.
+pub async fn check(ctx: &Context, spec: &ReleaseSpec) -> Result<Vec<String>> {
+    let st = status::load(&ctx.var_dir, &spec.version)?;
+    let kc = match &spec.k8s {
+        Some(k) if k.registry_template.is_some() || k.file_store_template.is_some() => {
+            let dep = DeploymentRef {
+                kubeconfig: k.kubeconfig.as_ref().map(PathBuf::from),
+                context: k.context.clone(),
+                namespace: k.namespace.clone(),
+                name: k.deployment.clone(),
+            };
+            let client = dep.client().await?;
+            Some((dep, client))
+        }
+        _ => None,
+    };
+    let t = targets(spec, kc.as_ref(), &crate::progress::NoProgress).await?;
+    match spec.state {
+        DesiredState::Present => {
+            let Some(st) = st else {
+                return Ok(vec![format!(
+                    "release {} has not been added on this node",
+                    spec.version
+                )]);
+            };
+            if st.state != ReleaseState::Present {
+                return Ok(vec![match &st.last_error {
+                    Some(e) => format!("release {} is {}: {e}", spec.version, st.state.as_str()),
+                    None => format!("release {} is {}", spec.version, st.state.as_str()),
+                }]);
+            }
+            check_targets(&spec.version, &t, &st.images, &st.files).await
+        }
+        DesiredState::Absent => {
+            let Some(st) = st else {
+                return Ok(Vec::new());
+            };
+            let mut problems = check_absent(&spec.version, &t, &st.images, &st.files).await?;
+            if st.state != ReleaseState::Absent && problems.is_empty() && !st.images.is_empty() {
+                problems.push(format!(
+                    "release {} is recorded as {}",
+                    spec.version,
+                    st.state.as_str()
+                ));
+            }
+            Ok(problems)
+        }
+    }
+}
+
+/// Runs a future to completion on a runtime of its own (the object classes and the CLI are
+/// synchronous).
+pub fn block_on<F: Future>(f: F) -> Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io(Path::new("tokio runtime"), e))?;
+    Ok(rt.block_on(f))
+}

@@ -1,0 +1,354 @@
+//! The `release` rule and the node's release settings, and their resolution into a
+//! [`ReleaseSpec`]: everything an operation needs, checked before anything is touched.
+//!
+//! A rule (a variable of class `release`) names the release; where it goes (registries, file
+//! stores), how it is verified (public key) and how lir-data is scaled come from the rule or,
+//! when the rule leaves them out, from the `[release]` section of the node configuration:
+//!
+//! ```toml
+//! [release]
+//! registries = ["https://lir.example:5000",                    # the first is the primary
+//!               { url = "http://127.0.0.1:5001", gc = ["docker-registry", "garbage-collect",
+//!                 "--delete-untagged", "/etc/docker/registry/config.yml"] }]
+//! file_stores = ["/srv/lir-f", "rsync://lir@10.0.0.2:8873/lir-data/lir-f"]
+//! public_key = "/etc/tenet/release-signing.pub"                # PEM, or the PEM text itself
+//! ca_file = "/etc/tenet/lir-ca.pem"                            # extra CA for https sources/registries
+//! rsync_password_file = "/etc/tenet/rsync.secret"
+//! work_dir = "/var/lib/tenet/release/work"                     # default <var>/release/work
+//! [release.k8s]                                                # scale lir-data during operations
+//! namespace = "cm"
+//! deployment = "lir-data"
+//! replicas = 3                                                 # during the operation
+//! kubeconfig = "/etc/kubernetes/admin.conf"
+//! timeout = 300
+//! registry_template = "http://{ip}:5000"                       # replicas found by pod IP
+//! file_store_template = "rsync://{ip}:8873/lir-data/lir-f"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::manifest::validate_version;
+
+/// present or absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    /// The release's images and files are on every registry and file store.
+    #[default]
+    Present,
+    /// Nothing of the release remains.
+    Absent,
+}
+
+/// A registry as written in a rule or the settings: its URL, and optionally the command that
+/// garbage-collects it (run after a release is removed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RegistrySetting {
+    /// `"http://127.0.0.1:5000"`, `"https://lir:5000"` or `"lir:5000"` (https).
+    Url(String),
+    /// `{ url = "...", gc = ["docker-registry", "garbage-collect", "--delete-untagged", "cfg"] }`.
+    Full {
+        /// As [`RegistrySetting::Url`].
+        url: String,
+        /// The garbage-collection command (argv), run on this node.
+        #[serde(default)]
+        gc: Option<Vec<String>>,
+    },
+}
+
+impl RegistrySetting {
+    /// The URL.
+    pub fn url(&self) -> &str {
+        match self {
+            RegistrySetting::Url(u) | RegistrySetting::Full { url: u, .. } => u,
+        }
+    }
+
+    /// The GC command, if any.
+    pub fn gc(&self) -> Option<&[String]> {
+        match self {
+            RegistrySetting::Url(_) => None,
+            RegistrySetting::Full { gc, .. } => gc.as_deref(),
+        }
+    }
+}
+
+/// Scaling of the lir-data deployment around an operation, and discovery of its replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K8sSettings {
+    /// The deployment's namespace.
+    pub namespace: String,
+    /// The deployment (lir-data).
+    pub deployment: String,
+    /// Replicas during the operation (scaled back to the count found before, afterwards).
+    pub replicas: i32,
+    /// The kubeconfig (default: kube's inference: `$KUBECONFIG`, `~/.kube/config`, in-cluster).
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+    /// The kubeconfig context.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Seconds to wait for the replicas to be ready (default 300).
+    #[serde(default = "default_timeout")]
+    pub timeout: u64,
+    /// A registry URL per replica pod, `{ip}` replaced by the pod IP (replicas are added to
+    /// the registries).
+    #[serde(default)]
+    pub registry_template: Option<String>,
+    /// A file store per replica pod, `{ip}` replaced by the pod IP.
+    #[serde(default)]
+    pub file_store_template: Option<String>,
+}
+
+fn default_timeout() -> u64 {
+    300
+}
+
+/// The `[release]` section of the node configuration: defaults for every release rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSettings {
+    /// Registries; the first is the primary, the others are replicas.
+    #[serde(default)]
+    pub registries: Vec<RegistrySetting>,
+    /// File stores (directories or `rsync://` URLs); the first is the primary.
+    #[serde(default)]
+    pub file_stores: Vec<String>,
+    /// The PEM public key the release signatures are checked with: a path, or the PEM text.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// An extra CA (PEM file) trusted for https sources and registries.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// The rsync password file for `rsync://user@...` stores (never logged).
+    #[serde(default)]
+    pub rsync_password_file: Option<String>,
+    /// Where releases are downloaded and unpacked (default `<var>/release/work`).
+    #[serde(default)]
+    pub work_dir: Option<String>,
+    /// lir-data scaling and replica discovery.
+    #[serde(default)]
+    pub k8s: Option<K8sSettings>,
+}
+
+/// A `release` rule: a variable of class `release`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRule {
+    /// The release version (`9999.0.0.0-1052647`): tags are `name:<version>-<tag>`, files go
+    /// to `<store>/<version>/`.
+    pub version: String,
+    /// present (default) or absent.
+    #[serde(default)]
+    pub state: DesiredState,
+    /// The squashfs URL (http, https, file); required when present.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The squashfs sha256 (hex). Without it, the server's `Digest`/`Repr-Digest` header must
+    /// give it.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// The detached signature: a URL or path (default `<source>.sig`).
+    #[serde(default)]
+    pub signature: Option<String>,
+    /// Overrides the settings' public key.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// Overrides the settings' registries.
+    #[serde(default)]
+    pub registries: Option<Vec<RegistrySetting>>,
+    /// Overrides the settings' file stores.
+    #[serde(default)]
+    pub file_stores: Option<Vec<String>>,
+    /// Overrides the settings' k8s scaling.
+    #[serde(default)]
+    pub k8s: Option<K8sSettings>,
+}
+
+/// A rule resolved against the settings: what an operation runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseSpec {
+    /// The version.
+    pub version: String,
+    /// present or absent.
+    pub state: DesiredState,
+    /// The source URL (present only).
+    pub source: Option<String>,
+    /// The expected sha256 of the squashfs (lower-case hex).
+    pub sha256: Option<String>,
+    /// The signature URL or path.
+    pub signature: Option<String>,
+    /// The public key PEM text (present only).
+    pub public_key_pem: Option<String>,
+    /// Registries, primary first.
+    pub registries: Vec<RegistrySetting>,
+    /// File stores, primary first.
+    pub file_stores: Vec<String>,
+    /// Extra CA file.
+    pub ca_file: Option<PathBuf>,
+    /// rsync password file.
+    pub rsync_password_file: Option<PathBuf>,
+    /// Work dir root.
+    pub work_dir: PathBuf,
+    /// Scaling and discovery.
+    pub k8s: Option<K8sSettings>,
+}
+
+impl ReleaseSpec {
+    /// The k8s wait timeout.
+    pub fn k8s_timeout(&self) -> Duration {
+        Duration::from_secs(self.k8s.as_ref().map_or(300, |k| k.timeout))
+    }
+}
+
+/// Reads a `[release]` section out of a node configuration table (missing: defaults).
+pub fn settings_from_config(table: &toml::Table, origin: &str) -> Result<ReleaseSettings> {
+    match table.get("release") {
+        None => Ok(ReleaseSettings::default()),
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Rule(format!("{origin}: [release]: {e}"))),
+    }
+}
+
+impl ReleaseRule {
+    /// Resolves the rule against the settings. Files the rule or the settings name (public
+    /// key, CA, password file, kubeconfig, work dir) are taken under `root`, the agent's root
+    /// prefix; `var_dir` is the agent's state dir (already under the root). Every error names
+    /// the rule (`release <version>`) and the field.
+    pub fn resolve(
+        &self,
+        settings: &ReleaseSettings,
+        var_dir: &Path,
+        root: &Path,
+    ) -> Result<ReleaseSpec> {
+        let under = |p: &str| under_root(root, p);
+        let who = format!("release {}", self.version);
+        let bad = |field: &str, why: String| Error::Rule(format!("{who}: {field}: {why}"));
+        validate_version(&self.version).map_err(|e| bad("version", e))?;
+        if let Some(h) = &self.sha256
+            && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(bad("sha256", format!("{h:?} is not 64 hex digits")));
+        }
+        let registries = self
+            .registries
+            .clone()
+            .unwrap_or_else(|| settings.registries.clone());
+        let file_stores = self
+            .file_stores
+            .clone()
+            .unwrap_or_else(|| settings.file_stores.clone());
+        let k8s = self.k8s.clone().or_else(|| settings.k8s.clone());
+        for r in &registries {
+            crate::registry::Registry::parse(r.url(), None)
+                .map_err(|e| bad("registries", e.to_string()))?;
+        }
+        for f in &file_stores {
+            crate::filestore::FileStore::parse(f).map_err(|e| bad("file_stores", e.to_string()))?;
+        }
+        let discovers = k8s
+            .as_ref()
+            .is_some_and(|k| k.registry_template.is_some() || k.file_store_template.is_some());
+        if registries.is_empty() && file_stores.is_empty() && !discovers {
+            return Err(bad(
+                "registries",
+                "no registry and no file store: set them in the rule or in [release] of the node configuration".into(),
+            ));
+        }
+        if let Some(k) = &k8s {
+            if k.replicas < 0 {
+                return Err(bad("k8s.replicas", "must be 0 or more".into()));
+            }
+            for (field, t) in [
+                ("k8s.registry_template", &k.registry_template),
+                ("k8s.file_store_template", &k.file_store_template),
+            ] {
+                if let Some(t) = t
+                    && !t.contains("{ip}")
+                {
+                    return Err(bad(field, format!("{t:?} has no {{ip}}")));
+                }
+            }
+        }
+        let (source, public_key_pem, signature) = match self.state {
+            DesiredState::Absent => (None, None, None),
+            DesiredState::Present => {
+                let source = self
+                    .source
+                    .clone()
+                    .ok_or_else(|| bad("source", "required when state is present".into()))?;
+                if !(source.starts_with("http://")
+                    || source.starts_with("https://")
+                    || source.starts_with("file://")
+                    || source.starts_with('/'))
+                {
+                    return Err(bad(
+                        "source",
+                        format!("{source:?}: expected an http(s):// or file:// URL or an absolute path"),
+                    ));
+                }
+                let key = self
+                    .public_key
+                    .clone()
+                    .or_else(|| settings.public_key.clone())
+                    .ok_or_else(|| {
+                        bad(
+                            "public_key",
+                            "missing: a release is only accepted signed; set public_key in the rule or in [release]".into(),
+                        )
+                    })?;
+                let pem = if key.trim_start().starts_with("-----BEGIN") {
+                    key
+                } else {
+                    std::fs::read_to_string(under(&key))
+                        .map_err(|e| bad("public_key", format!("{key}: {e}")))?
+                };
+                let signature = self
+                    .signature
+                    .clone()
+                    .unwrap_or_else(|| format!("{source}.sig"));
+                (Some(source), Some(pem), Some(signature))
+            }
+        };
+        Ok(ReleaseSpec {
+            version: self.version.clone(),
+            state: self.state,
+            source,
+            sha256: self.sha256.as_ref().map(|s| s.to_ascii_lowercase()),
+            signature,
+            public_key_pem,
+            registries,
+            file_stores,
+            ca_file: settings.ca_file.as_deref().map(under),
+            rsync_password_file: settings.rsync_password_file.as_deref().map(under),
+            work_dir: settings
+                .work_dir
+                .as_deref()
+                .map(under)
+                .unwrap_or_else(|| var_dir.join("release/work")),
+            k8s: k8s.map(|mut k| {
+                k.kubeconfig = k
+                    .kubeconfig
+                    .as_deref()
+                    .map(|p| under(p).to_string_lossy().into_owned());
+                k
+            }),
+        })
+    }
+}
+
+/// `path` under the root prefix (`/` leaves it as it is; a relative path stays relative).
+pub fn under_root(root: &Path, path: &str) -> PathBuf {
+    match Path::new(path).strip_prefix("/") {
+        Ok(rel) if root != Path::new("/") => root.join(rel),
+        _ => PathBuf::from(path),
+    }
+}
