@@ -22,8 +22,13 @@
 //! - TLS verification is never switched off: plain HTTP only where a URL says `http://`.
 
 pub mod error;
+pub mod filestore;
+pub mod image;
 pub mod manifest;
 pub mod progress;
+pub mod registry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress, Step};
