@@ -386,8 +386,8 @@ impl FileStore {
                 }
                 // Delete with an empty source and a filter selecting only the version's
                 // tree: rsync removes what the source lacks, and nothing else is selected.
-                let empty = tempfile::tempdir()
-                    .map_err(|e| self.error(format!("temp dir: {e}")))?;
+                let empty =
+                    tempfile::tempdir().map_err(|e| self.error(format!("temp dir: {e}")))?;
                 let mut src: OsString = empty.path().as_os_str().to_owned();
                 src.push("/");
                 self.rsync(&[
@@ -408,7 +408,11 @@ impl FileStore {
 
     /// Whether the store's top directory lists `version`.
     fn rsync_has(&self, url: &str, version: &str) -> Result<bool> {
-        let listing = match self.rsync(&["--list-only".into(), "--no-h".into(), format!("{url}/").into()]) {
+        let listing = match self.rsync(&[
+            "--list-only".into(),
+            "--no-h".into(),
+            format!("{url}/").into(),
+        ]) {
             Ok(l) => l,
             Err(e) if e.to_string().contains("No such file or directory") => return Ok(false),
             Err(e) => return Err(e),
@@ -566,7 +570,11 @@ mod tests {
         assert!(store.check(v, &files).unwrap().is_empty(), "from the cache");
 
         // Same size, mtime put back: the ctime still gives the corruption away.
-        let victim = store_dir.path().join("store").join(v).join("sub/deeper/data.bin");
+        let victim = store_dir
+            .path()
+            .join("store")
+            .join(v)
+            .join("sub/deeper/data.bin");
         let before = std::fs::metadata(&victim).unwrap();
         let mut data = std::fs::read(&victim).unwrap();
         data[500] ^= 1;
@@ -584,7 +592,13 @@ mod tests {
         // A re-sync replaces the version and repairs it.
         store.sync(src.path(), v, &NoProgress).unwrap();
         assert!(store.check(v, &files).unwrap().is_empty());
-        assert!(!store_dir.path().join("store").join(format!(".{v}.partial")).exists());
+        assert!(
+            !store_dir
+                .path()
+                .join("store")
+                .join(format!(".{v}.partial"))
+                .exists()
+        );
 
         assert!(store.remove(v).unwrap());
         assert!(!store_dir.path().join("store").join(v).exists());
@@ -619,7 +633,10 @@ mod tests {
         std::fs::write(on_disk.join("install-control.yaml"), "kind: Other\n").unwrap();
         let problems = store.check(v, &files).unwrap();
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].contains("install-control.yaml: size"), "{problems:?}");
+        assert!(
+            problems[0].contains("install-control.yaml: size"),
+            "{problems:?}"
+        );
         store.sync(src.path(), v, &NoProgress).unwrap();
         assert!(!on_disk.join("stray").exists());
         assert_eq!(

@@ -45,8 +45,12 @@ pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// Every manifest media type a registry may answer with (for `Accept`).
-pub const MANIFEST_MEDIA_TYPES: [&str; 4] =
-    [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+];
 
 /// The annotation an OCI layout's `index.json` names a manifest's tag with.
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -283,10 +287,9 @@ fn load_oci_layout(dir: &Path, tag: &str) -> Result<Loaded, LoadError> {
         ));
     }
     let index_file = dir.join("index.json");
-    let index: Index = serde_json::from_slice(
-        &std::fs::read(&index_file).map_err(|e| Error::io(&index_file, e))?,
-    )
-    .map_err(|e| LoadError::Msg(format!("index.json: {e}")))?;
+    let index: Index =
+        serde_json::from_slice(&std::fs::read(&index_file).map_err(|e| Error::io(&index_file, e))?)
+            .map_err(|e| LoadError::Msg(format!("index.json: {e}")))?;
     let chosen = match index
         .manifests
         .iter()
@@ -332,8 +335,7 @@ fn load_oci_layout(dir: &Path, tag: &str) -> Result<Loaded, LoadError> {
         .clone()
         .or(parsed.media_type.clone())
         .unwrap_or_else(|| OCI_MANIFEST.to_string());
-    if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST || parsed.manifests.is_some()
-    {
+    if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST || parsed.manifests.is_some() {
         return Err(LoadError::Msg(format!(
             "manifest {} is an image index (several platforms); only single-platform images \
              are supported: copy one platform (skopeo copy --override-arch ...)",
@@ -409,7 +411,10 @@ struct ArchiveImage {
 }
 
 enum TarNode {
-    File { offset: u64, size: u64 },
+    File {
+        offset: u64,
+        size: u64,
+    },
     /// A symlink, relative to the entry's directory.
     Symlink(String),
     /// A hard link: the archive path of its target.
@@ -561,9 +566,7 @@ fn load_docker_archive(tar_path: &Path, entry: &ImageEntry) -> Result<Loaded, Lo
         layers.push(blob);
     }
 
-    let descriptor = |b: &Blob| {
-        serde_json::json!({"mediaType": b.media_type, "digest": b.digest, "size": b.size})
-    };
+    let descriptor = |b: &Blob| serde_json::json!({"mediaType": b.media_type, "digest": b.digest, "size": b.size});
     // Field order is fixed (serde_json preserve_order) so the bytes, hence the digest, are
     // the same on every run.
     let manifest = serde_json::json!({
@@ -668,6 +671,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("none is annotated"), "{err}");
+    }
+
+    #[test]
+    fn a_multi_platform_index_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = TestImage::new("app", &[b"x"]);
+        let layout = dir.path().join("l");
+        write_oci_layout(&layout, &[(&img, "v1")]).unwrap();
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": img.digest, "size": img.manifest.len()}],
+        }))
+        .unwrap();
+        let d = sha256_digest(&index);
+        std::fs::write(
+            layout.join("blobs/sha256").join(sha256_hex(&d).unwrap()),
+            &index,
+        )
+        .unwrap();
+        let top = serde_json::json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": OCI_INDEX, "digest": d, "size": index.len()}]});
+        std::fs::write(layout.join("index.json"), top.to_string()).unwrap();
+        let err = load_image(dir.path(), &entry("app", "v1", "l"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("image app:v1") && err.contains("image index"),
+            "{err}"
+        );
     }
 
     #[test]

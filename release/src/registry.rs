@@ -21,9 +21,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt, TryStreamExt, stream};
 use oci_client::Reference;
-use oci_client::client::{
-    Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
-};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use reqwest::StatusCode;
@@ -32,8 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::error::{Error, Result};
 use crate::image::{
-    Blob, BlobLocation, LocalImage, MANIFEST_MEDIA_TYPES, OCI_CONFIG, OCI_MANIFEST,
-    sha256_digest,
+    Blob, BlobLocation, LocalImage, MANIFEST_MEDIA_TYPES, OCI_CONFIG, OCI_MANIFEST, sha256_digest,
 };
 use crate::progress::{Progress, Step, percent_of};
 
@@ -149,9 +146,10 @@ impl Registry {
                 )));
             }
             for b in blocks {
-                http_certs.push(reqwest::Certificate::from_pem(b.as_bytes()).map_err(|e| {
-                    bad(&format!("CA file {}: {e}", ca.display()))
-                })?);
+                http_certs.push(
+                    reqwest::Certificate::from_pem(b.as_bytes())
+                        .map_err(|e| bad(&format!("CA file {}: {e}", ca.display())))?,
+                );
                 oci_certs.push(Certificate {
                     encoding: CertificateEncoding::Pem,
                     data: b.into_bytes(),
@@ -171,8 +169,8 @@ impl Registry {
             read_timeout: Some(Duration::from_secs(300)),
             ..Default::default()
         };
-        let client = oci_client::Client::try_from(config)
-            .map_err(|e| bad(&format!("client: {e}")))?;
+        let client =
+            oci_client::Client::try_from(config).map_err(|e| bad(&format!("client: {e}")))?;
         let http = reqwest::Client::builder()
             .tls_certs_merge(http_certs)
             .connect_timeout(Duration::from_secs(30))
@@ -324,7 +322,9 @@ impl Registry {
                     content_type.clone(),
                 )
                 .await
-                .map_err(|e| self.oci_error(&format!("push of manifest {}:{tag}", image.name), e))?;
+                .map_err(|e| {
+                    self.oci_error(&format!("push of manifest {}:{tag}", image.name), e)
+                })?;
             match self.manifest_digest(&image.name, tag).await? {
                 Some(d) if d == image.digest => {}
                 Some(d) => {
@@ -618,10 +618,12 @@ pub async fn check_images(
     registries: &[Registry],
     expected: &[ExpectedImage],
 ) -> Result<Vec<String>> {
-    let jobs = registries
-        .iter()
-        .enumerate()
-        .flat_map(|(ri, r)| expected.iter().enumerate().map(move |(ei, e)| (ri, r, ei, e)));
+    let jobs = registries.iter().enumerate().flat_map(|(ri, r)| {
+        expected
+            .iter()
+            .enumerate()
+            .map(move |(ei, e)| (ri, r, ei, e))
+    });
     let mut found: Vec<(usize, usize, Option<String>)> = stream::iter(jobs)
         .map(|(ri, r, ei, e)| async move {
             let at = format!("{}: {}:{}", r.name(), e.repo, e.tag);
@@ -796,8 +798,7 @@ mod tests {
             &format!("docker://{}/team/app", reg.addr()),
         ]))
         .unwrap();
-        let mut skopeo_tags: Vec<String> =
-            serde_json::from_value(listed["Tags"].clone()).unwrap();
+        let mut skopeo_tags: Vec<String> = serde_json::from_value(listed["Tags"].clone()).unwrap();
         skopeo_tags.sort();
         assert_eq!(skopeo_tags, vec!["9999.0-v1".to_string(), "v1".to_string()]);
         assert_eq!(r.tags("team/app").await.unwrap(), skopeo_tags);
@@ -916,7 +917,7 @@ mod tests {
             expect("team/app", "v3", &a.digest),
         ];
         assert!(
-            check_images(&[r.clone()], &expected[..1])
+            check_images(std::slice::from_ref(&r), &expected[..1])
                 .await
                 .unwrap()
                 .is_empty()
@@ -939,6 +940,18 @@ mod tests {
                 format!("{}: team/app:v3 missing", e.name()),
             ]
         );
+
+        // Registry errors name the registry and the HTTP status and body.
+        let err = r
+            .delete_manifest("team/app", "sha256:abc")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("registry {}: DELETE manifest", r.name())),
+            "{err}"
+        );
+        assert!(err.contains("HTTP 400"), "{err}");
 
         // An unreachable registry is named in the message.
         let addr = empty.addr();

@@ -19,7 +19,9 @@ use crate::image::{OCI_CONFIG, OCI_LAYER_TAR, OCI_MANIFEST, sha256_digest, sha25
 
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1:0", e))?;
-    Ok(l.local_addr().map_err(|e| Error::io("127.0.0.1:0", e))?.port())
+    Ok(l.local_addr()
+        .map_err(|e| Error::io("127.0.0.1:0", e))?
+        .port())
 }
 
 fn command_error(command: &str, message: impl Into<String>) -> Error {
@@ -256,9 +258,7 @@ impl TestImage {
             },
         }))
         .expect("JSON");
-        let desc = |media_type: &str, b: &[u8]| {
-            serde_json::json!({"mediaType": media_type, "digest": sha256_digest(b), "size": b.len()})
-        };
+        let desc = |media_type: &str, b: &[u8]| serde_json::json!({"mediaType": media_type, "digest": sha256_digest(b), "size": b.len()});
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -288,8 +288,12 @@ impl TestImage {
 pub fn write_oci_layout(dir: &Path, images: &[(&TestImage, &str)]) -> Result<()> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(|e| Error::io(&blobs, e))?;
-    let write = |name: &Path, data: &[u8]| std::fs::write(name, data).map_err(|e| Error::io(name, e));
-    write(&dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let write =
+        |name: &Path, data: &[u8]| std::fs::write(name, data).map_err(|e| Error::io(name, e));
+    write(
+        &dir.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
     let mut manifests = Vec::new();
     for (img, tag) in images {
         for b in std::iter::once(&img.config)
@@ -343,8 +347,12 @@ pub fn write_docker_archive(path: &Path, img: &TestImage, repo_tag: &str) -> Res
             h.set_size(0);
             h.set_mode(0o777);
             h.set_mtime(0);
-            b.append_link(&mut h, format!("{id}/layer.tar"), format!("../real{id}/layer.tar"))
-                .map_err(io)?;
+            b.append_link(
+                &mut h,
+                format!("{id}/layer.tar"),
+                format!("../real{id}/layer.tar"),
+            )
+            .map_err(io)?;
         } else {
             append(&mut b, &format!("{id}/layer.tar"), layer).map_err(io)?;
         }
