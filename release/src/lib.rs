@@ -23,10 +23,15 @@
 
 pub mod converge;
 pub mod error;
+pub mod filestore;
+pub mod image;
 pub mod manifest;
 pub mod progress;
+pub mod registry;
 pub mod rule;
 pub mod status;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress, Step};

@@ -1,0 +1,374 @@
+//! Test helpers (feature `testing`, and the crate's own tests): a real `docker-registry` and a
+//! real `rsync --daemon` on 127.0.0.1, and tiny test images written as OCI layouts or
+//! docker-archives.
+//!
+//! **These spawn processes** (`docker-registry serve`, `rsync --daemon --no-detach`) with
+//! their config and data in a temp dir; each is killed and waited for when its handle is
+//! dropped, and the temp dir removed. They write nothing outside the temp dir (no /etc).
+//! Ports are free ports found by binding 127.0.0.1:0 (a small race with other processes
+//! is possible; start retries once on another port).
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::image::{OCI_CONFIG, OCI_LAYER_TAR, OCI_MANIFEST, sha256_digest, sha256_hex};
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1:0", e))?;
+    Ok(l.local_addr()
+        .map_err(|e| Error::io("127.0.0.1:0", e))?
+        .port())
+}
+
+fn command_error(command: &str, message: impl Into<String>) -> Error {
+    Error::Command {
+        command: command.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Waits until something accepts TCP connections on `port`, or the child exits, or 20 s
+/// pass (a start-up wait, not an assertion about time).
+fn wait_listening(child: &mut Child, port: u16, what: &str, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(command_error(
+                what,
+                format!("exited with {status} before listening: {}", tail(&log)),
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(command_error(what, format!("not listening on {port}")));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+/// A `docker-registry serve` on 127.0.0.1 with deletes enabled and storage in a temp dir.
+/// Killed on drop.
+pub struct RegistryProcess {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RegistryProcess {
+    /// Starts a registry on a free port and waits until it listens.
+    pub fn start() -> Result<RegistryProcess> {
+        match Self::start_once() {
+            Ok(r) => Ok(r),
+            Err(_) => Self::start_once(), // the free port may have been taken meanwhile
+        }
+    }
+
+    fn start_once() -> Result<RegistryProcess> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let port = free_port()?;
+        let data = dir.path().join("data");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+             delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            data.display()
+        );
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, config).map_err(|e| Error::io(&cfg, e))?;
+        let log_path = dir.path().join("registry.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
+        let log2 = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| command_error("docker-registry serve", e.to_string()))?;
+        if let Err(e) = wait_listening(&mut child, port, "docker-registry serve", &log_path) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok(RegistryProcess { child, port, dir })
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:<port>`, the spec for [`crate::registry::Registry::parse`].
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// The registry's config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yml")
+    }
+
+    /// The storage root directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The garbage collection command for this registry (deleting untagged manifests).
+    pub fn gc_command(&self) -> Vec<String> {
+        vec![
+            "docker-registry".into(),
+            "garbage-collect".into(),
+            "--delete-untagged".into(),
+            self.config_path().display().to_string(),
+        ]
+    }
+
+    /// The registry's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RegistryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An `rsync --daemon --no-detach` on 127.0.0.1 with one writable module `data` in a temp
+/// dir. Killed on drop.
+pub struct RsyncDaemon {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RsyncDaemon {
+    /// Starts the daemon on a free port and waits until it listens.
+    pub fn start() -> Result<RsyncDaemon> {
+        match Self::start_once() {
+            Ok(r) => Ok(r),
+            Err(_) => Self::start_once(),
+        }
+    }
+
+    fn start_once() -> Result<RsyncDaemon> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let port = free_port()?;
+        let module = dir.path().join("module");
+        std::fs::create_dir(&module).map_err(|e| Error::io(&module, e))?;
+        let log_path = dir.path().join("rsyncd.log");
+        let conf = format!(
+            "pid file = {pid}\nlog file = {log}\naddress = 127.0.0.1\nport = {port}\n\
+             use chroot = no\n[data]\n    path = {module}\n    read only = false\n    \
+             uid = root\n    gid = root\n",
+            pid = dir.path().join("rsyncd.pid").display(),
+            log = log_path.display(),
+            module = module.display(),
+        );
+        let cfg = dir.path().join("rsyncd.conf");
+        std::fs::write(&cfg, conf).map_err(|e| Error::io(&cfg, e))?;
+        let mut child = Command::new("rsync")
+            .arg("--daemon")
+            .arg("--no-detach")
+            .arg(format!("--config={}", cfg.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| command_error("rsync --daemon", e.to_string()))?;
+        if let Err(e) = wait_listening(&mut child, port, "rsync --daemon", &log_path) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok(RsyncDaemon { child, port, dir })
+    }
+
+    /// `rsync://127.0.0.1:<port>/data`.
+    pub fn url(&self) -> String {
+        format!("rsync://127.0.0.1:{}/data", self.port)
+    }
+
+    /// The module's directory on disk (to look at or corrupt what was synced).
+    pub fn module_dir(&self) -> PathBuf {
+        self.dir.path().join("module")
+    }
+}
+
+impl Drop for RsyncDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tiny test image: each layer is a real tar holding one file, the config names the
+/// image (so two images with the same layers still differ), the manifest is OCI.
+#[derive(Debug, Clone)]
+pub struct TestImage {
+    /// The config blob.
+    pub config: Vec<u8>,
+    /// The layer blobs (uncompressed tars).
+    pub layers: Vec<Vec<u8>>,
+    /// The manifest bytes.
+    pub manifest: Vec<u8>,
+    /// The manifest's digest.
+    pub digest: String,
+}
+
+/// A tar holding one file `content.txt` with `content` (fixed metadata, so the same content
+/// always gives the same bytes).
+pub fn tar_layer(content: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, "content.txt", content)
+        .expect("writing to memory");
+    b.into_inner().expect("writing to memory")
+}
+
+impl TestImage {
+    /// An image named `label` whose layers are tars of `contents`.
+    pub fn new(label: &str, contents: &[&[u8]]) -> TestImage {
+        let layers: Vec<Vec<u8>> = contents.iter().map(|c| tar_layer(c)).collect();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Labels": {"test.image": label}},
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": layers.iter().map(|l| sha256_digest(l)).collect::<Vec<_>>(),
+            },
+        }))
+        .expect("JSON");
+        let desc = |media_type: &str, b: &[u8]| serde_json::json!({"mediaType": media_type, "digest": sha256_digest(b), "size": b.len()});
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": desc(OCI_CONFIG, &config),
+            "layers": layers.iter().map(|l| desc(OCI_LAYER_TAR, l)).collect::<Vec<_>>(),
+        }))
+        .expect("JSON");
+        let digest = sha256_digest(&manifest);
+        TestImage {
+            config,
+            layers,
+            manifest,
+            digest,
+        }
+    }
+
+    /// The digests of its config and layers.
+    pub fn blob_digests(&self) -> Vec<String> {
+        std::iter::once(&self.config)
+            .chain(self.layers.iter())
+            .map(|b| sha256_digest(b))
+            .collect()
+    }
+}
+
+/// Writes an OCI image layout at `dir` holding `images`, each annotated with its tag.
+pub fn write_oci_layout(dir: &Path, images: &[(&TestImage, &str)]) -> Result<()> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(|e| Error::io(&blobs, e))?;
+    let write =
+        |name: &Path, data: &[u8]| std::fs::write(name, data).map_err(|e| Error::io(name, e));
+    write(
+        &dir.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    let mut manifests = Vec::new();
+    for (img, tag) in images {
+        for b in std::iter::once(&img.config)
+            .chain(img.layers.iter())
+            .chain(std::iter::once(&img.manifest))
+        {
+            let d = sha256_digest(b);
+            write(&blobs.join(sha256_hex(&d).expect("sha256")), b)?;
+        }
+        manifests.push(serde_json::json!({
+            "mediaType": OCI_MANIFEST,
+            "digest": img.digest,
+            "size": img.manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }));
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": manifests});
+    write(
+        &dir.join("index.json"),
+        &serde_json::to_vec(&index).expect("JSON"),
+    )
+}
+
+/// Writes a docker-archive (`docker save` style: `<id>/layer.tar`, `<id>.json`,
+/// `manifest.json`) of `img` tagged `repo_tag`; the last layer is stored through a symlink
+/// as older `docker save` does for repeated layers.
+pub fn write_docker_archive(path: &Path, img: &TestImage, repo_tag: &str) -> Result<()> {
+    let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut b = tar::Builder::new(f);
+    let io = |e: std::io::Error| Error::io(path, e);
+    let append = |b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, name, data)
+    };
+    let config_hex = sha256_hex(&sha256_digest(&img.config))
+        .expect("sha256")
+        .to_string();
+    append(&mut b, &format!("{config_hex}.json"), &img.config).map_err(io)?;
+    let mut names = Vec::new();
+    for (i, layer) in img.layers.iter().enumerate() {
+        let id = format!("{:064x}", i + 1);
+        if i + 1 == img.layers.len() && i > 0 {
+            // Stored under a real directory, referenced through a symlinked one.
+            append(&mut b, &format!("real{id}/layer.tar"), layer).map_err(io)?;
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            h.set_mtime(0);
+            b.append_link(
+                &mut h,
+                format!("{id}/layer.tar"),
+                format!("../real{id}/layer.tar"),
+            )
+            .map_err(io)?;
+        } else {
+            append(&mut b, &format!("{id}/layer.tar"), layer).map_err(io)?;
+        }
+        names.push(format!("{id}/layer.tar"));
+    }
+    let manifest = serde_json::json!([{
+        "Config": format!("{config_hex}.json"),
+        "RepoTags": [repo_tag],
+        "Layers": names,
+    }]);
+    append(
+        &mut b,
+        "manifest.json",
+        &serde_json::to_vec(&manifest).expect("JSON"),
+    )
+    .map_err(io)?;
+    b.into_inner().map_err(io)?.flush().map_err(io)?;
+    Ok(())
+}
