@@ -163,11 +163,7 @@ async fn targets(
 }
 
 fn file_store(text: &str, spec: &ReleaseSpec) -> Result<FileStore> {
-    let store = FileStore::parse(text)?;
-    Ok(match &spec.rsync_password_file {
-        Some(p) => store.with_password_file(p),
-        None => store,
-    })
+    Ok(FileStore::parse(text)?.with_password_file(spec.rsync_password_file.clone()))
 }
 
 /// Scales lir-data up for the operation; returns the deployment, its client and the replica

@@ -92,9 +92,7 @@ impl Progress for NoProgress {
 
 /// Percent of `done` over `total`, 0 when the total is unknown, at most 100.
 pub fn percent_of(done: u64, total: u64) -> u8 {
-    if total == 0 {
-        0
-    } else {
-        (done.saturating_mul(100) / total).min(100) as u8
-    }
+    done.saturating_mul(100)
+        .checked_div(total)
+        .map_or(0, |p| p.min(100) as u8)
 }
