@@ -21,9 +21,12 @@
 //!   fetched again, blobs already in a registry are not pushed again).
 //! - TLS verification is never switched off: plain HTTP only where a URL says `http://`.
 
+pub mod download;
 pub mod error;
 pub mod manifest;
 pub mod progress;
+pub mod signature;
+pub mod unsquash;
 
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress, Step};
