@@ -130,9 +130,7 @@ pub async fn fetch(
     }
     match src {
         Source::File(path) => copy_local(&path, dest, expected, progress).await,
-        Source::Http(url) => {
-            fetch_http(client, url, &shown, dest, expected, opts, progress).await
-        }
+        Source::Http(url) => fetch_http(client, url, &shown, dest, expected, opts, progress).await,
     }
 }
 
@@ -153,10 +151,9 @@ fn parse_source(source: &str) -> Result<Source> {
     })?;
     match url.scheme() {
         "http" | "https" => Ok(Source::Http(url)),
-        "file" => url
-            .to_file_path()
-            .map(Source::File)
-            .map_err(|()| Error::Rule("source: a file:// URL must name a local absolute path".into())),
+        "file" => url.to_file_path().map(Source::File).map_err(|()| {
+            Error::Rule("source: a file:// URL must name a local absolute path".into())
+        }),
         other => Err(Error::Rule(format!(
             "source: scheme {other:?} is not supported (http, https, file or an absolute path)"
         ))),
@@ -402,7 +399,10 @@ impl PartMeta {
     }
 
     fn take_digest(&mut self, headers: &HeaderMap, full_reply: bool) {
-        let mut sources = vec![("repr-digest", "Repr-Digest header"), ("digest", "Digest header")];
+        let mut sources = vec![
+            ("repr-digest", "Repr-Digest header"),
+            ("digest", "Digest header"),
+        ];
         if full_reply {
             sources.push(("content-digest", "Content-Digest header"));
         }
@@ -533,7 +533,9 @@ async fn fetch_http(
                 if failures > opts.retries {
                     return Err(download_error(why));
                 }
-                progress.info(&format!("request failed ({why}); retrying at byte {offset}"));
+                progress.info(&format!(
+                    "request failed ({why}); retrying at byte {offset}"
+                ));
                 continue;
             }
         };
@@ -685,7 +687,9 @@ async fn fetch_http(
     commit(&part, dest, &actual).await?;
     remove_if_exists(&meta_path).await?;
     if resumed_from > 0 {
-        progress.info(&format!("{shown}: resumed at byte {resumed_from}, verified"));
+        progress.info(&format!(
+            "{shown}: resumed at byte {resumed_from}, verified"
+        ));
     }
     Ok(Downloaded {
         path: dest.to_path_buf(),
@@ -695,4 +699,634 @@ async fn fetch_http(
         reused: false,
         digest_source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// How the test server answers.
+    #[derive(Clone, Default)]
+    struct Behaviour {
+        body: Vec<u8>,
+        /// `Digest: sha-256=<b64>` of the full body.
+        digest: bool,
+        /// `Repr-Digest: sha-256=:<b64>:` of the full body.
+        repr_digest: bool,
+        /// `Content-Digest: sha-256=:<b64>:` of the bytes sent (the part, for a 206).
+        content_digest: bool,
+        /// Close the connection after this many body bytes, for the next `drops` requests.
+        drop_after: usize,
+        drops: usize,
+        /// Answer every request with the whole body (200), Range or not.
+        ignore_range: bool,
+    }
+
+    /// A tiny HTTP/1.1 server on 127.0.0.1:0: one request per connection.
+    struct Server {
+        url: String,
+        behaviour: Arc<Mutex<Behaviour>>,
+        /// The Range header of every request (None: no Range).
+        ranges: Arc<Mutex<Vec<Option<String>>>>,
+    }
+
+    impl Server {
+        async fn start(behaviour: Behaviour) -> Server {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!(
+                "http://{}/releases/release.sqfs",
+                listener.local_addr().unwrap()
+            );
+            let behaviour = Arc::new(Mutex::new(behaviour));
+            let ranges = Arc::new(Mutex::new(Vec::new()));
+            let (b, r) = (behaviour.clone(), ranges.clone());
+            tokio::spawn(async move {
+                loop {
+                    let (sock, _) = listener.accept().await.unwrap();
+                    tokio::spawn(serve(sock, b.clone(), r.clone()));
+                }
+            });
+            Server {
+                url,
+                behaviour,
+                ranges,
+            }
+        }
+
+        fn ranges(&self) -> Vec<Option<String>> {
+            self.ranges.lock().unwrap().clone()
+        }
+    }
+
+    fn b64_sha256(data: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data))
+    }
+
+    async fn serve(
+        mut sock: tokio::net::TcpStream,
+        behaviour: Arc<Mutex<Behaviour>>,
+        ranges: Arc<Mutex<Vec<Option<String>>>>,
+    ) {
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = sock.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            req.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&req).to_string();
+        let header = |name: &str| {
+            text.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+        };
+        let range = header("range");
+        let if_range = header("if-range");
+        ranges.lock().unwrap().push(range.clone());
+        let (b, drop_after) = {
+            let mut b = behaviour.lock().unwrap();
+            let drop_after = (b.drops > 0).then_some(b.drop_after);
+            b.drops = b.drops.saturating_sub(1);
+            (b.clone(), drop_after)
+        };
+        const ETAG: &str = "\"v1\"";
+        let len = b.body.len();
+        let start = match (&range, b.ignore_range) {
+            (Some(r), false) if if_range.as_deref().is_none_or(|v| v == ETAG) => r
+                .strip_prefix("bytes=")
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse::<usize>().ok()),
+            _ => None,
+        };
+        let mut head = match start {
+            Some(s) if s >= len => {
+                let h = format!(
+                    "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                sock.write_all(h.as_bytes()).await.unwrap();
+                return;
+            }
+            Some(s) => format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {s}-{}/{len}\r\n",
+                len - 1
+            ),
+            None => "HTTP/1.1 200 OK\r\n".to_string(),
+        };
+        let sent = &b.body[start.unwrap_or(0)..];
+        head.push_str(&format!(
+            "Content-Length: {}\r\nETag: {ETAG}\r\nConnection: close\r\n",
+            sent.len()
+        ));
+        if b.digest {
+            head.push_str(&format!("Digest: sha-256={}\r\n", b64_sha256(&b.body)));
+        }
+        if b.repr_digest {
+            head.push_str(&format!(
+                "Repr-Digest: sha-256=:{}:\r\n",
+                b64_sha256(&b.body)
+            ));
+        }
+        if b.content_digest {
+            head.push_str(&format!(
+                "Content-Digest: sha-256=:{}:\r\n",
+                b64_sha256(sent)
+            ));
+        }
+        head.push_str("\r\n");
+        sock.write_all(head.as_bytes()).await.unwrap();
+        let body = match drop_after {
+            Some(k) => &sent[..k.min(sent.len())],
+            None => sent,
+        };
+        // the peer may have gone away already: that is its business
+        let _ = sock.write_all(body).await;
+        let _ = sock.shutdown().await;
+    }
+
+    #[derive(Default)]
+    struct Recorded {
+        steps: Mutex<Vec<String>>,
+        percents: Mutex<Vec<u8>>,
+        infos: Mutex<Vec<String>>,
+    }
+
+    impl Progress for Recorded {
+        fn step(&self, step: Step, detail: &str) {
+            self.steps.lock().unwrap().push(format!("{step}: {detail}"));
+        }
+        fn percent(&self, _step: Step, percent: u8, _detail: &str) {
+            self.percents.lock().unwrap().push(percent);
+        }
+        fn info(&self, message: &str) {
+            self.infos.lock().unwrap().push(message.to_string());
+        }
+    }
+
+    fn body() -> Vec<u8> {
+        (0..300_000u32).map(|i| (i * 13 % 241) as u8).collect()
+    }
+
+    fn sha_hex(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    fn opts(retries: u32) -> FetchOptions {
+        FetchOptions {
+            retries,
+            ca_file: None,
+        }
+    }
+
+    fn client() -> reqwest::Client {
+        http_client(None).unwrap()
+    }
+
+    struct Files {
+        _dir: tempfile::TempDir,
+        dest: PathBuf,
+    }
+
+    impl Files {
+        fn new() -> Files {
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("release.sqfs");
+            Files { _dir: dir, dest }
+        }
+        fn part(&self) -> PathBuf {
+            with_suffix(&self.dest, ".part")
+        }
+        fn sidecar(&self) -> PathBuf {
+            with_suffix(&self.dest, ".part.json")
+        }
+        fn marker(&self) -> PathBuf {
+            marker_path(&self.dest)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_fetch_verifies_the_rule_sha256() {
+        let data = body();
+        let server = Server::start(Behaviour {
+            body: data.clone(),
+            ..Behaviour::default()
+        })
+        .await;
+        let f = Files::new();
+        let progress = Recorded::default();
+        let d = fetch(
+            &client(),
+            &server.url,
+            &f.dest,
+            Some(&sha_hex(&data).to_uppercase()),
+            &opts(3),
+            &progress,
+        )
+        .await
+        .unwrap();
+        assert_eq!(d.sha256, sha_hex(&data));
+        assert_eq!(
+            (d.size, d.resumed_from, d.reused),
+            (data.len() as u64, 0, false)
+        );
+        assert_eq!(d.digest_source, "rule");
+        assert_eq!(std::fs::read(&f.dest).unwrap(), data);
+        assert_eq!(
+            std::fs::read_to_string(f.marker()).unwrap().trim(),
+            sha_hex(&data)
+        );
+        assert!(!f.part().exists() && !f.sidecar().exists());
+        assert_eq!(server.ranges(), vec![None]);
+        assert_eq!(
+            progress.steps.lock().unwrap().clone(),
+            vec![format!("Downloading: {}", server.url)]
+        );
+        let pct = progress.percents.lock().unwrap().clone();
+        assert!(pct.windows(2).all(|w| w[0] < w[1]), "{pct:?}");
+        assert_eq!(pct.last(), Some(&100));
+    }
+
+    #[tokio::test]
+    async fn the_server_digest_headers_are_used_without_a_rule_sha256() {
+        for (mut b, source) in [
+            (
+                Behaviour {
+                    digest: true,
+                    ..Behaviour::default()
+                },
+                "Digest header",
+            ),
+            (
+                Behaviour {
+                    repr_digest: true,
+                    ..Behaviour::default()
+                },
+                "Repr-Digest header",
+            ),
+            (
+                Behaviour {
+                    content_digest: true,
+                    ..Behaviour::default()
+                },
+                "Content-Digest header",
+            ),
+        ] {
+            b.body = body();
+            let server = Server::start(b).await;
+            let f = Files::new();
+            let d = fetch(&client(), &server.url, &f.dest, None, &opts(0), &NoProgress)
+                .await
+                .unwrap();
+            assert_eq!(d.digest_source, source);
+            assert_eq!(d.sha256, sha_hex(&body()));
+        }
+    }
+
+    #[tokio::test]
+    async fn no_digest_at_all_is_refused_before_the_body() {
+        let server = Server::start(Behaviour {
+            body: body(),
+            ..Behaviour::default()
+        })
+        .await;
+        let f = Files::new();
+        let err = fetch(&client(), &server.url, &f.dest, None, &opts(3), &NoProgress)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Download { message, .. } if message.contains("set sha256 in the rule")),
+            "{err}"
+        );
+        assert!(!f.dest.exists() && !f.part().exists() && !f.marker().exists());
+    }
+
+    #[tokio::test]
+    async fn a_corrupted_byte_is_a_digest_error_and_nothing_is_kept() {
+        let good = body();
+        let mut bad = good.clone();
+        bad[150_000] ^= 0x40;
+        let server = Server::start(Behaviour {
+            body: bad,
+            ..Behaviour::default()
+        })
+        .await;
+        let f = Files::new();
+        // credentials in the URL are used but never shown
+        let source = server.url.replace("http://", "http://ops:s3cret@");
+        let err = fetch(
+            &client(),
+            &source,
+            &f.dest,
+            Some(&sha_hex(&good)),
+            &opts(3),
+            &NoProgress,
+        )
+        .await
+        .unwrap_err();
+        match &err {
+            Error::Digest { what, expected, .. } => {
+                assert_eq!(what, &server.url);
+                assert_eq!(expected, &sha_hex(&good));
+            }
+            other => panic!("not a digest error: {other}"),
+        }
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(!f.dest.exists() && !f.part().exists() && !f.sidecar().exists());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_keeps_the_part_and_the_next_call_resumes() {
+        const K: usize = 100_000;
+        let data = body();
+        // only Content-Digest: the 200's (full body) is remembered; the 206's covers the part
+        let server = Server::start(Behaviour {
+            body: data.clone(),
+            content_digest: true,
+            drop_after: K,
+            drops: 1,
+            ..Behaviour::default()
+        })
+        .await;
+        let f = Files::new();
+        let err = fetch(&client(), &server.url, &f.dest, None, &opts(0), &NoProgress)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Download { message, .. } if message.contains("connection lost at byte 100000")),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(f.part()).unwrap(), data[..K]);
+        assert!(f.sidecar().exists() && !f.dest.exists());
+
+        let d = fetch(&client(), &server.url, &f.dest, None, &opts(0), &NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(server.ranges(), vec![None, Some(format!("bytes={K}-"))]);
+        assert_eq!(d.resumed_from, K as u64);
+        assert_eq!(d.digest_source, "Content-Digest header");
+        assert_eq!(d.sha256, sha_hex(&data));
+        assert_eq!(std::fs::read(&f.dest).unwrap(), data);
+        assert!(!f.part().exists() && !f.sidecar().exists());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_is_resumed_within_the_call() {
+        const K: usize = 70_000;
+        let data = body();
+        let server = Server::start(Behaviour {
+            body: data.clone(),
+            drop_after: K,
+            drops: 1,
+            ..Behaviour::default()
+        })
+        .await;
+        let f = Files::new();
+        let progress = Recorded::default();
+        let d = fetch(
+            &client(),
+            &server.url,
+            &f.dest,
+            Some(&sha_hex(&data)),
+            &opts(3),
+            &progress,
+        )
+        .await
+        .unwrap();
+        assert_eq!(server.ranges(), vec![None, Some(format!("bytes={K}-"))]);
+        assert_eq!(d.resumed_from, K as u64);
+        assert_eq!(std::fs::read(&f.dest).unwrap(), data);
+        let infos = progress.infos.lock().unwrap().clone();
+        assert!(
+            infos
+                .iter()
+                .any(|i| i.contains(&format!("resuming at byte {K}"))),
+            "{infos:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn more_drops_than_retries_fail_and_keep_the_part() {
+        let data = body();
+        let server = Server::start(Behaviour {
+            body: data.clone(),
+            drop_after: 10_000,
+            drops: 3,
+            ..Behaviour::default()
+        })
+        .await;
+        let f = Files::new();
+        let err = fetch(
+            &client(),
+            &server.url,
+            &f.dest,
+            Some(&sha_hex(&data)),
+            &opts(2),
+            &NoProgress,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::Download { .. }), "{err}");
+        assert_eq!(server.ranges().len(), 3);
+        assert_eq!(std::fs::read(f.part()).unwrap(), data[..30_000]);
+    }
+
+    #[tokio::test]
+    async fn a_verified_file_is_reused_without_a_request() {
+        let data = body();
+        let server = Server::start(Behaviour {
+            body: data.clone(),
+            digest: true,
+            ..Behaviour::default()
+        })
+        .await;
+        let f = Files::new();
+        let sha = sha_hex(&data);
+        fetch(
+            &client(),
+            &server.url,
+            &f.dest,
+            Some(&sha),
+            &opts(0),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+        let d = fetch(
+            &client(),
+            &server.url,
+            &f.dest,
+            Some(&sha),
+            &opts(0),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+        assert!(d.reused);
+        assert_eq!(
+            (d.sha256.as_str(), d.size),
+            (sha.as_str(), data.len() as u64)
+        );
+        let d = fetch(&client(), &server.url, &f.dest, None, &opts(0), &NoProgress)
+            .await
+            .unwrap();
+        assert!(d.reused);
+        assert_eq!(d.digest_source, "marker");
+        assert_eq!(server.ranges().len(), 1, "no request for a reused file");
+
+        // a damaged file is fetched again
+        std::fs::write(&f.dest, b"damaged").unwrap();
+        let d = fetch(
+            &client(),
+            &server.url,
+            &f.dest,
+            Some(&sha),
+            &opts(0),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+        assert!(!d.reused);
+        assert_eq!(server.ranges().len(), 2);
+        assert_eq!(std::fs::read(&f.dest).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn a_200_reply_to_a_range_request_starts_over() {
+        const K: usize = 50_000;
+        let data = body();
+        let server = Server::start(Behaviour {
+            body: data.clone(),
+            drop_after: K,
+            drops: 1,
+            ..Behaviour::default()
+        })
+        .await;
+        let f = Files::new();
+        let sha = sha_hex(&data);
+        fetch(
+            &client(),
+            &server.url,
+            &f.dest,
+            Some(&sha),
+            &opts(0),
+            &NoProgress,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(std::fs::metadata(f.part()).unwrap().len(), K as u64);
+        server.behaviour.lock().unwrap().ignore_range = true;
+        let d = fetch(
+            &client(),
+            &server.url,
+            &f.dest,
+            Some(&sha),
+            &opts(0),
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+        assert_eq!(server.ranges(), vec![None, Some(format!("bytes={K}-"))]);
+        assert_eq!(d.resumed_from, 0);
+        assert_eq!(std::fs::read(&f.dest).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn local_files_need_the_rule_sha256() {
+        let data = body();
+        let f = Files::new();
+        let src = f.dest.with_file_name("source.sqfs");
+        std::fs::write(&src, &data).unwrap();
+        let sha = sha_hex(&data);
+        let err = fetch(
+            &client(),
+            src.to_str().unwrap(),
+            &f.dest,
+            None,
+            &opts(0),
+            &NoProgress,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("set sha256 in the rule"), "{err}");
+        let url = format!("file://{}", src.display());
+        let d = fetch(&client(), &url, &f.dest, Some(&sha), &opts(0), &NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(d.sha256, sha);
+        assert_eq!(std::fs::read(&f.dest).unwrap(), data);
+        let err = fetch(
+            &client(),
+            "ftp://example.invalid/x",
+            &f.dest.with_file_name("other"),
+            Some(&sha),
+            &opts(0),
+            &NoProgress,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("scheme \"ftp\""), "{err}");
+    }
+
+    #[test]
+    fn digest_fields_parse() {
+        let b64 = b64_sha256(b"abc");
+        let hex = sha_hex(b"abc");
+        for v in [
+            format!("sha-256={b64}"),
+            format!("MD5=xyz, SHA-256={b64}"),
+            format!("sha-512=:AAAA:, sha-256=:{b64}:"),
+        ] {
+            assert_eq!(
+                sha256_from_digest_field(&v).as_deref(),
+                Some(hex.as_str()),
+                "{v}"
+            );
+        }
+        assert_eq!(sha256_from_digest_field("sha-256=:AAAA:"), None);
+        assert_eq!(sha256_from_digest_field("md5=abc"), None);
+    }
+
+    #[test]
+    fn the_http_client_takes_a_pem_ca_file_and_refuses_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                "/CN=tenet test CA",
+                "-days",
+                "1",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        http_client(Some(&dir.path().join("ca.pem"))).unwrap();
+        std::fs::write(dir.path().join("junk.pem"), "not a certificate\n").unwrap();
+        let err = http_client(Some(&dir.path().join("junk.pem")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("junk.pem"), "{err}");
+        assert!(http_client(Some(&dir.path().join("missing.pem"))).is_err());
+    }
 }

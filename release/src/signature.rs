@@ -363,7 +363,11 @@ mod tests {
         let (_, s, _) = der_next(rest).unwrap();
         let mut raw = Vec::new();
         for int in [r, s] {
-            let int: &[u8] = if int.len() > 32 { &int[int.len() - 32..] } else { int };
+            let int: &[u8] = if int.len() > 32 {
+                &int[int.len() - 32..]
+            } else {
+                int
+            };
             raw.extend(std::iter::repeat_n(0u8, 32 - int.len()));
             raw.extend_from_slice(int);
         }
@@ -448,7 +452,10 @@ mod tests {
         let err = verify_detached(&d.join("release.sqfs"), b"sig", &rsa)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("public key type RSA is not supported"), "{err}");
+        assert!(
+            err.contains("public key type RSA is not supported"),
+            "{err}"
+        );
         let p384 = keypair(
             d,
             "p384",
@@ -478,7 +485,10 @@ mod tests {
                 "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
                 "not a DER SubjectPublicKeyInfo",
             ),
-            ("-----BEGIN PUBLIC KEY-----\nAAAA\n", "no `-----END PUBLIC KEY-----`"),
+            (
+                "-----BEGIN PUBLIC KEY-----\nAAAA\n",
+                "no `-----END PUBLIC KEY-----`",
+            ),
         ] {
             let err = verify_detached(&file, b"sig", pem).unwrap_err();
             assert!(

@@ -88,7 +88,10 @@ pub fn unsquash(image: &Path, dest: &Path, progress: &dyn Progress) -> Result<Un
 
 /// `<dest>.partial`, next to `dest`.
 fn partial_path(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().map(OsStr::to_os_string).unwrap_or_default();
+    let mut name = dest
+        .file_name()
+        .map(OsStr::to_os_string)
+        .unwrap_or_default();
     name.push(".partial");
     dest.with_file_name(name)
 }
@@ -143,7 +146,10 @@ fn scan<'n>(fs: &'n FilesystemReader<'_>) -> Result<Scanned<'n>> {
             continue;
         }
         let Some(rel_bytes) = full.strip_prefix(b"/") else {
-            return Err(refuse(&node.fullpath, "the entry's path is not under the root"));
+            return Err(refuse(
+                &node.fullpath,
+                "the entry's path is not under the root",
+            ));
         };
         for name in rel_bytes.split(|&b| b == b'/') {
             let reason = match name {
@@ -266,9 +272,7 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
 
 /// Opens `rel` under `root_fd` one component at a time, never following a symlink.
 fn open_dir(root_fd: &OwnedFd, root: &Path, rel: &Path) -> Result<OwnedFd> {
-    let mut fd = root_fd
-        .try_clone()
-        .map_err(|e| Error::io(root, e))?;
+    let mut fd = root_fd.try_clone().map_err(|e| Error::io(root, e))?;
     let mut at = root.to_path_buf();
     for comp in rel.components() {
         at.push(comp);
@@ -305,7 +309,11 @@ fn extract(
                 &parent_cache.insert((parent_rel, fd)).1
             }
         };
-        let name: OsString = e.rel.file_name().map(OsStr::to_os_string).unwrap_or_default();
+        let name: OsString = e
+            .rel
+            .file_name()
+            .map(OsStr::to_os_string)
+            .unwrap_or_default();
         let header = &e.node.header;
         match &e.node.inner {
             InnerNode::Dir(_) => {
@@ -338,7 +346,8 @@ fn extract(
                     if n == 0 {
                         break;
                     }
-                    out.write_all(&buf[..n]).map_err(|err| Error::io(&at, err))?;
+                    out.write_all(&buf[..n])
+                        .map_err(|err| Error::io(&at, err))?;
                     written += n as u64;
                     stats.bytes += n as u64;
                     let pct = percent_of(stats.bytes, scanned.total_bytes);
@@ -446,7 +455,10 @@ mod tests {
         let dest = dir.path().join("work");
         let err = unsquash(&image, &dest, &NoProgress).unwrap_err();
         match &err {
-            Error::Unsquash { entry: e, reason: r } => {
+            Error::Unsquash {
+                entry: e,
+                reason: r,
+            } => {
                 assert_eq!(e, Path::new(entry), "{err}");
                 assert!(r.contains(reason), "{err}");
             }
@@ -560,8 +572,18 @@ mod tests {
 
     #[test]
     fn devices_fifos_and_sockets_are_refused() {
-        assert_refused(|_| {}, &["-p", "dev c 600 0 0 1 3"], "dev", "character devices");
-        assert_refused(|_| {}, &["-p", "disk b 600 0 0 8 0"], "disk", "block devices");
+        assert_refused(
+            |_| {},
+            &["-p", "dev c 600 0 0 1 3"],
+            "dev",
+            "character devices",
+        );
+        assert_refused(
+            |_| {},
+            &["-p", "disk b 600 0 0 8 0"],
+            "disk",
+            "block devices",
+        );
         assert_refused(|_| {}, &["-p", "sub/fifo i 600 0 0 f"], "sub/fifo", "fifos");
         assert_refused(|_| {}, &["-p", "sock i 600 0 0 s"], "sock", "sockets");
     }
@@ -572,7 +594,9 @@ mod tests {
         let image = dir.path().join("release.sqfs");
         std::fs::write(&image, vec![b'x'; 4096]).unwrap();
         let dest = dir.path().join("work");
-        let err = unsquash(&image, &dest, &NoProgress).unwrap_err().to_string();
+        let err = unsquash(&image, &dest, &NoProgress)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a readable squashfs image"), "{err}");
         assert!(!dest.exists());
     }
