@@ -22,6 +22,7 @@
 //! - TLS verification is never switched off: plain HTTP only where a URL says `http://`.
 
 pub mod converge;
+pub mod download;
 pub mod error;
 pub mod filestore;
 pub mod image;
@@ -29,9 +30,11 @@ pub mod manifest;
 pub mod progress;
 pub mod registry;
 pub mod rule;
+pub mod signature;
 pub mod status;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod unsquash;
 
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress, Step};
