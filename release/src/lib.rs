@@ -26,6 +26,9 @@ pub mod download;
 pub mod error;
 pub mod filestore;
 pub mod image;
+pub mod k8s;
+#[cfg(any(test, feature = "fake-kube"))]
+pub mod k8s_fake;
 pub mod manifest;
 pub mod progress;
 pub mod registry;
