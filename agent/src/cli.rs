@@ -72,11 +72,14 @@ pub enum ReleaseCmd {
     /// sync its files to the file stores, push its images to the registries, replicate.
     /// Registries, file stores and the public key come from `[release]` in the node
     /// configuration.
+    #[command(disable_version_flag = true)]
     Add(ReleaseAddArgs),
     /// Make release VERSION absent: untag its images and remove its files everywhere, then run
     /// the registries' garbage collection.
+    #[command(disable_version_flag = true)]
     Remove(ReleaseRemoveArgs),
     /// Show the state, current step, percent and last error of one release or of all.
+    #[command(disable_version_flag = true)]
     Status(ReleaseStatusArgs),
     /// Internal: the daemon's task for `release add|remove` (runs in place).
     #[command(hide = true, subcommand)]
@@ -150,6 +153,7 @@ pub struct ReleaseStatusArgs {
 #[derive(Debug, Subcommand)]
 pub enum ReleaseRunCmd {
     /// Add in place.
+    #[command(disable_version_flag = true)]
     Add {
         /// URL.
         url: String,
@@ -164,6 +168,7 @@ pub enum ReleaseRunCmd {
         place: ReleasePlace,
     },
     /// Remove in place.
+    #[command(disable_version_flag = true)]
     Remove {
         /// Version.
         version: String,

@@ -584,9 +584,9 @@ async fn check_targets(
             .await
         }
     });
-    let (mut problems, files) =
+    let (problems, files) =
         futures_util::join!(check_images(&registries, &expected), join_all(stores));
-    let mut problems = std::mem::take(&mut problems?);
+    let mut problems = problems?;
     for f in files {
         problems.extend(f?);
     }
