@@ -22,6 +22,9 @@
 //! - TLS verification is never switched off: plain HTTP only where a URL says `http://`.
 
 pub mod error;
+pub mod k8s;
+#[cfg(any(test, feature = "fake-kube"))]
+pub mod k8s_fake;
 pub mod manifest;
 pub mod progress;
 
