@@ -883,3 +883,52 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod through_kube {
+    //! The fake as kube's own calls see it: a PUT of the scale (replace), with the
+    //! resourceVersion conflict.
+
+    use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Api, PostParams};
+
+    #[tokio::test]
+    async fn replace_scale_honours_the_resource_version() {
+        let fake = FakeApiServer::start();
+        fake.add_deployment("cm", "lir-data", &[("app", "lir-data")], 1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        fake.write_kubeconfig(&path, "cm").unwrap();
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&path).unwrap(),
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        assert_eq!(
+            client.apiserver_version().await.unwrap().git_version,
+            "v1.35.0-fake"
+        );
+        let api: Api<Deployment> = Api::default_namespaced(client);
+        let mut scale = api.get_scale("lir-data").await.unwrap();
+        let stale = scale.clone();
+        scale.spec.as_mut().unwrap().replicas = Some(2);
+        api.replace_scale("lir-data", &PostParams::default(), &scale)
+            .await
+            .unwrap();
+        assert_eq!(fake.replicas("cm", "lir-data"), Some(2));
+        let err = api
+            .replace_scale("lir-data", &PostParams::default(), &stale)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict"),
+            "{err:?}"
+        );
+        assert_eq!(fake.replicas("cm", "lir-data"), Some(2));
+        let puts: Vec<_> = fake.writes().into_iter().map(|r| r.method).collect();
+        assert_eq!(puts, ["PUT", "PUT"]);
+    }
+}
