@@ -135,7 +135,10 @@ impl DeploymentRef {
         self.deployments(client)
             .patch_scale(
                 &self.name,
-                &PatchParams::apply(FIELD_MANAGER),
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                },
                 &Patch::Merge(&patch),
             )
             .await

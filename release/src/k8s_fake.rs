@@ -455,6 +455,16 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// A failure answer not yet turned into a response (kept small for `Result`s).
+#[derive(Debug)]
+struct Refusal(StatusCode, &'static str, String);
+
+impl Refusal {
+    fn response(self) -> Response {
+        status(self.0, self.1, &self.2)
+    }
+}
+
 fn ok_json(value: Value) -> Response {
     (
         StatusCode::OK,
@@ -539,7 +549,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             let replicas = match replicas {
                 Ok(Some(r)) => r,
                 Ok(None) => d.replicas,
-                Err(response) => return response,
+                Err(refusal) => return refusal.response(),
             };
             if replicas < 0 {
                 return status(
@@ -618,9 +628,9 @@ fn method_not_allowed(method: &Method) -> Response {
 }
 
 /// The replicas a PATCH of the scale sets (`None`: unchanged), or the error answer.
-fn patched_replicas(content_type: Option<&str>, body: &str) -> Result<Option<i32>, Response> {
-    let bad = |m: String| status(StatusCode::BAD_REQUEST, "BadRequest", &m);
-    let invalid = |m: String| status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &m);
+fn patched_replicas(content_type: Option<&str>, body: &str) -> Result<Option<i32>, Refusal> {
+    let bad = |m: String| Refusal(StatusCode::BAD_REQUEST, "BadRequest", m);
+    let invalid = |m: String| Refusal(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", m);
     let media = content_type
         .unwrap_or_default()
         .split(';')
@@ -670,10 +680,10 @@ fn patched_replicas(content_type: Option<&str>, body: &str) -> Result<Option<i32
             }
             Ok(replicas)
         }
-        other => Err(status(
+        other => Err(Refusal(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
-            &format!(
+            format!(
                 "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml ({other:?})"
             ),
         )),
@@ -682,21 +692,21 @@ fn patched_replicas(content_type: Option<&str>, body: &str) -> Result<Option<i32
 
 /// The replicas a PUT of the scale sets, or the error answer (409 on a stale
 /// resourceVersion).
-fn put_replicas(name: &str, body: &str, resource_version: u64) -> Result<Option<i32>, Response> {
+fn put_replicas(name: &str, body: &str, resource_version: u64) -> Result<Option<i32>, Refusal> {
     let value: Value = serde_json::from_str(body).map_err(|e| {
-        status(
+        Refusal(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            &format!("error decoding Scale: {e}"),
+            format!("error decoding Scale: {e}"),
         )
     })?;
     if let Some(n) = value.pointer("/metadata/name").and_then(Value::as_str)
         && n != name
     {
-        return Err(status(
+        return Err(Refusal(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            &format!("the name of the object ({n}) does not match the name on the URL ({name})"),
+            format!("the name of the object ({n}) does not match the name on the URL ({name})"),
         ));
     }
     if let Some(rv) = value
@@ -705,10 +715,10 @@ fn put_replicas(name: &str, body: &str, resource_version: u64) -> Result<Option<
         .filter(|rv| !rv.is_empty())
         && rv != resource_version.to_string()
     {
-        return Err(status(
+        return Err(Refusal(
             StatusCode::CONFLICT,
             "Conflict",
-            &format!(
+            format!(
                 "Operation cannot be fulfilled on deployments.apps \"{name}\": the object has been \
                  modified; please apply your changes to the latest version and try again"
             ),
@@ -720,10 +730,10 @@ fn put_replicas(name: &str, body: &str, resource_version: u64) -> Result<Option<
             .and_then(|r| i32::try_from(r).ok())
             .map(Some)
             .ok_or_else(|| {
-                status(
+                Refusal(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "Invalid",
-                    &format!("spec.replicas: Invalid value: {v}"),
+                    format!("spec.replicas: Invalid value: {v}"),
                 )
             }),
         // A Scale without spec.replicas sets 0, as the real API server does.
@@ -851,11 +861,11 @@ mod tests {
             Some(Some(2))
         );
         let refused = patched_replicas(Some("application/json"), merge).unwrap_err();
-        assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(refused.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         let other_path = r#"[{"op":"replace","path":"/spec/paused","value":true}]"#;
         let refused =
             patched_replicas(Some("application/json-patch+json"), other_path).unwrap_err();
-        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(refused.0, StatusCode::UNPROCESSABLE_ENTITY);
     }
 
     #[test]
@@ -864,12 +874,61 @@ mod tests {
             r#"{"metadata":{"name":"lir-data","resourceVersion":"7"},"spec":{"replicas":2}}"#;
         assert_eq!(put_replicas("lir-data", body, 7).ok(), Some(Some(2)));
         assert_eq!(
-            put_replicas("lir-data", body, 8).unwrap_err().status(),
+            put_replicas("lir-data", body, 8).unwrap_err().0,
             StatusCode::CONFLICT
         );
         assert_eq!(
-            put_replicas("other", body, 7).unwrap_err().status(),
+            put_replicas("other", body, 7).unwrap_err().0,
             StatusCode::BAD_REQUEST
         );
+    }
+}
+
+#[cfg(test)]
+mod through_kube {
+    //! The fake as kube's own calls see it: a PUT of the scale (replace), with the
+    //! resourceVersion conflict.
+
+    use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Api, PostParams};
+
+    #[tokio::test]
+    async fn replace_scale_honours_the_resource_version() {
+        let fake = FakeApiServer::start();
+        fake.add_deployment("cm", "lir-data", &[("app", "lir-data")], 1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        fake.write_kubeconfig(&path, "cm").unwrap();
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&path).unwrap(),
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        assert_eq!(
+            client.apiserver_version().await.unwrap().git_version,
+            "v1.35.0-fake"
+        );
+        let api: Api<Deployment> = Api::default_namespaced(client);
+        let mut scale = api.get_scale("lir-data").await.unwrap();
+        let stale = scale.clone();
+        scale.spec.as_mut().unwrap().replicas = Some(2);
+        api.replace_scale("lir-data", &PostParams::default(), &scale)
+            .await
+            .unwrap();
+        assert_eq!(fake.replicas("cm", "lir-data"), Some(2));
+        let err = api
+            .replace_scale("lir-data", &PostParams::default(), &stale)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict"),
+            "{err:?}"
+        );
+        assert_eq!(fake.replicas("cm", "lir-data"), Some(2));
+        let puts: Vec<_> = fake.writes().into_iter().map(|r| r.method).collect();
+        assert_eq!(puts, ["PUT", "PUT"]);
     }
 }

@@ -25,6 +25,7 @@ classes! {
     dnsmasq::Dnsmasq,
     systemd_unit::SystemdUnit,
     mount::Mount,
+    k8s_replicas::K8sReplicas,
     release::Release,
 }
 
