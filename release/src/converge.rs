@@ -359,7 +359,6 @@ async fn add(spec: &ReleaseSpec, t: &Targets, reporter: &Arc<Reporter>) -> Resul
     // Download and verify: nothing goes anywhere before both pass.
     let client = http_client(spec.ca_file.as_deref())?;
     let squashfs = work.join("release.squashfs");
-    progress.step(Step::Downloading, &redact_url(source));
     let opts = FetchOptions {
         ca_file: spec.ca_file.clone(),
         ..FetchOptions::default()
@@ -574,14 +573,7 @@ async fn check_targets(
     let stores = t.file_stores.iter().map(|f| {
         let (f, version, files) = (f.clone(), version.to_string(), files.to_vec());
         async move {
-            blocking(move || {
-                Ok(f
-                    .check(&version, &files)?
-                    .into_iter()
-                    .map(|p| format!("{f}: {p}"))
-                    .collect::<Vec<_>>())
-            })
-            .await
+            blocking(move || f.check(&version, &files)).await
         }
     });
     let (problems, files) =
@@ -666,7 +658,7 @@ async fn remove(
     }
 
     progress.step(Step::Checking, "");
-    let problems = check_absent(&spec.version, t, &record.images, &record.files).await?;
+    let problems = check_absent(&spec.version, t, &record.images).await?;
     if !problems.is_empty() {
         return Err(Error::Layout(format!(
             "after removal: {}",
@@ -681,7 +673,6 @@ async fn check_absent(
     version: &str,
     t: &Targets,
     images: &[PushedImage],
-    files: &[FileEntry],
 ) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     for (r, _) in &t.registries {
@@ -697,20 +688,9 @@ async fn check_absent(
         }
     }
     for f in &t.file_stores {
-        let (f, version, files) = (f.clone(), version.to_string(), files.to_vec());
-        let n = files.len();
-        let found = blocking(move || {
-            let missing = f.check(&version, &files)?;
-            Ok((f, missing))
-        })
-        .await?;
-        // Every file must be reported missing.
-        if found.1.len() < n {
-            problems.push(format!(
-                "{}: {} of the release's files remain",
-                found.0,
-                n - found.1.len()
-            ));
+        let (store, v) = (f.clone(), version.to_string());
+        if blocking(move || store.holds(&v)).await? {
+            problems.push(format!("{f}: {version} is still there"));
         }
     }
     Ok(problems)
@@ -736,30 +716,27 @@ pub async fn check(ctx: &Context, spec: &ReleaseSpec) -> Result<Vec<String>> {
     match spec.state {
         DesiredState::Present => {
             let Some(st) = st else {
-                return Ok(vec![format!(
-                    "release {} has not been added on this node",
-                    spec.version
-                )]);
+                return Ok(vec!["has not been added on this node".to_string()]);
             };
             if st.state != ReleaseState::Present {
                 return Ok(vec![match &st.last_error {
-                    Some(e) => format!("release {} is {}: {e}", spec.version, st.state.as_str()),
-                    None => format!("release {} is {}", spec.version, st.state.as_str()),
+                    Some(e) => format!("{}: {e}", st.state.as_str()),
+                    None => format!("is {}", st.state.as_str()),
                 }]);
             }
             check_targets(&spec.version, &t, &st.images, &st.files).await
         }
         DesiredState::Absent => {
-            let Some(st) = st else {
-                return Ok(Vec::new());
-            };
-            let mut problems = check_absent(&spec.version, &t, &st.images, &st.files).await?;
-            if st.state != ReleaseState::Absent && problems.is_empty() && !st.images.is_empty() {
-                problems.push(format!(
-                    "release {} is recorded as {}",
-                    spec.version,
-                    st.state.as_str()
-                ));
+            let images = st.as_ref().map(|s| s.images.clone()).unwrap_or_default();
+            let mut problems = check_absent(&spec.version, &t, &images).await?;
+            if let Some(st) = &st
+                && problems.is_empty()
+                && matches!(
+                    st.state,
+                    ReleaseState::Present | ReleaseState::Adding | ReleaseState::Removing
+                )
+            {
+                problems.push(format!("recorded as {}", st.state.as_str()));
             }
             Ok(problems)
         }

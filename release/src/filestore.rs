@@ -406,6 +406,15 @@ impl FileStore {
         }
     }
 
+    /// Whether `<store>/<version>` exists (what an absent release must not have).
+    pub fn holds(&self, version: &str) -> Result<bool> {
+        self.check_version(version)?;
+        match self {
+            FileStore::Dir(dir) => Ok(std::fs::symlink_metadata(dir.join(version)).is_ok()),
+            FileStore::Rsync { url, .. } => self.rsync_has(url, version),
+        }
+    }
+
     /// Whether the store's top directory lists `version`.
     fn rsync_has(&self, url: &str, version: &str) -> Result<bool> {
         let listing = match self.rsync(&[

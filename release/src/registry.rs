@@ -134,6 +134,9 @@ impl Registry {
         {
             return Err(bad("the port is not a number"));
         }
+        if reqwest::Url::parse(&format!("{scheme}://{name}/")).is_err() {
+            return Err(bad("expected host[:port]"));
+        }
         let mut oci_certs = Vec::new();
         let mut http_certs = Vec::new();
         if let Some(ca) = ca_file {

@@ -296,7 +296,10 @@ fn add_makes_the_release_present_on_every_registry_and_file_store() {
     assert_eq!(files_in(&lir.rsync.module_dir().join(&built.version)), want);
 
     // The rule is compliant, and a fix changes nothing.
-    let rule = format!("{{ version = \"{}\", source = \"{url}\" }}", built.version);
+    let rule = format!(
+        "{{ version = \"{}\", source = \"{url}\", sha256 = \"{}\" }}",
+        built.version, built.sha256
+    );
     lir.compliance("check", &rule).assert_code(0);
     let requests = lir.server.requests(&format!("{}.squashfs", built.version)).len();
     lir.compliance("fix", &rule).assert_code(0);
