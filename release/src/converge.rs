@@ -188,7 +188,10 @@ async fn scale_up(
         k.deployment, before.spec, k.deployment, k.replicas
     ));
     if before.spec < k.replicas {
-        progress.step(Step::Scaling, &format!("{} to {}", k.deployment, k.replicas));
+        progress.step(
+            Step::Scaling,
+            &format!("{} to {}", k.deployment, k.replicas),
+        );
         dep.scale(&client, k.replicas).await?;
     }
     let want = before.spec.max(k.replicas);
@@ -389,22 +392,21 @@ async fn add(spec: &ReleaseSpec, t: &Targets, reporter: &Arc<Reporter>) -> Resul
     progress.step(Step::Verifying, "code signing");
     let sig_source = spec.signature.clone().unwrap_or_default();
     let sig = fetch_small(&client, &sig_source).await?;
-    let pem = spec.public_key_pem.clone().ok_or_else(|| {
-        Error::Signature(format!("release {}: no public key", spec.version))
-    })?;
+    let pem = spec
+        .public_key_pem
+        .clone()
+        .ok_or_else(|| Error::Signature(format!("release {}: no public key", spec.version)))?;
     let file = dl.path.clone();
-    let kind =
-        blocking(move || crate::signature::verify_detached(&file, &sig, &pem)).await?;
+    let kind = blocking(move || crate::signature::verify_detached(&file, &sig, &pem)).await?;
     progress.info(&format!("Code signing verification successful ({kind:?})"));
 
     // Unpack and check the layout.
     let tree = work.join("tree");
     let (img, dest) = (dl.path.clone(), tree.clone());
     let outer = reporter.clone();
-    let stats = blocking(move || {
-        crate::unsquash::unsquash(&img, &dest, outer.as_ref() as &dyn Progress)
-    })
-    .await?;
+    let stats =
+        blocking(move || crate::unsquash::unsquash(&img, &dest, outer.as_ref() as &dyn Progress))
+            .await?;
     progress.info(&format!(
         "Unsquashed to {} ({} files, {} bytes)",
         tree.display(),
@@ -466,13 +468,14 @@ async fn add(spec: &ReleaseSpec, t: &Targets, reporter: &Arc<Reporter>) -> Resul
                 push_all(r, images, pushed, &crate::progress::NoProgress).await
             }
         });
-        let stores = t.file_stores.iter().skip(1).map(|f| {
-            let (src, version) = (files_src.clone(), spec.version.clone());
-            let f = f.clone();
-            async move {
-                blocking(move || f.sync(&src, &version, &crate::progress::NoProgress)).await
-            }
-        });
+        let stores =
+            t.file_stores.iter().skip(1).map(|f| {
+                let (src, version) = (files_src.clone(), spec.version.clone());
+                let f = f.clone();
+                async move {
+                    blocking(move || f.sync(&src, &version, &crate::progress::NoProgress)).await
+                }
+            });
         let (a, b) = futures_util::join!(join_all(regs), join_all(stores));
         a.into_iter().chain(b).collect::<Result<Vec<()>>>()?;
     }
@@ -482,7 +485,11 @@ async fn add(spec: &ReleaseSpec, t: &Targets, reporter: &Arc<Reporter>) -> Resul
     reporter.update(true, |s| {
         s.images = pushed.clone();
         s.files = manifest.files.clone();
-        s.registries = t.registries.iter().map(|(r, _)| r.name().to_string()).collect();
+        s.registries = t
+            .registries
+            .iter()
+            .map(|(r, _)| r.name().to_string())
+            .collect();
         s.file_stores = t.file_stores.iter().map(|f| f.to_string()).collect();
     });
     let problems = check_targets(&spec.version, t, &pushed, &manifest.files).await?;
@@ -572,9 +579,7 @@ async fn check_targets(
         .collect();
     let stores = t.file_stores.iter().map(|f| {
         let (f, version, files) = (f.clone(), version.to_string(), files.to_vec());
-        async move {
-            blocking(move || f.check(&version, &files)).await
-        }
+        async move { blocking(move || f.check(&version, &files)).await }
     });
     let (problems, files) =
         futures_util::join!(check_images(&registries, &expected), join_all(stores));
@@ -633,7 +638,10 @@ async fn remove(
             Ok::<(), Error>(())
         }
     });
-    join_all(jobs).await.into_iter().collect::<Result<Vec<()>>>()?;
+    join_all(jobs)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>>>()?;
 
     progress.step(Step::RemovingFiles, "");
     for f in &t.file_stores {
@@ -669,11 +677,7 @@ async fn remove(
 }
 
 /// What of the release remains on the targets (empty: nothing).
-async fn check_absent(
-    version: &str,
-    t: &Targets,
-    images: &[PushedImage],
-) -> Result<Vec<String>> {
+async fn check_absent(version: &str, t: &Targets, images: &[PushedImage]) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     for (r, _) in &t.registries {
         for p in images {

@@ -82,6 +82,8 @@ struct FakeState {
     requests: Vec<RecordedRequest>,
     resource_version: u64,
     pods_created: u64,
+    /// The network pod IPs are taken in (`10.88.0.0` unless set): `<net>.(8 + n)`.
+    pod_net: [u8; 3],
 }
 
 struct FakeDeployment {
@@ -130,6 +132,7 @@ impl FakeApiServer {
                 requests: Vec::new(),
                 resource_version: 1000,
                 pods_created: 0,
+                pod_net: [10, 88, 0],
             }),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -174,6 +177,12 @@ impl FakeApiServer {
 
     fn state(&self) -> MutexGuard<'_, FakeState> {
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The /24 the IPs of pods created from now on are taken in (`[127, 0, 0]` makes them
+    /// loopback addresses `127.0.0.8`, `.9`, ... that real servers of a test can listen on).
+    pub fn set_pod_network(&self, net: [u8; 3]) {
+        self.state().pod_net = net;
     }
 
     /// How long pods created from now on take to become Ready; `None`: they never do.
@@ -347,7 +356,12 @@ impl FakeState {
                 labels: labels.clone(),
                 owner: Some(name.into()),
                 phase: "Running".into(),
-                ip: Some(IpAddr::V4(Ipv4Addr::new(10, 88, 0, octet))),
+                ip: Some(IpAddr::V4(Ipv4Addr::new(
+                    self.pod_net[0],
+                    self.pod_net[1],
+                    self.pod_net[2],
+                    octet,
+                ))),
                 ready_at: self.ready_delay.map(|d| Instant::now() + d),
             });
             have += 1;

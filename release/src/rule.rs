@@ -292,7 +292,9 @@ impl ReleaseRule {
                 {
                     return Err(bad(
                         "source",
-                        format!("{source:?}: expected an http(s):// or file:// URL or an absolute path"),
+                        format!(
+                            "{source:?}: expected an http(s):// or file:// URL or an absolute path"
+                        ),
                     ));
                 }
                 let key = self

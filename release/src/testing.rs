@@ -9,7 +9,7 @@
 //! is possible; start retries once on another port).
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,10 +33,16 @@ fn command_error(command: &str, message: impl Into<String>) -> Error {
 
 /// Waits until something accepts TCP connections on `port`, or the child exits, or 20 s
 /// pass (a start-up wait, not an assertion about time).
-fn wait_listening(child: &mut Child, port: u16, what: &str, log: &Path) -> Result<()> {
+fn wait_listening(
+    child: &mut Child,
+    ip: Ipv4Addr,
+    port: u16,
+    what: &str,
+    log: &Path,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect((ip, port)).is_ok() {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -62,6 +68,7 @@ fn tail(s: &str) -> String {
 /// Killed on drop.
 pub struct RegistryProcess {
     child: Child,
+    ip: Ipv4Addr,
     port: u16,
     dir: tempfile::TempDir,
 }
@@ -69,19 +76,28 @@ pub struct RegistryProcess {
 impl RegistryProcess {
     /// Starts a registry on a free port and waits until it listens.
     pub fn start() -> Result<RegistryProcess> {
-        match Self::start_once() {
+        match Self::start_once(Ipv4Addr::LOCALHOST, None) {
             Ok(r) => Ok(r),
-            Err(_) => Self::start_once(), // the free port may have been taken meanwhile
+            Err(_) => Self::start_once(Ipv4Addr::LOCALHOST, None), // the free port may have been taken meanwhile
         }
     }
 
-    fn start_once() -> Result<RegistryProcess> {
+    /// Starts a registry on `ip:port` (a loopback address such as 127.0.0.9 stands for a
+    /// replica pod of that IP).
+    pub fn start_at(ip: Ipv4Addr, port: u16) -> Result<RegistryProcess> {
+        Self::start_once(ip, Some(port))
+    }
+
+    fn start_once(ip: Ipv4Addr, port: Option<u16>) -> Result<RegistryProcess> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
-        let port = free_port()?;
+        let port = match port {
+            Some(p) => p,
+            None => free_port()?,
+        };
         let data = dir.path().join("data");
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
-             delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+             delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n",
             data.display()
         );
         let cfg = dir.path().join("config.yml");
@@ -97,20 +113,25 @@ impl RegistryProcess {
             .stderr(log2)
             .spawn()
             .map_err(|e| command_error("docker-registry serve", e.to_string()))?;
-        if let Err(e) = wait_listening(&mut child, port, "docker-registry serve", &log_path) {
+        if let Err(e) = wait_listening(&mut child, ip, port, "docker-registry serve", &log_path) {
             let _ = child.kill();
             let _ = child.wait();
             return Err(e);
         }
-        Ok(RegistryProcess { child, port, dir })
+        Ok(RegistryProcess {
+            child,
+            ip,
+            port,
+            dir,
+        })
     }
 
-    /// `127.0.0.1:<port>`.
+    /// `127.0.0.1:<port>` (or the address it was started at).
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
-    /// `http://127.0.0.1:<port>`, the spec for [`crate::registry::Registry::parse`].
+    /// `http://<addr>`, the spec for [`crate::registry::Registry::parse`].
     pub fn url(&self) -> String {
         format!("http://{}", self.addr())
     }
@@ -190,7 +211,13 @@ impl RsyncDaemon {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| command_error("rsync --daemon", e.to_string()))?;
-        if let Err(e) = wait_listening(&mut child, port, "rsync --daemon", &log_path) {
+        if let Err(e) = wait_listening(
+            &mut child,
+            Ipv4Addr::LOCALHOST,
+            port,
+            "rsync --daemon",
+            &log_path,
+        ) {
             let _ = child.kill();
             let _ = child.wait();
             return Err(e);

@@ -104,7 +104,9 @@ fn parse_release(rest: &[&str]) -> Result<ActionCommand, CommandError> {
         ["remove", version] if valid_version(version) => Ok(ActionCommand::ReleaseRemove {
             version: version.to_string(),
         }),
-        ["remove", version] => Err(err(format!("release remove {version:?}: not a valid version"))),
+        ["remove", version] => Err(err(format!(
+            "release remove {version:?}: not a valid version"
+        ))),
         ["remove", ..] => Err(err("release remove takes one version".into())),
         ["add", source, opts @ ..] => {
             if !valid_url(source) {
@@ -157,7 +159,9 @@ fn parse_release(rest: &[&str]) -> Result<ActionCommand, CommandError> {
                 sha256,
             })
         }
-        _ => Err(err("release: only `add URL --version V` and `remove V` may be queued".into())),
+        _ => Err(err(
+            "release: only `add URL --version V` and `remove V` may be queued".into(),
+        )),
     }
 }
 
@@ -442,7 +446,10 @@ mod tests {
                 "release add https://swus.example/r.squashfs --version=9999.0.0.0-1",
                 "release add https://swus.example/r.squashfs --version 9999.0.0.0-1",
             ),
-            ("release   remove 9999.0.0.0-1", "release remove 9999.0.0.0-1"),
+            (
+                "release   remove 9999.0.0.0-1",
+                "release remove 9999.0.0.0-1",
+            ),
         ] {
             let c = ActionCommand::parse(text).unwrap();
             assert_eq!(c.canonical(), canonical, "{text}");
@@ -452,12 +459,20 @@ mod tests {
 
     #[test]
     fn release_commands_run_in_place() {
-        let c = ActionCommand::parse("release add https://x/r.sqfs --version 1 --sha256").unwrap_err();
+        let c =
+            ActionCommand::parse("release add https://x/r.sqfs --version 1 --sha256").unwrap_err();
         assert!(c.0.contains("--sha256 needs a value"), "{c}");
         let c = ActionCommand::parse("release add https://x/r.sqfs --version 1").unwrap();
         assert_eq!(
             c.args(),
-            ["release", "run", "add", "https://x/r.sqfs", "--version", "1"]
+            [
+                "release",
+                "run",
+                "add",
+                "https://x/r.sqfs",
+                "--version",
+                "1"
+            ]
         );
         let c = ActionCommand::parse("release remove 1").unwrap();
         assert_eq!(c.args(), ["release", "run", "remove", "1"]);

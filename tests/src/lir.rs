@@ -173,7 +173,10 @@ fn serve(conn: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
             .filter(|s| *s < total);
         let (status, body) = match start {
             Some(s) => {
-                headers.push_str(&format!("Content-Range: bytes {s}-{}/{total}\r\n", total - 1));
+                headers.push_str(&format!(
+                    "Content-Range: bytes {s}-{}/{total}\r\n",
+                    total - 1
+                ));
                 ("206 Partial Content", &data[s as usize..])
             }
             None => ("200 OK", &data[..]),
@@ -323,8 +326,25 @@ pub fn signing_key(dir: &Path) -> (PathBuf, PathBuf) {
     let key = dir.join("signing.key");
     let public = dir.join("signing.pub");
     if !key.exists() {
-        must(Command::new("openssl").args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"]).arg(&key));
-        must(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key).arg("-out").arg(&public));
+        must(
+            Command::new("openssl")
+                .args([
+                    "genpkey",
+                    "-algorithm",
+                    "EC",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-out",
+                ])
+                .arg(&key),
+        );
+        must(
+            Command::new("openssl")
+                .args(["pkey", "-pubout", "-in"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&public),
+        );
     }
     (key, public)
 }
@@ -360,12 +380,12 @@ pub fn build_release(dir: &Path, recipe: &ReleaseRecipe) -> BuiltRelease {
     std::fs::write(tree.join("release.toml"), manifest).unwrap();
     let squashfs = dir.join(format!("{}.squashfs", recipe.version));
     let _ = std::fs::remove_file(&squashfs);
-    must(
-        Command::new("mksquashfs")
-            .arg(&tree)
-            .arg(&squashfs)
-            .args(["-noappend", "-quiet", "-no-progress", "-all-root"]),
-    );
+    must(Command::new("mksquashfs").arg(&tree).arg(&squashfs).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-all-root",
+    ]));
     let (key, public_key) = signing_key(dir);
     let signature = dir.join(format!("{}.squashfs.sig", recipe.version));
     must(
@@ -398,7 +418,9 @@ pub fn build_release(dir: &Path, recipe: &ReleaseRecipe) -> BuiltRelease {
 
 /// Deterministic filler bytes (a layer's content), `n` long, varying with `seed`.
 pub fn filler(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             x ^= x << 13;

@@ -9,7 +9,9 @@ use std::process::Command;
 
 use serde_json::Value;
 use tenet_release::testing::{RegistryProcess, RsyncDaemon};
-use tenet_tests::lir::{BuiltRelease, Faults, FileServer, ReleaseRecipe, build_release, filler, must};
+use tenet_tests::lir::{
+    BuiltRelease, Faults, FileServer, ReleaseRecipe, build_release, filler, must,
+};
 use tenet_tests::{Run, Tenet, tempdir, write};
 
 /// The parts of a local image repository, and a node configured to use them.
@@ -96,9 +98,19 @@ impl Lir {
     }
 
     fn add(&self, built: &BuiltRelease, url: &str) -> Run {
-        self.tenet(["release", "add", url, "--version", &built.version, "--sha256", &built.sha256, "--foreground", "--root"])
-            .arg(&self.root)
-            .run()
+        self.tenet([
+            "release",
+            "add",
+            url,
+            "--version",
+            &built.version,
+            "--sha256",
+            &built.sha256,
+            "--foreground",
+            "--root",
+        ])
+        .arg(&self.root)
+        .run()
     }
 
     fn remove(&self, version: &str) -> Run {
@@ -145,12 +157,18 @@ fn recipe<'a>(version: &'a str, shared_seed: u64, unique_seed: u64) -> ReleaseRe
             (
                 "calico/apiserver",
                 "v3.26.1",
-                vec![shared.clone(), ("api.bin".into(), filler(unique_seed, 32 * 1024))],
+                vec![
+                    shared.clone(),
+                    ("api.bin".into(), filler(unique_seed, 32 * 1024)),
+                ],
             ),
             (
                 "calico/cni",
                 "v3.26.1",
-                vec![shared.clone(), ("cni.bin".into(), filler(unique_seed + 1, 16 * 1024))],
+                vec![
+                    shared.clone(),
+                    ("cni.bin".into(), filler(unique_seed + 1, 16 * 1024)),
+                ],
             ),
             (
                 "hexos/container-base-2.0",
@@ -159,8 +177,14 @@ fn recipe<'a>(version: &'a str, shared_seed: u64, unique_seed: u64) -> ReleaseRe
             ),
         ],
         files: vec![
-            ("install-control.yaml", format!("release: {version}\n").into_bytes()),
-            ("charts/FleetOS-charts.tar.gz", filler(unique_seed + 3, 20 * 1024)),
+            (
+                "install-control.yaml",
+                format!("release: {version}\n").into_bytes(),
+            ),
+            (
+                "charts/FleetOS-charts.tar.gz",
+                filler(unique_seed + 3, 20 * 1024),
+            ),
         ],
         symlink: None,
     }
@@ -261,8 +285,19 @@ fn add_makes_the_release_present_on_every_registry_and_file_store() {
 
     let run = lir.add(&built, &url);
     run.assert_code(0);
-    for step in ["Downloading", "Verifying", "Unsquashing", "Pushing images", "Replicating", "Ready"] {
-        assert!(run.stdout.contains(step), "no {step} step in:\n{}", run.stdout);
+    for step in [
+        "Downloading",
+        "Verifying",
+        "Unsquashing",
+        "Pushing images",
+        "Replicating",
+        "Ready",
+    ] {
+        assert!(
+            run.stdout.contains(step),
+            "no {step} step in:\n{}",
+            run.stdout
+        );
     }
     let status = lir.status(&built.version);
     assert_eq!(status["state"], "present", "{status:#}");
@@ -279,7 +314,11 @@ fn add_makes_the_release_present_on_every_registry_and_file_store() {
             );
             assert_eq!(vtag, format!("{}-{tag}", built.version));
             let tags = skopeo_tags(reg, name);
-            assert!(tags.contains(&tag.to_string()) && tags.contains(&vtag.to_string()), "{}: {name}: {tags:?}", reg.addr());
+            assert!(
+                tags.contains(&tag.to_string()) && tags.contains(&vtag.to_string()),
+                "{}: {name}: {tags:?}",
+                reg.addr()
+            );
             for t in [tag, vtag] {
                 assert_eq!(
                     skopeo_digest(reg, &format!("{name}:{t}")).as_deref(),
@@ -291,7 +330,10 @@ fn add_makes_the_release_present_on_every_registry_and_file_store() {
         }
     }
     // Files on both stores: the directory and the rsync daemon's module.
-    let want = vec!["charts/FleetOS-charts.tar.gz".to_string(), "install-control.yaml".to_string()];
+    let want = vec![
+        "charts/FleetOS-charts.tar.gz".to_string(),
+        "install-control.yaml".to_string(),
+    ];
     assert_eq!(files_in(&lir.store.join(&built.version)), want);
     assert_eq!(files_in(&lir.rsync.module_dir().join(&built.version)), want);
 
@@ -301,25 +343,44 @@ fn add_makes_the_release_present_on_every_registry_and_file_store() {
         built.version, built.sha256
     );
     lir.compliance("check", &rule).assert_code(0);
-    let requests = lir.server.requests(&format!("{}.squashfs", built.version)).len();
+    let requests = lir
+        .server
+        .requests(&format!("{}.squashfs", built.version))
+        .len();
     lir.compliance("fix", &rule).assert_code(0);
-    assert_eq!(lir.server.requests(&format!("{}.squashfs", built.version)).len(), requests, "a fix of a present release downloaded again");
+    assert_eq!(
+        lir.server
+            .requests(&format!("{}.squashfs", built.version))
+            .len(),
+        requests,
+        "a fix of a present release downloaded again"
+    );
 
     // Drift: a tag deleted behind Tenet's back on a replica makes check nok, naming it.
     let replica = &lir.registries[2];
     let digest = status["images"][1]["digest"].as_str().unwrap();
     let resp = reqwest::blocking::Client::new()
-        .delete(format!("{}/v2/calico/cni/manifests/{digest}", replica.url()))
+        .delete(format!(
+            "{}/v2/calico/cni/manifests/{digest}",
+            replica.url()
+        ))
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 202);
     let run = lir.compliance("check", &rule);
     run.assert_code(1);
-    assert!(run.stdout.contains(&replica.addr()) && run.stdout.contains("calico/cni"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&replica.addr()) && run.stdout.contains("calico/cni"),
+        "{}",
+        run.stdout
+    );
     // fix re-converges, and check is ok again.
     lir.compliance("fix", &rule).assert_code(0);
     lir.compliance("check", &rule).assert_code(0);
-    assert_eq!(skopeo_digest(replica, "calico/cni:v3.26.1").as_deref(), Some(digest));
+    assert_eq!(
+        skopeo_digest(replica, "calico/cni:v3.26.1").as_deref(),
+        Some(digest)
+    );
 }
 
 #[test]
@@ -340,7 +401,10 @@ fn an_interrupted_download_resumes_with_range() {
     let requests = lir.server.requests(&name);
     assert_eq!(requests.len(), 2, "{requests:?}");
     assert_eq!(requests[0].range, None);
-    assert_eq!(requests[1].range.as_deref(), Some(format!("bytes={half}-").as_str()));
+    assert_eq!(
+        requests[1].range.as_deref(),
+        Some(format!("bytes={half}-").as_str())
+    );
     assert_eq!(lir.status(&built.version)["state"], "present");
 }
 
@@ -360,7 +424,10 @@ fn a_corrupted_byte_is_a_digest_mismatch_and_nothing_is_pushed() {
     let status = lir.status(&built.version);
     assert_eq!(status["state"], "failed");
     let err = status["last_error"].as_str().unwrap();
-    assert!(err.contains("digest mismatch") && err.contains(&built.sha256), "{err}");
+    assert!(
+        err.contains("digest mismatch") && err.contains(&built.sha256),
+        "{err}"
+    );
     assert_nothing_pushed(&lir);
 
     // Also without a sha256 in the rule: the server's Digest header is what is checked.
@@ -373,11 +440,24 @@ fn a_corrupted_byte_is_a_digest_mismatch_and_nothing_is_pushed() {
         },
     );
     let run = lir
-        .tenet(["release", "add", &url, "--version", &built.version, "--foreground", "--root"])
+        .tenet([
+            "release",
+            "add",
+            &url,
+            "--version",
+            &built.version,
+            "--foreground",
+            "--root",
+        ])
         .arg(&lir.root)
         .run();
     run.assert_code(1);
-    assert!(lir.status(&built.version)["last_error"].as_str().unwrap().contains("digest mismatch"));
+    assert!(
+        lir.status(&built.version)["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("digest mismatch")
+    );
     assert_nothing_pushed(&lir);
 }
 
@@ -389,12 +469,22 @@ fn a_bad_signature_is_refused_and_nothing_is_pushed() {
     let other = lir.dir.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
     let (key, _) = tenet_tests::lir::signing_key(&other);
-    must(Command::new("openssl").args(["dgst", "-sha256", "-sign"]).arg(&key).arg("-out").arg(&built.signature).arg(&built.squashfs));
+    must(
+        Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&built.signature)
+            .arg(&built.squashfs),
+    );
     let run = lir.add(&built, &url);
     run.assert_code(1);
     let status = lir.status(&built.version);
     assert_eq!(status["state"], "failed");
-    assert!(status["last_error"].as_str().unwrap().contains("signature"), "{status:#}");
+    assert!(
+        status["last_error"].as_str().unwrap().contains("signature"),
+        "{status:#}"
+    );
     assert_nothing_pushed(&lir);
 }
 
@@ -424,14 +514,30 @@ fn remove_untags_everywhere_runs_gc_and_keeps_blobs_other_releases_use() {
     let sa = lir.status(&a.version);
     // A blob only a has: its hexos layer.
     let layer_of = |reg: &RegistryProcess, reference: &str| -> Vec<String> {
-        let out = skopeo(&["inspect", "--tls-verify=false", "--raw", &format!("docker://{}/{reference}", reg.addr())]);
+        let out = skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{}/{reference}", reg.addr()),
+        ]);
         let m: Value = serde_json::from_slice(&out.stdout).unwrap();
-        m["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
     };
     let primary = &lir.registries[0];
-    let only_a = layer_of(primary, &format!("hexos/container-base-2.0:{}-2.0.0-10", a.version));
+    let only_a = layer_of(
+        primary,
+        &format!("hexos/container-base-2.0:{}-2.0.0-10", a.version),
+    );
     let shared = layer_of(primary, &format!("calico/cni:{}-v3.26.1", a.version))[0].clone();
-    assert_eq!(shared, layer_of(primary, &format!("calico/cni:{}-v3.26.1", b.version))[0]);
+    assert_eq!(
+        shared,
+        layer_of(primary, &format!("calico/cni:{}-v3.26.1", b.version))[0]
+    );
 
     let run = lir.remove(&a.version);
     run.assert_code(0);
@@ -440,16 +546,34 @@ fn remove_untags_everywhere_runs_gc_and_keeps_blobs_other_releases_use() {
     for reg in &lir.registries {
         for im in sa["images"].as_array().unwrap() {
             let tags = skopeo_tags(reg, im["name"].as_str().unwrap());
-            assert!(!tags.contains(&im["version_tag"].as_str().unwrap().to_string()), "{}: {tags:?}", reg.addr());
+            assert!(
+                !tags.contains(&im["version_tag"].as_str().unwrap().to_string()),
+                "{}: {tags:?}",
+                reg.addr()
+            );
             // b (present) also has name:tag: it stays.
-            assert!(tags.contains(&im["tag"].as_str().unwrap().to_string()), "{}: {tags:?}", reg.addr());
+            assert!(
+                tags.contains(&im["tag"].as_str().unwrap().to_string()),
+                "{}: {tags:?}",
+                reg.addr()
+            );
         }
         // GC ran: a's own layer is gone; the shared one stays, and b is still pullable.
-        assert!(!blob_exists(reg, "hexos/container-base-2.0", &only_a[0]), "{}: a's blob survived GC", reg.addr());
+        assert!(
+            !blob_exists(reg, "hexos/container-base-2.0", &only_a[0]),
+            "{}: a's blob survived GC",
+            reg.addr()
+        );
         assert!(blob_exists(reg, "calico/cni", &shared));
-        let out_dir = lir.dir.path().join(format!("pull-{}", reg.addr().replace(':', "_")));
+        let out_dir = lir
+            .dir
+            .path()
+            .join(format!("pull-{}", reg.addr().replace(':', "_")));
         let policy = lir.dir.path().join("policy.json");
-        write(&policy, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#);
+        write(
+            &policy,
+            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+        );
         let out = skopeo(&[
             "copy",
             "--policy",
@@ -458,14 +582,26 @@ fn remove_untags_everywhere_runs_gc_and_keeps_blobs_other_releases_use() {
             &format!("docker://{}/calico/cni:{}-v3.26.1", reg.addr(), b.version),
             &format!("oci:{}:b", out_dir.display()),
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert!(!lir.store.join(&a.version).exists());
     assert!(!lir.rsync.module_dir().join(&a.version).exists());
     assert!(lir.store.join(&b.version).exists());
     // The absent rule is compliant; b's present rule still is.
-    lir.compliance("check", &format!("{{ version = \"{}\", state = \"absent\" }}", a.version)).assert_code(0);
-    lir.compliance("check", &format!("{{ version = \"{}\", source = \"{url_b}\" }}", b.version)).assert_code(0);
+    lir.compliance(
+        "check",
+        &format!("{{ version = \"{}\", state = \"absent\" }}", a.version),
+    )
+    .assert_code(0);
+    lir.compliance(
+        "check",
+        &format!("{{ version = \"{}\", source = \"{url_b}\" }}", b.version),
+    )
+    .assert_code(0);
 }
 
 #[test]
@@ -474,14 +610,26 @@ fn bad_rules_give_clear_errors_and_nothing_is_presented_as_present() {
     let (built, url) = lir.release(&recipe("3.0.0", 7, 80));
 
     // An unreachable registry: the add fails naming it, the release is not present.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     drop(std::net::TcpListener::bind(dead));
-    lir.configure(Some(&format!("[\"{}\", \"http://{dead}\"]", lir.registries[0].url())));
+    lir.configure(Some(&format!(
+        "[\"{}\", \"http://{dead}\"]",
+        lir.registries[0].url()
+    )));
     let run = lir.add(&built, &url);
     run.assert_code(1);
     let status = lir.status(&built.version);
     assert_eq!(status["state"], "failed");
-    assert!(status["last_error"].as_str().unwrap().contains(&dead.to_string()), "{status:#}");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains(&dead.to_string()),
+        "{status:#}"
+    );
     let rule = format!("{{ version = \"{}\", source = \"{url}\" }}", built.version);
     let check = lir.compliance("check", &rule);
     check.assert_code(1);
@@ -496,14 +644,38 @@ fn bad_rules_give_clear_errors_and_nothing_is_presented_as_present() {
     // An unreachable source.
     lir.configure(None);
     let gone = format!("http://{dead}/gone.squashfs");
-    let run = lir.tenet(["release", "add", &gone, "--version", "3.0.1", "--foreground", "--root"]).arg(&lir.root).run();
+    let run = lir
+        .tenet([
+            "release",
+            "add",
+            &gone,
+            "--version",
+            "3.0.1",
+            "--foreground",
+            "--root",
+        ])
+        .arg(&lir.root)
+        .run();
     run.assert_code(1);
     let status = lir.status("3.0.1");
     assert_eq!(status["state"], "failed");
-    assert!(status["last_error"].as_str().unwrap().contains("gone.squashfs"), "{status:#}");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("gone.squashfs"),
+        "{status:#}"
+    );
 
     // No public key: refused, naming the field.
-    write(&lir.config, format!("var_dir = \"{}\"\n[release]\nregistries = [\"{}\"]\n", lir.var.display(), lir.registries[0].url()));
+    write(
+        &lir.config,
+        format!(
+            "var_dir = \"{}\"\n[release]\nregistries = [\"{}\"]\n",
+            lir.var.display(),
+            lir.registries[0].url()
+        ),
+    );
     let run = lir.add(&built, &url);
     run.assert_code(2);
     assert!(run.stderr.contains("public_key"), "{}", run.stderr);
@@ -516,7 +688,10 @@ fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
@@ -529,7 +704,11 @@ fn release_tasks_run_one_at_a_time_in_the_daemon_and_the_collector_shows_their_s
     let token = admin_token(&db);
     let collector = CollectorProcess::start(&db);
     let admin = collector.client().admin(&token);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut cfg = std::fs::read_to_string(&lir.config).unwrap();
     cfg = format!(
         "listener_addr = \"127.0.0.1\"\nlistener_port = {port}\n{cfg}\n[compliance]\nschedule = \"@0\"\n[pushasset]\nschedule = \"@0\"\n[dequeue_actions]\nschedule = \"@0\"\n"
@@ -539,13 +718,19 @@ fn release_tasks_run_one_at_a_time_in_the_daemon_and_the_collector_shows_their_s
         .env("TENET_ADMIN_TOKEN", &token)
         .run()
         .assert_code(0);
-    lir.tenet(["pushasset", "--root"]).arg(&lir.root).run().assert_code(0);
+    lir.tenet(["pushasset", "--root"])
+        .arg(&lir.root)
+        .run()
+        .assert_code(0);
 
     let (a, url_a) = lir.release(&recipe("4.0.0", 8, 90));
     let (b, url_b) = lir.release(&recipe("4.0.1", 8, 100));
 
     // Without a daemon, queueing says how to start one (and --foreground runs in place).
-    let run = lir.tenet(["release", "add", &url_a, "--version", &a.version, "--root"]).arg(&lir.root).run();
+    let run = lir
+        .tenet(["release", "add", &url_a, "--version", &a.version, "--root"])
+        .arg(&lir.root)
+        .run();
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("--foreground"), "{}", run.stderr);
 
@@ -560,15 +745,29 @@ fn release_tasks_run_one_at_a_time_in_the_daemon_and_the_collector_shows_their_s
         .spawn()
         .unwrap();
     let tasks = || -> Option<Value> {
-        let run = lir.tenet(["tasks", "--format", "json", "--root"]).arg(&lir.root).run();
-        (run.code == 0).then(|| run.json()).filter(|v| v["running"] == true)
+        let run = lir
+            .tenet(["tasks", "--format", "json", "--root"])
+            .arg(&lir.root)
+            .run();
+        (run.code == 0)
+            .then(|| run.json())
+            .filter(|v| v["running"] == true)
     };
     wait_for(30, "the daemon", tasks);
 
     // Two adds from the CLI, then a remove queued on the collector: accepted at once, run in order.
     for (built, url) in [(&a, &url_a), (&b, &url_b)] {
         let run = lir
-            .tenet(["release", "add", url, "--version", &built.version, "--sha256", &built.sha256, "--root"])
+            .tenet([
+                "release",
+                "add",
+                url,
+                "--version",
+                &built.version,
+                "--sha256",
+                &built.sha256,
+                "--root",
+            ])
             .arg(&lir.root)
             .run();
         run.assert_code(0);
@@ -587,17 +786,33 @@ fn release_tasks_run_one_at_a_time_in_the_daemon_and_the_collector_shows_their_s
         let list: Vec<Value> = v["tasks"]
             .as_array()?
             .iter()
-            .filter(|t| t["command"].as_str().is_some_and(|c| c.contains(" release run ")))
+            .filter(|t| {
+                t["command"]
+                    .as_str()
+                    .is_some_and(|c| c.contains(" release run "))
+            })
             .cloned()
             .collect();
-        (list.len() == 3 && list.iter().all(|t| t["state"] == "done" || t["state"] == "failed")).then_some(list)
+        (list.len() == 3
+            && list
+                .iter()
+                .all(|t| t["state"] == "done" || t["state"] == "failed"))
+        .then_some(list)
     });
     for t in &done {
-        assert_eq!(t["state"], "done", "{t:#}\n{}", std::fs::read_to_string(lir.dir.path().join("daemon.log")).unwrap());
+        assert_eq!(
+            t["state"],
+            "done",
+            "{t:#}\n{}",
+            std::fs::read_to_string(lir.dir.path().join("daemon.log")).unwrap()
+        );
     }
     // One at a time: each started after the previous ended.
     for w in done.windows(2) {
-        assert!(w[1]["started_at"].as_str().unwrap() >= w[0]["ended_at"].as_str().unwrap(), "{w:#?}");
+        assert!(
+            w[1]["started_at"].as_str().unwrap() >= w[0]["ended_at"].as_str().unwrap(),
+            "{w:#?}"
+        );
     }
     assert_eq!(lir.status(&a.version)["state"], "absent");
     let local_b = lir.status(&b.version);
@@ -607,13 +822,114 @@ fn release_tasks_run_one_at_a_time_in_the_daemon_and_the_collector_shows_their_s
     let all = wait_for(10, "the collector's release statuses", || {
         let v = admin.get("/api/v1/releases").expect(200).json();
         let rows = v.as_array()?.clone();
-        let b_row = rows.iter().find(|r| r["version"] == b.version.as_str())?.clone();
+        let b_row = rows
+            .iter()
+            .find(|r| r["version"] == b.version.as_str())?
+            .clone();
         (b_row["status"] == local_b).then_some(rows)
     });
-    let a_row = all.iter().find(|r| r["version"] == a.version.as_str()).unwrap();
+    let a_row = all
+        .iter()
+        .find(|r| r["version"] == a.version.as_str())
+        .unwrap();
     assert_eq!(a_row["node"], "n1");
     assert_eq!(a_row["state"], "absent");
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     daemon.wait().unwrap();
+}
+
+#[test]
+fn add_scales_lir_data_up_replicates_to_its_ready_pods_and_scales_back() {
+    use std::net::Ipv4Addr;
+    use tenet_release::k8s_fake::FakeApiServer;
+    let lir = Lir::new();
+    // The lir-data pods' IPs are loopback addresses, where real registries stand for them.
+    let kube = FakeApiServer::start();
+    kube.set_pod_network([127, 0, 0]);
+    kube.add_deployment("cm", "lir-data", &[("app", "lir-data")], 1);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pods: Vec<RegistryProcess> = [8u8, 9, 10]
+        .iter()
+        .map(|o| {
+            RegistryProcess::start_at(Ipv4Addr::new(127, 0, 0, *o), port)
+                .expect("a pod's registry starts")
+        })
+        .collect();
+    let kubeconfig = lir.root.join("etc/kubernetes/admin.conf");
+    std::fs::create_dir_all(kubeconfig.parent().unwrap()).unwrap();
+    kube.write_kubeconfig(&kubeconfig, "default").unwrap();
+    let (_, public) = tenet_tests::lir::signing_key(lir.dir.path());
+    std::fs::copy(public, lir.root.join("etc/tenet/release-signing.pub")).unwrap();
+    write(
+        &lir.config,
+        format!(
+            "var_dir = \"{}\"\n\n[release]\nregistries = [\"{}\"]\nfile_stores = [\"{}\"]\npublic_key = \"/etc/tenet/release-signing.pub\"\n\n[release.k8s]\nnamespace = \"cm\"\ndeployment = \"lir-data\"\nreplicas = 3\nkubeconfig = \"/etc/kubernetes/admin.conf\"\ntimeout = 30\nregistry_template = \"http://{{ip}}:{port}\"\n",
+            lir.var.display(),
+            lir.registries[0].url(),
+            lir.store.display()
+        ),
+    );
+    let (built, url) = lir.release(&recipe("5.0.0", 9, 110));
+    let run = lir.add(&built, &url);
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains("Initializing replica pods: lir-data to 3"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("Scaling back: lir-data to 1"),
+        "{}",
+        run.stdout
+    );
+
+    // Scaled up through the scale subresource, then back to where it was.
+    let writes: Vec<String> = kube
+        .writes()
+        .iter()
+        .map(|r| format!("{} {} {}", r.method, r.path, r.body))
+        .collect();
+    assert_eq!(writes.len(), 2, "{writes:#?}");
+    assert!(
+        writes[0].contains("/deployments/lir-data/scale") && writes[0].contains("\"replicas\":3"),
+        "{writes:#?}"
+    );
+    assert!(writes[1].contains("\"replicas\":1"), "{writes:#?}");
+    assert_eq!(kube.replicas("cm", "lir-data"), Some(1));
+
+    // Every ready pod's registry got the release, as the primary did.
+    let status = lir.status(&built.version);
+    assert_eq!(
+        status["registries"].as_array().unwrap().len(),
+        4,
+        "{status:#}"
+    );
+    for reg in pods.iter().chain([&lir.registries[0]]) {
+        for im in status["images"].as_array().unwrap() {
+            assert_eq!(
+                skopeo_digest(
+                    reg,
+                    &format!(
+                        "{}:{}",
+                        im["name"].as_str().unwrap(),
+                        im["version_tag"].as_str().unwrap()
+                    )
+                )
+                .as_deref(),
+                im["digest"].as_str(),
+                "{}",
+                reg.addr()
+            );
+        }
+    }
 }

@@ -14,7 +14,9 @@ use super::{Admin, ApiError, AppState, Caller, blocking};
 use crate::store::ReleaseRow;
 
 /// The states a node may report (tenet_release::status::ReleaseState).
-const STATES: [&str; 6] = ["queued", "adding", "present", "removing", "absent", "failed"];
+const STATES: [&str; 6] = [
+    "queued", "adding", "present", "removing", "absent", "failed",
+];
 
 /// A node's report, as stored and returned.
 #[derive(Debug, Serialize)]

@@ -296,8 +296,11 @@ pub trait Store: Send + Sync + 'static {
         doc: &serde_json::Value,
     ) -> Result<()>;
     /// Release statuses, of one node and/or one version, by node name then version.
-    fn release_statuses(&self, node_id: Option<&str>, version: Option<&str>)
-    -> Result<Vec<ReleaseRow>>;
+    fn release_statuses(
+        &self,
+        node_id: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Vec<ReleaseRow>>;
 }
 
 /// Where to notify a node of queued actions.
