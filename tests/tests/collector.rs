@@ -363,6 +363,20 @@ const PROTECTED: &[(&str, &str)] = &[
     ("POST", "/api/v1/import"),
     ("GET", "/api/v1/policies/abc"),
     ("GET", "/api/v1/audit"),
+    ("GET", "/api/v1/services/s/config"),
+    ("GET", "/api/v1/forms"),
+    ("POST", "/api/v1/forms/f"),
+    ("GET", "/api/v1/actions"),
+    ("POST", "/api/v1/actions"),
+    ("GET", "/api/v1/actions/1"),
+    ("POST", "/api/v1/actions/1/cancel"),
+    ("GET", "/api/v1/nodes/x/actions"),
+    ("POST", "/api/v1/nodes/x/actions/dequeue"),
+    ("POST", "/api/v1/nodes/x/actions/ack"),
+    ("POST", "/api/v1/nodes/x/actions/result"),
+    ("PUT", "/api/v1/nodes/x/releases/1.0"),
+    ("GET", "/api/v1/nodes/x/releases"),
+    ("GET", "/api/v1/releases"),
 ];
 
 #[test]
