@@ -8,7 +8,8 @@
 //!
 //! Checks: a directory store's files are checked by size and sha256. The hashes are cached
 //! in a sidecar `<dir>/.<version>.sha256-cache` keyed by (path, size, mtime, ctime, inode),
-//! so a repeated check of a 1 GB release reads metadata only; any write to a file changes
+//! so a repeated check of a 1 GB release reads metadata only (and writes nothing: the cache
+//! is rewritten only when a file changed); any write to a file changes
 //! its ctime (which user space cannot set back), so a corrupted file is hashed again. An
 //! `rsync://` store is checked by size only (`rsync --list-only`): the daemon offers no
 //! cheap way to hash remote files, and the checksums were verified by the dry run at sync
@@ -269,10 +270,12 @@ impl FileStore {
             return Ok(vec![format!("{self}: {version} missing")]);
         }
         let cache_file = cache_path(dir, version);
-        let mut cache: HashMap<String, CachedHash> = std::fs::read(&cache_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+        let cached_bytes = std::fs::read(&cache_file).ok();
+        let mut cache: HashMap<String, CachedHash> = cached_bytes
+            .as_deref()
+            .and_then(|b| serde_json::from_slice(b).ok())
             .unwrap_or_default();
+        let unchanged = cache.clone();
         let mut fresh = HashMap::new();
         let mut problems = Vec::new();
         for f in files {
@@ -321,10 +324,14 @@ impl FileStore {
             }
             fresh.insert(f.path.clone(), CachedHash { sha256: sha, ..key });
         }
-        // The cache is an optimisation: a store we cannot write to is checked in full.
-        let tmp = dir.join(format!(".{version}.sha256-cache.tmp"));
-        if std::fs::write(&tmp, serde_json::to_vec(&fresh).expect("JSON")).is_ok() {
-            let _ = std::fs::rename(&tmp, &cache_file);
+        // The cache is an optimisation: a store we cannot write to is checked in full. It is
+        // written only when the files changed since the last check, so checking a compliant
+        // store leaves it untouched.
+        if fresh != unchanged {
+            let tmp = dir.join(format!(".{version}.sha256-cache.tmp"));
+            if std::fs::write(&tmp, serde_json::to_vec(&fresh).expect("JSON")).is_ok() {
+                let _ = std::fs::rename(&tmp, &cache_file);
+            }
         }
         Ok(problems)
     }
@@ -432,7 +439,7 @@ impl FileStore {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct CachedHash {
     size: u64,
     mtime_ns: i128,

@@ -354,3 +354,97 @@ pub fn under_root(root: &Path, path: &str) -> PathBuf {
         _ => PathBuf::from(path),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(text: &str) -> ReleaseRule {
+        toml::from_str(text).unwrap()
+    }
+
+    fn settings(text: &str) -> ReleaseSettings {
+        settings_from_config(&text.parse().unwrap(), "node.toml").unwrap()
+    }
+
+    #[test]
+    fn the_rule_overrides_the_settings_and_files_are_under_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(
+            root.path().join("etc/k.pub"),
+            "-----BEGIN PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        let s = settings(
+            r#"[release]
+registries = ["https://primary:5000", { url = "http://127.0.0.1:5001", gc = ["gc"] }]
+file_stores = ["/srv/lir-f"]
+public_key = "/etc/k.pub"
+ca_file = "/etc/ca.pem"
+[release.k8s]
+namespace = "cm"
+deployment = "lir-data"
+replicas = 3
+kubeconfig = "/etc/kube.conf"
+"#,
+        );
+        let spec = rule(
+            r#"version = "1.0"
+source = "https://x/r.squashfs"
+file_stores = ["rsync://h:873/m"]"#,
+        )
+        .resolve(&s, Path::new("/var/t"), root.path())
+        .unwrap();
+        assert_eq!(spec.registries.len(), 2);
+        assert_eq!(spec.registries[1].gc(), Some(&["gc".to_string()][..]));
+        assert_eq!(spec.file_stores, ["rsync://h:873/m"]);
+        assert_eq!(spec.signature.as_deref(), Some("https://x/r.squashfs.sig"));
+        assert!(spec.public_key_pem.unwrap().starts_with("-----BEGIN"));
+        assert_eq!(spec.ca_file, Some(root.path().join("etc/ca.pem")));
+        assert_eq!(
+            spec.k8s.unwrap().kubeconfig,
+            Some(root.path().join("etc/kube.conf").display().to_string())
+        );
+        assert_eq!(spec.work_dir, Path::new("/var/t/release/work"));
+    }
+
+    #[test]
+    fn bad_rules_name_the_release_and_the_field() {
+        let root = Path::new("/nonexistent-root");
+        let s = settings("[release]\nregistries = [\"http://127.0.0.1:5000\"]\n");
+        for (text, field) in [
+            ("version = \"../x\"\nsource = \"https://x\"", "version"),
+            ("version = \"1\"", "source"),
+            ("version = \"1\"\nsource = \"ftp://x\"", "source"),
+            ("version = \"1\"\nsource = \"https://x\"", "public_key"),
+            (
+                "version = \"1\"\nsource = \"https://x\"\npublic_key = \"/etc/missing.pub\"",
+                "public_key",
+            ),
+            ("version = \"1\"\nsha256 = \"abc\"", "sha256"),
+            ("version = \"1\"\nregistries = [\"ftp://r\"]", "registries"),
+            (
+                "version = \"1\"\nregistries = []\nfile_stores = []",
+                "registries",
+            ),
+            (
+                "version = \"1\"\nstate = \"absent\"\nk8s = { namespace = \"cm\", deployment = \"d\", replicas = 1, registry_template = \"http://x:5000\" }",
+                "k8s.registry_template",
+            ),
+        ] {
+            let err = rule(text)
+                .resolve(&s, Path::new("/var/t"), root)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("release "), "{text}: {err}");
+            assert!(err.contains(field), "{text}: {err}");
+        }
+        // An absent release needs no source and no key.
+        rule("version = \"1\"\nstate = \"absent\"")
+            .resolve(&s, Path::new("/var/t"), root)
+            .unwrap();
+        // Unknown fields are refused.
+        assert!(toml::from_str::<ReleaseRule>("version = \"1\"\nsoruce = \"x\"").is_err());
+    }
+}

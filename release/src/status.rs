@@ -187,6 +187,16 @@ pub fn save(var_dir: &Path, status: &ReleaseStatus) -> Result<()> {
     })
 }
 
+/// Removes a release's status (a queued mark the daemon then refused).
+pub fn forget(var_dir: &Path, version: &str) -> Result<()> {
+    let path = status_path(var_dir, version);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 /// Holds `<var>/release/lock`: one release operation at a time on a node, whoever starts it
 /// (the daemon's task, a compliance fix, `--foreground`).
 pub struct OperationLock {

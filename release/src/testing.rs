@@ -399,3 +399,142 @@ pub fn write_docker_archive(path: &Path, img: &TestImage, repo_tag: &str) -> Res
     b.into_inner().map_err(io)?.flush().map_err(io)?;
     Ok(())
 }
+
+/// What to put in a test release.
+pub struct ReleaseRecipe<'a> {
+    /// The version.
+    pub version: &'a str,
+    /// Images: `(name, tag, layer contents)`; equal contents give equal (shared) layers.
+    pub images: Vec<(&'a str, &'a str, Vec<Vec<u8>>)>,
+    /// Files under `files/`: `(relative path, content)`.
+    pub files: Vec<(&'a str, Vec<u8>)>,
+    /// A symlink to put in the tree, `(path, target)` (to test refusals).
+    pub symlink: Option<(&'a str, &'a str)>,
+}
+
+/// A test release on disk.
+pub struct BuiltRelease {
+    /// The version.
+    pub version: String,
+    /// The squashfs (made by the real `mksquashfs`).
+    pub squashfs: PathBuf,
+    /// Its detached signature, `<squashfs>.sig` (made by `openssl dgst -sha256 -sign`).
+    pub signature: PathBuf,
+    /// The public key (PEM).
+    pub public_key: PathBuf,
+    /// The squashfs sha256 (hex).
+    pub sha256: String,
+}
+
+fn must(cmd: &mut Command) -> Result<()> {
+    let what = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .map_err(|e| command_error(&what, format!("{e} (is it installed?)")))?;
+    if !out.status.success() {
+        return Err(command_error(
+            &what,
+            format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)),
+        ));
+    }
+    Ok(())
+}
+
+/// An ECDSA P-256 signing key made by openssl in `dir` (made once): (private, public PEM).
+pub fn signing_key(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let key = dir.join("signing.key");
+    let public = dir.join("signing.pub");
+    if !key.exists() {
+        must(
+            Command::new("openssl")
+                .args(["genpkey", "-algorithm", "EC"])
+                .args(["-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+                .arg(&key),
+        )?;
+        must(
+            Command::new("openssl")
+                .args(["pkey", "-pubout", "-in"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&public),
+        )?;
+    }
+    Ok((key, public))
+}
+
+/// Builds a release in `dir`: its tree (`release.toml`, `files/`, OCI layouts under
+/// `images/`), the squashfs and its signature by [`signing_key`].
+pub fn build_release(dir: &Path, recipe: &ReleaseRecipe) -> Result<BuiltRelease> {
+    let io = |p: &Path, e| Error::io(p, e);
+    let tree = dir.join(format!("tree-{}", recipe.version));
+    let _ = std::fs::remove_dir_all(&tree);
+    let files = tree.join("files");
+    std::fs::create_dir_all(&files).map_err(|e| io(&files, e))?;
+    let mut manifest = format!("version = \"{}\"\n", recipe.version);
+    for (path, data) in &recipe.files {
+        let p = files.join(path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
+        std::fs::write(&p, data).map_err(|e| io(&p, e))?;
+        manifest.push_str(&format!(
+            "\n[[files]]\npath = \"{path}\"\nsize = {}\nsha256 = \"{}\"\n",
+            data.len(),
+            &sha256_digest(data)["sha256:".len()..]
+        ));
+    }
+    for (name, tag, layers) in &recipe.images {
+        let rel = format!("images/{}-{tag}", name.replace('/', "-"));
+        let contents: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+        write_oci_layout(&tree.join(&rel), &[(&TestImage::new(name, &contents), tag)])?;
+        manifest.push_str(&format!(
+            "\n[[images]]\nname = \"{name}\"\ntag = \"{tag}\"\npath = \"{rel}\"\n"
+        ));
+    }
+    if let Some((path, target)) = recipe.symlink {
+        let p = tree.join(path);
+        std::os::unix::fs::symlink(target, &p).map_err(|e| io(&p, e))?;
+    }
+    let m = tree.join(crate::manifest::MANIFEST_FILE);
+    std::fs::write(&m, manifest).map_err(|e| io(&m, e))?;
+    let squashfs = dir.join(format!("{}.squashfs", recipe.version));
+    let _ = std::fs::remove_file(&squashfs);
+    must(Command::new("mksquashfs").arg(&tree).arg(&squashfs).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-all-root",
+    ]))?;
+    let (key, public_key) = signing_key(dir)?;
+    let signature = dir.join(format!("{}.squashfs.sig", recipe.version));
+    must(
+        Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&signature)
+            .arg(&squashfs),
+    )?;
+    Ok(BuiltRelease {
+        version: recipe.version.to_string(),
+        sha256: crate::manifest::sha256_file(&squashfs)?,
+        squashfs,
+        signature,
+        public_key,
+    })
+}
+
+/// Deterministic filler bytes (layer or file content), `n` long, varying with `seed`.
+pub fn filler(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

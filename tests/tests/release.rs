@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use tenet_release::testing::{RegistryProcess, RsyncDaemon};
-use tenet_tests::lir::{
-    BuiltRelease, Faults, FileServer, ReleaseRecipe, build_release, filler, must,
+use tenet_release::testing::{
+    BuiltRelease, RegistryProcess, ReleaseRecipe, RsyncDaemon, build_release, filler, signing_key,
 };
+use tenet_tests::lir::{Faults, FileServer, must};
 use tenet_tests::{Run, Tenet, tempdir, write};
 
 /// The parts of a local image repository, and a node configured to use them.
@@ -71,7 +71,7 @@ impl Lir {
         });
         // The key is inside the root, named as the node sees it.
         let key = self.root.join("etc/tenet/release-signing.pub");
-        let (_, public) = tenet_tests::lir::signing_key(self.dir.path());
+        let (_, public) = signing_key(self.dir.path()).unwrap();
         std::fs::create_dir_all(key.parent().unwrap()).unwrap();
         std::fs::copy(public, &key).unwrap();
         write(
@@ -90,7 +90,7 @@ impl Lir {
     }
 
     fn release(&self, recipe: &ReleaseRecipe) -> (BuiltRelease, String) {
-        let built = build_release(self.dir.path(), recipe);
+        let built = build_release(self.dir.path(), recipe).unwrap();
         let name = format!("{}.squashfs", built.version);
         let url = self.server.add(&name, &built.squashfs);
         self.server.add(&format!("{name}.sig"), &built.signature);
@@ -150,30 +150,24 @@ impl Lir {
 
 /// A release of three images (two of them sharing a layer with `other`) and two files.
 fn recipe<'a>(version: &'a str, shared_seed: u64, unique_seed: u64) -> ReleaseRecipe<'a> {
-    let shared = ("base.bin".to_string(), filler(shared_seed, 64 * 1024));
+    let shared = filler(shared_seed, 64 * 1024);
     ReleaseRecipe {
         version,
         images: vec![
             (
                 "calico/apiserver",
                 "v3.26.1",
-                vec![
-                    shared.clone(),
-                    ("api.bin".into(), filler(unique_seed, 32 * 1024)),
-                ],
+                vec![shared.clone(), filler(unique_seed, 32 * 1024)],
             ),
             (
                 "calico/cni",
                 "v3.26.1",
-                vec![
-                    shared.clone(),
-                    ("cni.bin".into(), filler(unique_seed + 1, 16 * 1024)),
-                ],
+                vec![shared.clone(), filler(unique_seed + 1, 16 * 1024)],
             ),
             (
                 "hexos/container-base-2.0",
                 "2.0.0-10",
-                vec![("os.bin".into(), filler(unique_seed + 2, 48 * 1024))],
+                vec![filler(unique_seed + 2, 48 * 1024)],
             ),
         ],
         files: vec![
@@ -468,7 +462,7 @@ fn a_bad_signature_is_refused_and_nothing_is_pushed() {
     // Sign with another key: the node's public key does not verify it.
     let other = lir.dir.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
-    let (key, _) = tenet_tests::lir::signing_key(&other);
+    let (key, _) = signing_key(&other).unwrap();
     must(
         Command::new("openssl")
             .args(["dgst", "-sha256", "-sign"])
@@ -867,7 +861,7 @@ fn add_scales_lir_data_up_replicates_to_its_ready_pods_and_scales_back() {
     let kubeconfig = lir.root.join("etc/kubernetes/admin.conf");
     std::fs::create_dir_all(kubeconfig.parent().unwrap()).unwrap();
     kube.write_kubeconfig(&kubeconfig, "default").unwrap();
-    let (_, public) = tenet_tests::lir::signing_key(lir.dir.path());
+    let (_, public) = signing_key(lir.dir.path()).unwrap();
     std::fs::copy(public, lir.root.join("etc/tenet/release-signing.pub")).unwrap();
     write(
         &lir.config,

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tenet_release::converge::{self, Context};
 use tenet_release::progress::{Progress, Step};
 use tenet_release::rule::{DesiredState, ReleaseRule, settings_from_config};
@@ -145,17 +144,32 @@ fn submit_or_run(
         eprintln!("tenet: {e}");
         return Ok(ExitCode::from(USAGE));
     }
-    let reply = daemon::control(&var, &ControlRequest::Submit(command.to_string())).context(
-        "queueing the release task (start `tenet daemon`, or use --foreground to run here)",
-    )?;
+    // Queued before the task can start, so that the task's own status always comes after.
+    let op = if rule.state == DesiredState::Present {
+        "add"
+    } else {
+        "remove"
+    };
+    let ctx = Context {
+        var_dir: var.clone(),
+    };
+    let before = status::load(&var, &rule.version)?;
+    converge::mark_queued(&ctx, &rule.version, op)?;
+    let restore = || match &before {
+        Some(b) => status::save(&var, b),
+        None => status::forget(&var, &rule.version),
+    };
+    let reply = match daemon::control(&var, &ControlRequest::Submit(command.to_string())) {
+        Ok(r) => r,
+        Err(e) => {
+            restore()?;
+            return Err(e.context(
+                "queueing the release task (start `tenet daemon`, or use --foreground to run here)",
+            ));
+        }
+    };
     match (reply.id, reply.error) {
         (Some(id), _) => {
-            let op = if rule.state == DesiredState::Present {
-                "add"
-            } else {
-                "remove"
-            };
-            converge::mark_queued(&Context { var_dir: var }, &rule.version, op)?;
             match format {
                 Format::Json => outln!(
                     "{}",
@@ -170,6 +184,7 @@ fn submit_or_run(
             Ok(ExitCode::SUCCESS)
         }
         (None, e) => {
+            restore()?;
             eprintln!("tenet: the daemon refused: {}", e.unwrap_or_default());
             Ok(ExitCode::from(1))
         }

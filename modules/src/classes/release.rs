@@ -189,3 +189,86 @@ impl Class for Release {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+    use tenet_release::testing::{RegistryProcess, ReleaseRecipe, build_release, filler};
+
+    use super::Release;
+    use crate::host::Host;
+    use crate::status::Status;
+    use crate::testing::{assert_class_contract, check};
+
+    /// A root whose node configuration points at `registry` and a file store; returns the
+    /// host and the store.
+    fn node(dir: &Path, registry: &RegistryProcess, public_key: &Path) -> (Host, std::path::PathBuf) {
+        let root = dir.join("root");
+        let store = dir.join("lir-f");
+        std::fs::create_dir_all(root.join("etc/tenet")).unwrap();
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::copy(public_key, root.join("etc/tenet/release.pub")).unwrap();
+        std::fs::write(
+            root.join("etc/tenet/node.toml"),
+            format!(
+                "[release]\nregistries = [\"{}\"]\nfile_stores = [\"{}\"]\npublic_key = \"/etc/tenet/release.pub\"\n",
+                registry.url(),
+                store.display()
+            ),
+        )
+        .unwrap();
+        (Host::new(&root), store)
+    }
+
+    #[test]
+    fn release_follows_the_class_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = RegistryProcess::start().expect("docker-registry starts");
+        let built = build_release(
+            dir.path(),
+            &ReleaseRecipe {
+                version: "1.0.0",
+                images: vec![("lir/app", "v1", vec![filler(1, 4096), filler(2, 2048)])],
+                files: vec![("install-control.yaml", b"release: 1.0.0\n".to_vec())],
+                symlink: None,
+            },
+        )
+        .expect("release builds");
+        let (host, store) = node(dir.path(), &registry, &built.public_key);
+        let present = json!({
+            "version": "1.0.0",
+            "source": built.squashfs.display().to_string(),
+            "sha256": built.sha256,
+        });
+        // check writes nothing (registry storage, file store, var dir); fix then check is ok;
+        // a second fix changes nothing.
+        let data = registry.data_dir();
+        std::fs::create_dir_all(&data).unwrap();
+        let log = assert_class_contract::<Release>(
+            &host,
+            &[&data, &store, host.var_dir()],
+            present,
+        );
+        assert!(log.iter().any(|l| l.contains("has not been added")), "{log:#?}");
+
+        // absent: the same contract, the other way.
+        let absent = json!({ "version": "1.0.0", "state": "absent" });
+        assert_class_contract::<Release>(&host, &[&store, host.var_dir()], absent.clone());
+        assert!(!store.join("1.0.0").exists());
+        assert_eq!(check::<Release>(&host, absent).0, Status::Ok);
+    }
+
+    #[test]
+    fn a_rule_without_a_key_is_not_fixable_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::new(dir.path());
+        let (st, log) = check::<Release>(
+            &host,
+            json!({ "version": "1.0.0", "source": "https://x/r.squashfs", "registries": ["http://127.0.0.1:1"] }),
+        );
+        assert_eq!(st, Status::Nok);
+        assert!(log.iter().any(|l| l.contains("public_key")), "{log:#?}");
+    }
+}
