@@ -728,8 +728,19 @@ fn release_tasks_run_one_at_a_time_in_the_daemon_and_the_collector_shows_their_s
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("--foreground"), "{}", run.stderr);
 
+    /// Stops the daemon however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.0.wait();
+        }
+    }
     let log = std::fs::File::create(lir.dir.path().join("daemon.log")).unwrap();
-    let mut daemon = lir
+    let daemon = lir
         .tenet(["daemon", "--root"])
         .arg(&lir.root)
         .env("TENET_LOG", "info")
@@ -738,6 +749,7 @@ fn release_tasks_run_one_at_a_time_in_the_daemon_and_the_collector_shows_their_s
         .stderr(log)
         .spawn()
         .unwrap();
+    let _daemon = Stop(daemon);
     let tasks = || -> Option<Value> {
         let run = lir
             .tenet(["tasks", "--format", "json", "--root"])
@@ -828,13 +840,6 @@ fn release_tasks_run_one_at_a_time_in_the_daemon_and_the_collector_shows_their_s
         .unwrap();
     assert_eq!(a_row["node"], "n1");
     assert_eq!(a_row["state"], "absent");
-
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    daemon.wait().unwrap();
 }
 
 #[test]

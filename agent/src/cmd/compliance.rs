@@ -233,6 +233,7 @@ fn run_action(
         return print_env(&policy, &config, a.policy.format);
     };
     let started_at = crate::collector::now_text();
+    let started = std::time::SystemTime::now();
     let report = engine::run(&policy, &host, action, &config, |m| {
         if a.policy.format == Format::Text {
             let mut out = stdout.lock();
@@ -252,6 +253,7 @@ fn run_action(
             a.policy.service.as_deref(),
             &started_at,
         );
+        report_releases(client, host.var_dir(), started);
     }
     Ok(ExitCode::from(u8::from(report.summary.nok > 0)))
 }
@@ -277,6 +279,33 @@ fn deliver(
         return;
     }
     report_flush(&state.flush(client));
+}
+
+/// Sends the collector the status of every release this run changed (a `release` rule's
+/// fix), as `tenet release` does for its own runs.
+fn report_releases(client: &CollectorClient, var_dir: &Path, since: std::time::SystemTime) {
+    let dir = tenet_release::status::status_root(var_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let changed = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= since);
+        let name = entry.file_name();
+        let Some(version) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        if !changed || version.starts_with('.') {
+            continue;
+        }
+        if let Ok(Some(st)) = tenet_release::status::load(var_dir, version)
+            && let Err(e) = client.put_release(&st)
+        {
+            eprintln!("tenet: reporting release {version} to the collector: {e}");
+        }
+    }
 }
 
 /// Says on stderr what happened to queued results.
