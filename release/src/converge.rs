@@ -216,14 +216,10 @@ async fn scale_back(
     Ok(())
 }
 
-fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> impl Future<Output = Result<T>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| Error::Rule(format!("a release step panicked: {e}")))?
-    }
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Rule(format!("a release step panicked: {e}")))?
 }
 
 /// Strips `user:password@` from a URL for display.
