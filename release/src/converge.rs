@@ -29,7 +29,7 @@ use crate::k8s::DeploymentRef;
 use crate::manifest::{FileEntry, ReleaseManifest};
 use crate::progress::{Progress, Step};
 use crate::registry::{ExpectedImage, Registry, check_images, garbage_collect};
-use crate::rule::{DesiredState, ReleaseSpec};
+use crate::rule::{DesiredState, K8sSettings, ReleaseSpec};
 use crate::status::{self, PushedImage, ReleaseState, ReleaseStatus};
 
 /// Status writes for percent changes are at most this frequent.
@@ -166,6 +166,15 @@ fn file_store(text: &str, spec: &ReleaseSpec) -> Result<FileStore> {
     Ok(FileStore::parse(text)?.with_password_file(spec.rsync_password_file.clone()))
 }
 
+fn deployment(k: &K8sSettings) -> DeploymentRef {
+    DeploymentRef {
+        kubeconfig: k.kubeconfig.as_ref().map(PathBuf::from),
+        context: k.context.clone(),
+        namespace: k.namespace.clone(),
+        name: k.deployment.clone(),
+    }
+}
+
 /// Scales lir-data up for the operation; returns the deployment, its client and the replica
 /// count to go back to.
 async fn scale_up(
@@ -175,12 +184,7 @@ async fn scale_up(
     let Some(k) = &spec.k8s else {
         return Ok(None);
     };
-    let dep = DeploymentRef {
-        kubeconfig: k.kubeconfig.as_ref().map(PathBuf::from),
-        context: k.context.clone(),
-        namespace: k.namespace.clone(),
-        name: k.deployment.clone(),
-    };
+    let dep = deployment(k);
     let client = dep.client().await?;
     let before = dep.replicas(&client).await?;
     progress.info(&format!(
@@ -429,7 +433,9 @@ async fn add(spec: &ReleaseSpec, t: &Targets, reporter: &Arc<Reporter>) -> Resul
     };
     if let Some(primary) = t.file_stores.first() {
         progress.step(Step::SyncingFiles, &primary.to_string());
-        primary.sync(&files_src, &spec.version, progress)?;
+        let (store, src, version) = (primary.clone(), files_src.clone(), spec.version.clone());
+        let outer = reporter.clone();
+        blocking(move || store.sync(&src, &version, outer.as_ref() as &dyn Progress)).await?;
     }
     let (root, entries) = (tree.clone(), manifest.images.clone());
     let images: Vec<LocalImage> = blocking(move || {
@@ -701,12 +707,7 @@ pub async fn check(ctx: &Context, spec: &ReleaseSpec) -> Result<Vec<String>> {
     let st = status::load(&ctx.var_dir, &spec.version)?;
     let kc = match &spec.k8s {
         Some(k) if k.registry_template.is_some() || k.file_store_template.is_some() => {
-            let dep = DeploymentRef {
-                kubeconfig: k.kubeconfig.as_ref().map(PathBuf::from),
-                context: k.context.clone(),
-                namespace: k.namespace.clone(),
-                name: k.deployment.clone(),
-            };
+            let dep = deployment(k);
             let client = dep.client().await?;
             Some((dep, client))
         }
