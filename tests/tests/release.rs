@@ -629,6 +629,22 @@ fn bad_rules_give_clear_errors_and_nothing_is_presented_as_present() {
     check.assert_code(1);
     assert!(check.stdout.contains("failed"), "{}", check.stdout);
 
+    // Mended, the re-run resumes: the verified download is not fetched again, and the
+    // primary, which got every image before the failure, receives no blob again.
+    let name = format!("{}.squashfs", built.version);
+    let fetched = lir.server.requests(&name).len();
+    lir.configure(Some(&format!("[\"{}\"]", lir.registries[0].url())));
+    let run = lir.add(&built, &url);
+    run.assert_code(0);
+    assert_eq!(lir.server.requests(&name).len(), fetched, "downloaded again");
+    assert!(run.stdout.contains("already downloaded and verified"), "{}", run.stdout);
+    let tagged: Vec<&str> = run.stdout.lines().filter(|l| l.contains("Tagged ")).collect();
+    assert_eq!(tagged.len(), 3, "{}", run.stdout);
+    for line in tagged {
+        assert!(line.contains("(0 blobs pushed,"), "{line}");
+    }
+    assert_eq!(lir.status(&built.version)["state"], "present");
+
     // A registry that is not a URL: refused before anything, naming the field.
     lir.configure(Some("[\"http://[::1\"]"));
     let run = lir.add(&built, &url);
