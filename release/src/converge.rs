@@ -116,10 +116,13 @@ async fn targets(
 ) -> Result<Targets> {
     let mut registries = Vec::new();
     for r in &spec.registries {
-        registries.push((
-            Registry::parse(r.url(), spec.ca_file.as_deref())?,
-            r.gc().map(<[String]>::to_vec),
-        ));
+        let mut registry = Registry::parse(r.url(), spec.ca_file.as_deref())?;
+        if let Some((user, file)) = r.credentials() {
+            let password = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+            let password = password.lines().next().unwrap_or("").to_string();
+            registry = registry.with_credentials(user.to_string(), password);
+        }
+        registries.push((registry, r.gc().map(<[String]>::to_vec)));
     }
     let mut file_stores = Vec::new();
     for f in &spec.file_stores {

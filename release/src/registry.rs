@@ -41,13 +41,16 @@ pub const PUSH_CONCURRENCY: usize = 4;
 pub const CHECK_CONCURRENCY: usize = 32;
 const READ_CHUNK: usize = 1 << 20;
 
-/// An OCI registry (distribution API v2), anonymous access.
+/// An OCI registry (distribution API v2), anonymous or with HTTP Basic credentials (the
+/// distribution registry's `htpasswd` auth).
 #[derive(Clone)]
 pub struct Registry {
     name: String,
     scheme: &'static str,
     client: oci_client::Client,
     http: reqwest::Client,
+    /// Username and password; the password never appears in errors, logs or `Debug`.
+    credentials: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -185,7 +188,21 @@ impl Registry {
             scheme,
             client,
             http,
+            credentials: None,
         })
+    }
+
+    /// The same registry, accessed with HTTP Basic credentials.
+    pub fn with_credentials(mut self, username: String, password: String) -> Registry {
+        self.credentials = Some((username, password));
+        self
+    }
+
+    fn oci_auth(&self) -> RegistryAuth {
+        match &self.credentials {
+            Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
+            None => RegistryAuth::Anonymous,
+        }
     }
 
     /// `host:port`.
@@ -222,6 +239,10 @@ impl Registry {
     }
 
     async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let req = match &self.credentials {
+            Some((u, p)) => req.basic_auth(u, Some(p)),
+            None => req,
+        };
         req.send()
             .await
             .map_err(|e| self.error(format!("{what}: {e}")))
@@ -251,7 +272,7 @@ impl Registry {
         let tags = if tags.is_empty() { &own_tag[..] } else { tags };
         let reference = self.reference(&image.name, &tags[0]);
         self.client
-            .store_auth_if_needed(&self.name, &RegistryAuth::Anonymous)
+            .store_auth_if_needed(&self.name, &self.oci_auth())
             .await;
         let detail = format!("{} to {}", image.reference(), self.name);
         progress.step(Step::PushingImages, &detail);
@@ -405,7 +426,7 @@ impl Registry {
     /// Whether the registry has the blob `digest` in `repo`.
     pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
         self.client
-            .store_auth_if_needed(&self.name, &RegistryAuth::Anonymous)
+            .store_auth_if_needed(&self.name, &self.oci_auth())
             .await;
         self.client
             .blob_exists(&self.reference(repo, "latest"), digest)

@@ -51,13 +51,20 @@ pub enum DesiredState {
 pub enum RegistrySetting {
     /// `"http://127.0.0.1:5000"`, `"https://lir:5000"` or `"lir:5000"` (https).
     Url(String),
-    /// `{ url = "...", gc = ["docker-registry", "garbage-collect", "--delete-untagged", "cfg"] }`.
+    /// `{ url = "...", gc = ["docker-registry", "garbage-collect", "--delete-untagged", "cfg"],
+    /// username = "lir", password_file = "/etc/tenet/lir.password" }`.
     Full {
         /// As [`RegistrySetting::Url`].
         url: String,
         /// The garbage-collection command (argv), run on this node.
         #[serde(default)]
         gc: Option<Vec<String>>,
+        /// HTTP Basic username (the distribution registry's htpasswd auth).
+        #[serde(default)]
+        username: Option<String>,
+        /// The file holding the password (its first line; never logged).
+        #[serde(default)]
+        password_file: Option<String>,
     },
 }
 
@@ -74,6 +81,18 @@ impl RegistrySetting {
         match self {
             RegistrySetting::Url(_) => None,
             RegistrySetting::Full { gc, .. } => gc.as_deref(),
+        }
+    }
+
+    /// The username and the password file, if the registry wants credentials.
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        match self {
+            RegistrySetting::Full {
+                username: Some(u),
+                password_file: Some(p),
+                ..
+            } => Some((u, p)),
+            _ => None,
         }
     }
 }
@@ -247,9 +266,28 @@ impl ReleaseRule {
             .clone()
             .unwrap_or_else(|| settings.file_stores.clone());
         let k8s = self.k8s.clone().or_else(|| settings.k8s.clone());
-        for r in &registries {
+        let mut registries = registries;
+        for r in &mut registries {
             crate::registry::Registry::parse(r.url(), None)
                 .map_err(|e| bad("registries", e.to_string()))?;
+            if let RegistrySetting::Full {
+                url,
+                username,
+                password_file,
+                ..
+            } = r
+            {
+                match (username.as_deref(), password_file.as_mut()) {
+                    (Some(_), Some(p)) => *p = under(p).to_string_lossy().into_owned(),
+                    (None, None) => {}
+                    _ => {
+                        return Err(bad(
+                            "registries",
+                            format!("{url}: username and password_file go together"),
+                        ));
+                    }
+                }
+            }
         }
         for f in &file_stores {
             crate::filestore::FileStore::parse(f).map_err(|e| bad("file_stores", e.to_string()))?;
@@ -424,6 +462,10 @@ file_stores = ["rsync://h:873/m"]"#,
             ),
             ("version = \"1\"\nsha256 = \"abc\"", "sha256"),
             ("version = \"1\"\nregistries = [\"ftp://r\"]", "registries"),
+            (
+                "version = \"1\"\nstate = \"absent\"\nregistries = [{ url = \"http://r:5000\", username = \"u\" }]",
+                "username and password_file go together",
+            ),
             (
                 "version = \"1\"\nregistries = []\nfile_stores = []",
                 "registries",

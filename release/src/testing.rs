@@ -70,6 +70,7 @@ pub struct RegistryProcess {
     child: Child,
     ip: Ipv4Addr,
     port: u16,
+    tls: bool,
     dir: tempfile::TempDir,
 }
 
@@ -88,7 +89,25 @@ impl RegistryProcess {
         Self::start_once(ip, Some(port))
     }
 
+    /// Starts a registry on a free port serving HTTPS with `cert`/`key` and requiring the
+    /// HTTP Basic credentials of the `htpasswd` file (bcrypt entries).
+    pub fn start_secured(cert: &Path, key: &Path, htpasswd: &Path) -> Result<RegistryProcess> {
+        let secured = format!(
+            "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: tenet-test\n    path: {}\n",
+            cert.display(),
+            key.display(),
+            htpasswd.display()
+        );
+        let mut r = Self::start_with(Ipv4Addr::LOCALHOST, None, &secured)?;
+        r.tls = true;
+        Ok(r)
+    }
+
     fn start_once(ip: Ipv4Addr, port: Option<u16>) -> Result<RegistryProcess> {
+        Self::start_with(ip, port, "")
+    }
+
+    fn start_with(ip: Ipv4Addr, port: Option<u16>, extra: &str) -> Result<RegistryProcess> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
         let port = match port {
             Some(p) => p,
@@ -97,7 +116,7 @@ impl RegistryProcess {
         let data = dir.path().join("data");
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
-             delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n",
+             delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n{extra}",
             data.display()
         );
         let cfg = dir.path().join("config.yml");
@@ -122,6 +141,7 @@ impl RegistryProcess {
             child,
             ip,
             port,
+            tls: false,
             dir,
         })
     }
@@ -131,9 +151,11 @@ impl RegistryProcess {
         format!("{}:{}", self.ip, self.port)
     }
 
-    /// `http://<addr>`, the spec for [`crate::registry::Registry::parse`].
+    /// `http://<addr>` (`https://` when secured), the spec for
+    /// [`crate::registry::Registry::parse`].
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr())
     }
 
     /// The registry's config file.

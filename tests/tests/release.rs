@@ -636,9 +636,21 @@ fn bad_rules_give_clear_errors_and_nothing_is_presented_as_present() {
     lir.configure(Some(&format!("[\"{}\"]", lir.registries[0].url())));
     let run = lir.add(&built, &url);
     run.assert_code(0);
-    assert_eq!(lir.server.requests(&name).len(), fetched, "downloaded again");
-    assert!(run.stdout.contains("already downloaded and verified"), "{}", run.stdout);
-    let tagged: Vec<&str> = run.stdout.lines().filter(|l| l.contains("Tagged ")).collect();
+    assert_eq!(
+        lir.server.requests(&name).len(),
+        fetched,
+        "downloaded again"
+    );
+    assert!(
+        run.stdout.contains("already downloaded and verified"),
+        "{}",
+        run.stdout
+    );
+    let tagged: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("Tagged "))
+        .collect();
     assert_eq!(tagged.len(), 3, "{}", run.stdout);
     for line in tagged {
         assert!(line.contains("(0 blobs pushed,"), "{line}");
@@ -947,4 +959,90 @@ fn add_scales_lir_data_up_replicates_to_its_ready_pods_and_scales_back() {
             );
         }
     }
+}
+
+#[test]
+fn a_registry_behind_tls_and_htpasswd_is_used_with_its_ca_and_credentials_only() {
+    let lir = Lir::new();
+    let certs = lir.dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let (ca, cert, key) = tenet_tests::collector::make_tls(&certs);
+    // A bcrypt htpasswd entry, as `htpasswd -B` writes it.
+    let entry = must(Command::new("python3").args([
+        "-W",
+        "ignore",
+        "-c",
+        "import crypt; print('lir:' + crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+    ]));
+    let htpasswd = certs.join("htpasswd");
+    write(&htpasswd, entry);
+    let secured =
+        RegistryProcess::start_secured(&cert, &key, &htpasswd).expect("a TLS registry starts");
+    std::fs::copy(&ca, lir.root.join("etc/tenet/lir-ca.pem")).unwrap();
+    write(&lir.root.join("etc/tenet/lir.password"), "s3cret\n");
+    let (built, url) = lir.release(&recipe("6.0.0", 11, 120));
+    let config = |registry: &str, ca: bool| {
+        format!(
+            "var_dir = \"{}\"\n[release]\nregistries = [{registry}]\npublic_key = \"/etc/tenet/release-signing.pub\"\n{}",
+            lir.var.display(),
+            if ca {
+                "ca_file = \"/etc/tenet/lir-ca.pem\"\n"
+            } else {
+                ""
+            }
+        )
+    };
+    let with_credentials = format!(
+        "{{ url = \"{}\", username = \"lir\", password_file = \"/etc/tenet/lir.password\" }}",
+        secured.url()
+    );
+
+    // Without the CA, the certificate is refused (verification is never switched off).
+    write(&lir.config, config(&with_credentials, false));
+    let run = lir.add(&built, &url);
+    run.assert_code(1);
+    assert!(run.stderr.contains(&secured.addr()), "{}", run.stderr);
+    // Without credentials, the registry says 401.
+    write(&lir.config, config(&format!("\"{}\"", secured.url()), true));
+    let run = lir.add(&built, &url);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("401") || run.stderr.to_lowercase().contains("unauthorized"),
+        "{}",
+        run.stderr
+    );
+    // With both, the release is present; the password is in no output and no status.
+    write(&lir.config, config(&with_credentials, true));
+    let run = lir.add(&built, &url);
+    run.assert_code(0);
+    assert!(!run.stdout.contains("s3cret") && !run.stderr.contains("s3cret"));
+    let status = lir.status(&built.version);
+    assert_eq!(status["state"], "present");
+    assert!(!status.to_string().contains("s3cret"));
+    let rule = format!(
+        "{{ version = \"{}\", source = \"{url}\", sha256 = \"{}\" }}",
+        built.version, built.sha256
+    );
+    lir.compliance("check", &rule).assert_code(0);
+    // Confirmed independently with skopeo, with the CA and the credentials.
+    let skopeo_certs = lir.dir.path().join("skopeo-certs");
+    std::fs::create_dir_all(&skopeo_certs).unwrap();
+    std::fs::copy(&ca, skopeo_certs.join("ca.crt")).unwrap();
+    let out = skopeo(&[
+        "inspect",
+        "--cert-dir",
+        skopeo_certs.to_str().unwrap(),
+        "--creds",
+        "lir:s3cret",
+        &format!(
+            "docker://{}/calico/cni:{}-v3.26.1",
+            secured.addr(),
+            built.version
+        ),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
