@@ -98,6 +98,42 @@ fn valid_url(u: &str) -> bool {
             .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '`' | '\\'))
 }
 
+/// `--opt value` / `--opt=value` words, each of `allowed` at most once, nothing else.
+fn parse_options<const N: usize>(
+    words: &[&str],
+    allowed: [&str; N],
+) -> Result<[Option<String>; N], CommandError> {
+    let err = |m: String| CommandError(m);
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+    let mut i = 0;
+    while i < words.len() {
+        let (opt, value) = match words[i].split_once('=') {
+            Some((o, v)) => (o, Some(v)),
+            None => (words[i], None),
+        };
+        let Some(slot) = allowed.iter().position(|a| *a == opt) else {
+            return Err(err(format!(
+                "option {opt:?} is not allowed (only {})",
+                allowed.join(", ")
+            )));
+        };
+        let value = match value {
+            Some(v) => v,
+            None => {
+                i += 1;
+                *words
+                    .get(i)
+                    .ok_or_else(|| err(format!("{opt} needs a value")))?
+            }
+        };
+        if values[slot].replace(value.to_string()).is_some() {
+            return Err(err(format!("{opt} given twice")));
+        }
+        i += 1;
+    }
+    Ok(values)
+}
+
 fn parse_release(rest: &[&str]) -> Result<ActionCommand, CommandError> {
     let err = |m: String| CommandError(m);
     match rest {
@@ -114,36 +150,7 @@ fn parse_release(rest: &[&str]) -> Result<ActionCommand, CommandError> {
                     "release add {source:?}: the source must be an http:// or https:// URL"
                 )));
             }
-            let (mut version, mut sha256) = (None, None);
-            let mut i = 0;
-            while i < opts.len() {
-                let (opt, value) = match opts[i].split_once('=') {
-                    Some((o, v)) => (o, Some(v)),
-                    None => (opts[i], None),
-                };
-                let slot = match opt {
-                    "--version" => &mut version,
-                    "--sha256" => &mut sha256,
-                    other => {
-                        return Err(err(format!(
-                            "option {other:?} is not allowed (only --version, --sha256)"
-                        )));
-                    }
-                };
-                let value = match value {
-                    Some(v) => v,
-                    None => {
-                        i += 1;
-                        *opts
-                            .get(i)
-                            .ok_or_else(|| err(format!("{opt} needs a value")))?
-                    }
-                };
-                if slot.replace(value.to_string()).is_some() {
-                    return Err(err(format!("{opt} given twice")));
-                }
-                i += 1;
-            }
+            let [version, sha256] = parse_options(opts, ["--version", "--sha256"])?;
             let version = version.ok_or_else(|| err("release add needs --version".into()))?;
             if !valid_version(&version) {
                 return Err(err(format!("--version {version:?}: not a valid version")));
@@ -201,39 +208,18 @@ impl ActionCommand {
                         )));
                     }
                 };
-                let (mut moduleset, mut module, mut service) = (None, None, None);
-                let mut i = 0;
-                while i < rest.len() {
-                    let (opt, value) = match rest[i].split_once('=') {
-                        Some((o, v)) => (o, Some(v)),
-                        None => (rest[i], None),
-                    };
-                    let slot = match opt {
-                        "--moduleset" => &mut moduleset,
-                        "--module" => &mut module,
-                        "--service" => &mut service,
-                        other => {
-                            return Err(err(format!(
-                                "option {other:?} is not allowed (only --moduleset, --module, --service)"
-                            )));
-                        }
-                    };
-                    let value = match value {
-                        Some(v) => v,
-                        None => {
-                            i += 1;
-                            *rest
-                                .get(i)
-                                .ok_or_else(|| err(format!("{opt} needs a value")))?
-                        }
-                    };
-                    if !valid_name(value) {
-                        return Err(err(format!("{opt} {value:?}: not a valid name")));
+                let [moduleset, module, service] =
+                    parse_options(rest, ["--moduleset", "--module", "--service"])?;
+                for (opt, value) in [
+                    ("--moduleset", &moduleset),
+                    ("--module", &module),
+                    ("--service", &service),
+                ] {
+                    if let Some(v) = value
+                        && !valid_name(v)
+                    {
+                        return Err(err(format!("{opt} {v:?}: not a valid name")));
                     }
-                    if slot.replace(value.to_string()).is_some() {
-                        return Err(err(format!("{opt} given twice")));
-                    }
-                    i += 1;
                 }
                 if moduleset.is_some() && module.is_some() {
                     return Err(err("--moduleset and --module exclude each other".into()));
