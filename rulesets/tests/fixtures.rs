@@ -1,4 +1,4 @@
-//! The OpenSVC fixtures of `shared/fixtures/opensvc-spd` through both formats and resolution,
+//! The OpenSVC fixtures of `tests/fixtures/opensvc-spd` through both formats and resolution,
 //! plus property tests that random bundles survive both formats.
 
 use proptest::prelude::*;
@@ -10,7 +10,7 @@ use tenet_rulesets::*;
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/opensvc-spd"
+    "/../tests/fixtures/opensvc-spd"
 );
 
 fn fixture_text(name: &str) -> String {

@@ -1,7 +1,7 @@
 //! # tenet-tests: end-to-end tests of the `tenet` binary
 //!
 //! A small DSL the tests in `tests/` share:
-//! - [`tenet_bin`] and [`fixtures_dir`] locate the binary under test and `shared/fixtures`;
+//! - [`tenet_bin`] and [`fixtures_dir`] locate the binary under test and `tests/fixtures`;
 //! - [`TestRoot`] builds a throw-away managed system (a root prefix in a temporary directory:
 //!   `etc/passwd`, `etc/group`, `proc/sys` files, a dpkg database, `etc/sysctl.conf`, ...);
 //! - [`Tenet`] runs the binary (optionally inside a private mount namespace, or with
@@ -78,14 +78,15 @@ fn workspace_bin(package: &str, name: &str) -> PathBuf {
     bin
 }
 
-/// `shared/fixtures` of the project (next to the workspace).
+/// `tests/fixtures` of the project: the data tests use (OpenSVC exports, forms, MachineConfigs)
+/// and the OpenSVC-convention module scripts written for the tests.
 pub fn fixtures_dir() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     assert!(d.is_dir(), "fixtures directory {} not found", d.display());
     d.canonicalize().unwrap_or(d)
 }
 
-/// `shared/fixtures/opensvc-spd`: the sharded-database deployment exports and module scripts.
+/// `tests/fixtures/opensvc-spd`: the sharded-database deployment exports and module scripts.
 pub fn spd_fixtures() -> PathBuf {
     fixtures_dir().join("opensvc-spd")
 }

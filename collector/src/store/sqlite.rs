@@ -1728,7 +1728,7 @@ mod tests {
 
     fn fixture_bundle() -> Bundle {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/opensvc-spd/node-export.json");
+            .join("../tests/fixtures/opensvc-spd/node-export.json");
         tenet_rulesets::load_path(&path).expect("fixture loads")
     }
 
