@@ -114,6 +114,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("TENET_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
+        // Colours only on a terminal: logs to a file or the journal stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {

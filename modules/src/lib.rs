@@ -23,6 +23,7 @@ pub mod host;
 pub mod object;
 pub mod script;
 pub mod status;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{Error, Result};

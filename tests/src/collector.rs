@@ -297,7 +297,7 @@ pub fn results(run_id: &str) -> Value {
 /// (ca.pem, server.pem, server.key).
 pub fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let run = |args: &[&str]| {
-        let out = Command::new("openssl")
+        let out = crate::tool("openssl")
             .args(args)
             .current_dir(dir)
             .output()

@@ -28,6 +28,7 @@ use serde_json::Value;
 pub mod collector;
 pub mod lir;
 pub use tenet_modules::testing::{Entry, Netns, diff_snapshots, require_root, snapshot};
+pub use tenet_release::testing::tool;
 
 /// The `tenet` binary of this build: `target/<profile>/tenet`, next to the `deps` directory the
 /// running test executable lives in.
@@ -51,15 +52,16 @@ fn workspace_bin(package: &str, name: &str) -> PathBuf {
         deps
     };
     let bin = profile_dir.join(name);
-    // `cargo test --workspace` builds binaries only for the tests of their own package, so on
-    // a fresh checkout a binary may not exist yet: build it once, with the same cargo and
-    // profile, before the first test uses it.
+    // `cargo test --workspace` builds both binaries in its own build step (the agent and
+    // collector packages have integration tests). A narrower run (`cargo test -p tenet-tests`)
+    // may not have them: build each once, visibly, with the same cargo and profile.
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|b| b == name) {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", package, "--bin", name])
+        eprintln!("tenet-tests: building the {name} binary (cargo build -p {package})");
+        cmd.args(["build", "-p", package, "--bin", name])
             .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
         if profile_dir.file_name() == Some(OsStr::new("release")) {
             cmd.arg("--release");
@@ -494,7 +496,7 @@ impl Tenet {
     pub fn command(&self) -> Command {
         let mut cmd = match (&self.setup, &self.hostname, &self.netns) {
             (None, None, Some(ns)) => {
-                let mut c = Command::new("ip");
+                let mut c = tool("ip");
                 c.args(["netns", "exec", ns])
                     .arg(tenet_bin())
                     .args(&self.args);
@@ -510,7 +512,7 @@ impl Tenet {
                     netns.is_none(),
                     "in_netns cannot be combined with a private mount or UTS namespace"
                 );
-                let mut c = Command::new("unshare");
+                let mut c = tool("unshare");
                 c.args(["-m", "--propagation", "private"]);
                 let mut steps = Vec::new();
                 if let Some(h) = hostname {

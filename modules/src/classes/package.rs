@@ -16,7 +16,7 @@
 //!   `rpm --root <root> -qa`. Fix uses `rpm --root <root> -i` with a package directory, else
 //!   `dnf` (or `yum`) on `/`; removes with `dnf -y remove` on `/`, `rpm --root <root> -e`
 //!   elsewhere.
-//! - neither: not applicable ("no package database found under <root>").
+//! - neither: not applicable ("no package database found under `<root>`").
 //!
 //! Differences from OpenSVC:
 //! - Names are validated (`[a-zA-Z0-9][a-zA-Z0-9+._-]*`, optional `:arch`); anything else,
