@@ -53,23 +53,28 @@ fn workspace_bin(package: &str, name: &str) -> PathBuf {
     };
     let bin = profile_dir.join(name);
     // `cargo test --workspace` builds both binaries in its own build step (the agent and
-    // collector packages have integration tests). A narrower run (`cargo test -p tenet-tests`)
-    // may not have them: build each once, visibly, with the same cargo and profile.
+    // collector packages have integration tests), so they are normally fresh here. A narrower
+    // run (`cargo test -p tenet-tests`) may find one missing or older than the sources: then
+    // build it, once, visibly. (Always running a nested `cargo build -p` would rebuild it with
+    // that package's own feature set, unlike the workspace's, and churn the target dir.)
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|b| b == name) {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        eprintln!("tenet-tests: building the {name} binary (cargo build -p {package})");
-        cmd.args(["build", "-p", package, "--bin", name])
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
-        if profile_dir.file_name() == Some(OsStr::new("release")) {
-            cmd.arg("--release");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        if binary_is_stale(&bin, &workspace) {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            eprintln!("tenet-tests: building the {name} binary (cargo build -p {package})");
+            cmd.args(["build", "-p", package, "--bin", name])
+                .current_dir(&workspace);
+            if profile_dir.file_name() == Some(OsStr::new("release")) {
+                cmd.arg("--release");
+            }
+            let status = cmd
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
+            assert!(status.success(), "building the {name} binary failed");
         }
-        let status = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
-        assert!(status.success(), "building the {name} binary failed");
         built.push(name.to_string());
     }
     assert!(
@@ -78,6 +83,42 @@ fn workspace_bin(package: &str, name: &str) -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// `bin` is missing, or older than a source file or manifest of a workspace crate the
+/// binaries are built from.
+fn binary_is_stale(bin: &Path, workspace: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return true;
+    };
+    fn newer(path: &Path, than: std::time::SystemTime) -> bool {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return false;
+        };
+        if meta.is_dir() {
+            return std::fs::read_dir(path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| newer(&e.path(), than));
+        }
+        meta.modified().is_ok_and(|m| m > than)
+    }
+    let crates = [
+        "rulesets",
+        "templates",
+        "release",
+        "modules",
+        "agent",
+        "collector",
+    ];
+    newer(&workspace.join("Cargo.toml"), built)
+        || newer(&workspace.join("Cargo.lock"), built)
+        || crates.iter().any(|c| {
+            ["src", "Cargo.toml", "library", "build.rs"]
+                .iter()
+                .any(|part| newer(&workspace.join(c).join(part), built))
+        })
 }
 
 /// `tests/fixtures` of the project: the data tests use (OpenSVC exports, forms, MachineConfigs)

@@ -1,7 +1,6 @@
 //! `check` never writes: it runs on a read-only bind mount of a non-compliant root (in a
 //! private mount namespace) and reports nok results, not write errors.
 
-
 use tenet_tests::*;
 
 fn shell_quote(p: &std::path::Path) -> String {
