@@ -21,10 +21,11 @@ pub mod engine;
 pub mod error;
 pub mod host;
 pub mod object;
+pub mod rooted;
 pub mod script;
 pub mod status;
 pub mod testing;
 
 pub use error::{Error, Result};
-pub use host::{Host, HostView};
+pub use host::{Host, HostView, RootedPath};
 pub use status::{Log, Status};

@@ -49,8 +49,9 @@
 //! `fileprop` class.
 
 use std::fs::Metadata;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -60,7 +61,7 @@ use serde_json::{Map, Value};
 use similar::TextDiff;
 
 use crate::class::{Class, RuleContext};
-use crate::host::{Host, HostView};
+use crate::host::{Host, HostView, RootedPath};
 use crate::status::{Log, Status};
 
 /// One `file` rule.
@@ -275,7 +276,7 @@ impl FileRule {
 /// resolved.
 struct Plan {
     shown: String,
-    real: PathBuf,
+    real: RootedPath,
     content: Option<Vec<u8>>,
     attrs: Attrs,
 }
@@ -466,7 +467,10 @@ fn check_plan(plan: &Plan, host: &HostView, log: &mut Log) -> Status {
             } else {
                 "directory"
             };
-            log.err(format!("{shown}: missing (expected a {what})"));
+            log.err(format!(
+                "{shown}: missing (expected a {what}){}",
+                through_link(host, &plan.real)
+            ));
             return Status::Nok;
         }
         Err(e) => {
@@ -480,13 +484,13 @@ fn check_plan(plan: &Plan, host: &HostView, log: &mut Log) -> Status {
     }
     let mut ok = true;
     if let Some(want) = &plan.content {
-        match host.read(&plan.real) {
-            Ok(Some(have)) if have == *want => {}
-            Ok(Some(have)) => {
-                report_difference(shown, &have, want, log);
+        match compare_content(host, &plan.real, want) {
+            Ok(Comparison::Same) => {}
+            Ok(Comparison::Differs { first_difference }) => {
+                report_file_difference(host, plan, want, first_difference, log);
                 ok = false;
             }
-            Ok(None) => {
+            Ok(Comparison::Missing) => {
                 log.err(format!("{shown}: missing (expected a file)"));
                 return Status::Nok;
             }
@@ -503,6 +507,138 @@ fn check_plan(plan: &Plan, host: &HostView, log: &mut Log) -> Status {
     } else {
         Status::Nok
     }
+}
+
+/// `"; <why>"` when `path` is missing because of a link leading nowhere inside the root
+/// prefix, else nothing.
+pub(crate) fn through_link(host: &HostView, path: &RootedPath) -> String {
+    host.dangling_link(path)
+        .map(|why| format!(": {why}"))
+        .unwrap_or_default()
+}
+
+/// How the content on disk compares with the wanted bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum Comparison {
+    Same,
+    /// With the offset of the first differing byte, when the lengths are equal (files of
+    /// different lengths are not read).
+    Differs { first_difference: Option<u64> },
+    Missing,
+}
+
+/// The read size of comparisons and digests: memory stays bounded whatever the file size.
+const CHUNK: usize = 64 * 1024;
+
+/// Compares a file with `want` chunk by chunk, stopping at the first difference: a 2 GiB file
+/// is never held in memory, and one of another length is not read at all.
+fn compare_content(
+    host: &HostView,
+    path: &RootedPath,
+    want: &[u8],
+) -> Result<Comparison, crate::Error> {
+    let Some(mut f) = host.open(path)? else {
+        return Ok(Comparison::Missing);
+    };
+    let io = |e| crate::Error::io(&path.real(), e);
+    let len = f.metadata().map_err(io)?.len();
+    if len != want.len() as u64 {
+        return Ok(Comparison::Differs {
+            first_difference: None,
+        });
+    }
+    let mut buf = vec![0u8; CHUNK];
+    let mut offset = 0usize;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        };
+        if n == 0 {
+            return Ok(if offset == want.len() {
+                Comparison::Same
+            } else {
+                Comparison::Differs {
+                    first_difference: Some(offset as u64),
+                }
+            });
+        }
+        let end = offset + n;
+        let theirs = want.get(offset..end.min(want.len())).unwrap_or_default();
+        if let Some(i) = buf[..n].iter().zip(theirs).position(|(a, b)| a != b) {
+            return Ok(Comparison::Differs {
+                first_difference: Some((offset + i) as u64),
+            });
+        }
+        if end > want.len() {
+            // The file grew since its length was read.
+            return Ok(Comparison::Differs {
+                first_difference: Some(want.len() as u64),
+            });
+        }
+        offset = end;
+    }
+}
+
+/// Files larger than this (on disk or wanted) are not diffed: check reports their sizes and
+/// SHA-256 digests, computed reading 64 KiB at a time. Documented in the class doc.
+pub(crate) const MAX_DIFF_BYTES: u64 = 1024 * 1024;
+
+/// Reports a content difference: a diff for small files, sizes and digests for large ones.
+fn report_file_difference(
+    host: &HostView,
+    plan: &Plan,
+    want: &[u8],
+    first_difference: Option<u64>,
+    log: &mut Log,
+) {
+    let shown = &plan.shown;
+    let size = host
+        .metadata(&plan.real)
+        .ok()
+        .flatten()
+        .map_or(0, |m| m.len());
+    if size <= MAX_DIFF_BYTES && want.len() as u64 <= MAX_DIFF_BYTES {
+        match host.read(&plan.real) {
+            Ok(Some(have)) => report_difference(shown, &have, want, log),
+            Ok(None) => log.err(format!("{shown}: missing (expected a file)")),
+            Err(e) => log.err(format!("{shown}: {e}")),
+        }
+        return;
+    }
+    let digest = match host.open(&plan.real) {
+        Ok(Some(f)) => sha256_of(f)
+            .map(|d| format!("sha256 {d}"))
+            .unwrap_or_else(|e| format!("unreadable: {e}")),
+        Ok(None) => "gone".into(),
+        Err(e) => format!("unreadable: {e}"),
+    };
+    let wanted = sha256_of(want).unwrap_or_default();
+    let from = first_difference
+        .map(|at| format!(" from byte {at}"))
+        .unwrap_or_default();
+    log.err(format!(
+        "{shown}: content differs{from} (on disk: {size} bytes, {digest}; expected: {} \
+         bytes, sha256 {wanted}; no diff above {MAX_DIFF_BYTES} bytes)",
+        want.len()
+    ));
+}
+
+/// The SHA-256 of what `r` yields, read in chunks, as lower-case hex.
+fn sha256_of(mut r: impl Read) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Makes the path match the plan: creates the directory or writes the file when its content
@@ -523,21 +659,28 @@ fn fix_file(plan: &Plan, host: &Host, log: &mut Log) -> Result<(), String> {
         }
         (None, Some(_)) => {}
         (Some(want), _) => {
-            let have = match existing {
-                Some(_) => host.read(&plan.real).map_err(|e| e.to_string())?,
-                None => None,
+            let same = match existing {
+                Some(_) => {
+                    compare_content(host, &plan.real, want).map_err(|e| e.to_string())?
+                        == Comparison::Same
+                }
+                None => false,
             };
-            if have.as_ref() != Some(want) {
+            if !same {
                 let owner = Some((plan.attrs.uid, plan.attrs.gid));
-                host.write_atomic(&plan.real, want, plan.attrs.mode, owner)
+                let written = host
+                    .write_atomic(&plan.real, want, plan.attrs.mode, owner)
                     .map_err(|e| e.to_string())?;
-                if have.is_some() {
+                if existing.is_some() {
                     log.info(format!(
                         "{shown}: content rewritten (previous version backed up under {})",
                         host.var_dir().join("backup").join(host.session()).display()
                     ));
                 } else {
                     log.info(format!("{shown}: created ({} bytes)", want.len()));
+                }
+                if let Some(note) = written.hard_link_note(shown) {
+                    log.info(note);
                 }
             }
         }
@@ -778,7 +921,7 @@ pub(crate) fn de_gid<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Owner>, D
 
 /// The real (root-prefixed) path of a rule's `path`, and whether it names a directory
 /// (a trailing `/`).
-pub(crate) fn target(host: &HostView, path: &str) -> Result<(PathBuf, bool), String> {
+pub(crate) fn target(host: &HostView, path: &str) -> Result<(RootedPath, bool), String> {
     let real = host.path(path).map_err(|e| e.to_string())?;
     Ok((real, path.ends_with('/')))
 }
@@ -874,7 +1017,7 @@ impl Attrs {
     pub(crate) fn fix(
         &self,
         host: &Host,
-        path: &Path,
+        path: &RootedPath,
         shown: &str,
         meta: &Metadata,
         log: &mut Log,
