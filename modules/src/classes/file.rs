@@ -26,6 +26,22 @@
 //! fix rewrites the file atomically (the old one is backed up) only when its content differs,
 //! then changes only the attributes that differ. fixable is n/a, as in OpenSVC.
 //!
+//! Large files: the content on disk is compared with the wanted bytes 64 KiB at a time,
+//! stopping at the first difference (a file of another length is not read at all), so memory
+//! stays bounded whatever the file's size. A diff is shown only when both sides are at most
+//! 1 MiB ([`MAX_DIFF_BYTES`]); above that, check reports both sizes, the offset of the first
+//! difference (equal lengths) and both SHA-256 digests, the file's computed reading 64 KiB at
+//! a time.
+//!
+//! Hard links: the new content is a new file renamed over the path (atomic: a reader or a
+//! crash sees the old file or the new one). Other hard links to the replaced file keep the
+//! old content; fix says so ("had N other hard link(s)") when the file had any. OpenSVC
+//! rewrites the file in place instead, which keeps the links but can leave a torn file.
+//!
+//! Paths are resolved inside the root prefix (symbolic links as if the root prefix were `/`);
+//! a missing file behind a link that leads nowhere there is reported with the link, and fix
+//! never creates directories through such a link.
+//!
 //! Differences from OpenSVC:
 //! - `ref` accepts `https://` URLs (certificate verification on, 30 s timeout, no redirect to
 //!   plain http) and `data:` URLs (RFC 2397). Plain `http://` and `ftp://` are refused: the
@@ -43,7 +59,9 @@
 //! - Created parent directories get default permissions; OpenSVC also chowns them to the
 //!   rule's owner (best effort).
 //! - Content is compared as bytes in-process (no `diff` command); binary content is reported
-//!   by size only.
+//!   by size only, content over 1 MiB by size and digest.
+//! - The file is replaced, not rewritten in place: its other hard links keep the old content
+//!   (reported by fix).
 //!
 //! The mode and owner types and helpers here ([`Mode`], [`Owner`], `Attrs`) are shared with the
 //! `fileprop` class.
@@ -487,7 +505,10 @@ fn check_plan(plan: &Plan, host: &HostView, log: &mut Log) -> Status {
         match compare_content(host, &plan.real, want) {
             Ok(Comparison::Same) => {}
             Ok(Comparison::Differs { first_difference }) => {
-                report_file_difference(host, plan, want, first_difference, log);
+                // The quiet re-check before a fix reads no more than it must.
+                if !log.is_quiet() {
+                    report_file_difference(host, plan, want, first_difference, log);
+                }
                 ok = false;
             }
             Ok(Comparison::Missing) => {
@@ -1204,6 +1225,81 @@ mod tests {
         );
         let backup = dir.path().join("var/lib/tenet/backup/s1/etc/motd");
         assert_eq!(fs::read_to_string(backup).unwrap(), "one\ntwo\n");
+    }
+
+    #[test]
+    fn content_is_compared_in_chunks_and_large_files_are_not_diffed() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        let p = h.path("/srv/data").unwrap();
+        fs::create_dir_all(dir.path().join("srv")).unwrap();
+        // Equal lengths, differing in the third chunk; a prefix; an extension; equal.
+        let want: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i % 251) as u8).collect();
+        let mut have = want.clone();
+        have[2 * CHUNK + 5] ^= 1;
+        for (on_disk, expected) in [
+            (have.clone(), Comparison::Differs { first_difference: Some(2 * CHUNK as u64 + 5) }),
+            (want[..CHUNK].to_vec(), Comparison::Differs { first_difference: None }),
+            ([&want[..], b"x"].concat(), Comparison::Differs { first_difference: None }),
+            (want.clone(), Comparison::Same),
+        ] {
+            fs::write(p.real(), &on_disk).unwrap();
+            assert_eq!(compare_content(&h, &p, &want).unwrap(), expected);
+        }
+        assert_eq!(
+            compare_content(&h, &h.path("/srv/none").unwrap(), &want).unwrap(),
+            Comparison::Missing
+        );
+
+        // Over the diff limit: sizes, first difference and digests, no diff.
+        let big = vec![b'a'; MAX_DIFF_BYTES as usize + 1];
+        let mut other = big.clone();
+        other[100] = b'b';
+        fs::write(p.real(), &other).unwrap();
+        let rule = json!({"path": "/srv/data", "ref": format!("data:;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&big))});
+        let (st, log) = check::<File>(&h, rule.clone());
+        assert_eq!(st, Status::Nok);
+        let digest = |b: &[u8]| sha256_of(b).unwrap();
+        let want_line = format!(
+            "/srv/data: content differs from byte 100 (on disk: {n} bytes, sha256 {}; expected: \
+             {n} bytes, sha256 {}; no diff above {MAX_DIFF_BYTES} bytes)",
+            digest(&other),
+            digest(&big),
+            n = big.len()
+        );
+        assert_eq!(log, [want_line]);
+        let (st, log) = fix::<File>(&h, rule);
+        assert_eq!(st, Status::Ok, "{log:?}");
+        h.sync().unwrap();
+        assert_eq!(fs::read(p.real()).unwrap(), big);
+    }
+
+    #[test]
+    fn fix_says_when_the_replaced_file_had_other_hard_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        fs::create_dir_all(dir.path().join("etc")).unwrap();
+        fs::write(dir.path().join("etc/motd"), "old\n").unwrap();
+        fs::hard_link(dir.path().join("etc/motd"), dir.path().join("etc/motd.link")).unwrap();
+        let (st, log) = fix::<File>(&h, json!({"path": "/etc/motd", "fmt": "new"}));
+        assert_eq!(st, Status::Ok, "{log:?}");
+        assert!(
+            log.iter().any(|l| l.starts_with(
+                "/etc/motd: the replaced file had 1 other hard link(s); they keep the previous content"
+            )),
+            "{log:?}"
+        );
+        h.sync().unwrap();
+        assert_eq!(fs::read_to_string(dir.path().join("etc/motd")).unwrap(), "new\n");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("etc/motd.link")).unwrap(),
+            "old\n"
+        );
+        // A file without other links: no such line.
+        let (st, log) = fix::<File>(&h, json!({"path": "/etc/motd", "fmt": "newer"}));
+        assert_eq!(st, Status::Ok);
+        assert!(log.iter().all(|l| !l.contains("hard link")), "{log:?}");
     }
 
     #[test]
