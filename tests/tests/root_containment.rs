@@ -207,7 +207,7 @@ fn the_real_root_resolves_links_as_the_host_does() {
     let pol = tempdir();
     write(
         &pol.path().join("p.toml"),
-        &format!(
+        format!(
             r#"
 [[moduleset]]
 name = "m"
