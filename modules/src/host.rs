@@ -1766,6 +1766,25 @@ mod tests {
     }
 
     #[test]
+    fn proc_self_is_readable_under_the_real_root() {
+        // `/proc/self` is an ordinary link (not a magic one RESOLVE_NO_MAGICLINKS refuses):
+        // the mount class reads `/proc/self/mountinfo`.
+        for resolver in RESOLVERS {
+            let h = Host::new("/").with_resolver(resolver);
+            let text = h
+                .read_to_string(&h.path("/proc/self/mountinfo").unwrap())
+                .unwrap()
+                .unwrap();
+            assert!(text.lines().any(|l| l.contains(" / ")), "{resolver:?}");
+            // Magic links are refused by the kernel's resolver, and are links to the walk.
+            let fd_link = h.path("/proc/self/fd/0").unwrap();
+            if resolver == Resolver::Auto {
+                assert!(h.read(&fd_link).is_err());
+            }
+        }
+    }
+
+    #[test]
     fn atomic_write_backs_up_and_keeps_mode() {
         let d = tempfile::tempdir().unwrap();
         let h = Host::new(d.path()).with_var_dir(d.path().join("var"));
