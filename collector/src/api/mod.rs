@@ -5,13 +5,13 @@
 mod actions;
 mod admin;
 mod forms;
+mod limits;
 mod metrics;
 mod node;
 mod releases;
+mod serve;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
@@ -28,7 +28,12 @@ use crate::store::{NodeAuth, Store};
 
 pub use actions::{ActionTiming, NOTIFICATION, Notifier};
 pub use admin::{merge, parse_import};
+pub use limits::DISCARD_LIMIT;
 pub use metrics::Metrics;
+pub use serve::{
+    DEFAULT_MAX_CONNECTIONS, FD_RESERVE, MAX_BLOCKING_THREADS, ServeOptions, max_connections_for,
+    raise_fd_limit, serve,
+};
 
 /// Largest request body accepted by default (results, facts, edits).
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -179,37 +184,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(reject_oversized))
+        .layer(axum::middleware::from_fn(limits::bounded_body))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
         ))
         .with_state(state)
-}
-
-/// Answers 413 at once to a request announcing a body over its route's limit, before reading
-/// a byte of it (the body limit alone would read up to the limit first).
-async fn reject_oversized(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let limit = if req.uri().path() == "/api/v1/import" {
-        IMPORT_BODY_LIMIT
-    } else {
-        BODY_LIMIT
-    };
-    let announced = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = announced
-        && len > limit as u64
-    {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body of {len} bytes is over the limit of {limit} bytes"),
-        )
-        .into_response();
-    }
-    next.run(req).await
 }
 
 async fn health() -> &'static str {
@@ -225,90 +205,6 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then lets requests in flight finish
-/// (for at most 30 s). With `tls`, every connection is TLS.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    match tls {
-        None => {
-            // The peer address is recorded (a node is notified where it pushed facts from).
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-        }
-        Some(config) => serve_tls(listener, app, config, shutdown).await,
-    }
-}
-
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    config: Arc<rustls::ServerConfig>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
-
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let service = TowerToHyperService::new(
-                    app.clone()
-                        .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
-                );
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!("TLS handshake with {peer} failed: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!("TLS handshake with {peer} timed out");
-                            return;
-                        }
-                    };
-                    let builder = Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!("connection with {peer}: {e}");
-                    }
-                });
-            }
-            _ = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still running 30 s after shutdown; stopping anyway");
-    }
-    Ok(())
 }
 
 /// Loads a PEM certificate chain and private key into a TLS server configuration.
