@@ -166,6 +166,14 @@ pub async fn render(State(state): State<AppState>) -> Response {
         "tenet_policy_cache_entries {}",
         state.policies.cached()
     );
+    out.push_str(
+        "# HELP tenet_policy_cache_bytes Bytes held by the policy cache.\n# TYPE tenet_policy_cache_bytes gauge\n",
+    );
+    let _ = writeln!(out, "tenet_policy_cache_bytes {}", state.policies.bytes());
+    out.push_str(
+        "# HELP tenet_auth_failure_addresses Source addresses with recent failed authentications.\n# TYPE tenet_auth_failure_addresses gauge\n",
+    );
+    let _ = writeln!(out, "tenet_auth_failure_addresses {}", state.throttle.tracked());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

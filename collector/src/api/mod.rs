@@ -10,6 +10,7 @@ mod metrics;
 mod node;
 mod releases;
 mod serve;
+mod throttle;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub use actions::{ActionTiming, NOTIFICATION, Notifier};
 pub use admin::{merge, parse_import};
 pub use limits::DISCARD_LIMIT;
 pub use metrics::Metrics;
+pub use throttle::AuthThrottle;
 pub use serve::{
     DEFAULT_MAX_CONNECTIONS, FD_RESERVE, MAX_BLOCKING_THREADS, ServeOptions, max_connections_for,
     raise_fd_limit, serve,
@@ -53,6 +55,8 @@ pub struct AppState {
     pub templates: Arc<tenet_templates::Library>,
     /// Notifies nodes of their queued actions.
     pub actions: Arc<Notifier>,
+    /// Failed authentications per source address.
+    pub throttle: Arc<AuthThrottle>,
 }
 
 impl AppState {
@@ -63,6 +67,7 @@ impl AppState {
             actions: Arc::new(Notifier::new(store.clone(), ActionTiming::default())),
             store,
             metrics: Arc::new(Metrics::default()),
+            throttle: Arc::new(AuthThrottle::default()),
             templates: tenet_templates::Library::shared_builtin(),
         }
     }
@@ -238,6 +243,8 @@ pub fn tls_config(
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds for `Retry-After` (429).
+    retry_after: Option<u64>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -252,6 +259,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -295,6 +303,10 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -365,27 +377,53 @@ impl FromRequestParts<AppState> for Caller {
                 "authentication required: an admin bearer token or node credentials (HTTP Basic node_id:secret)",
             ));
         };
-        let presented = value
-            .to_str()
-            .ok()
-            .and_then(auth::parse_authorization)
-            .ok_or_else(|| ApiError::unauthorized("malformed Authorization header"))?;
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        // A throttled address is refused before its credentials cost anything.
+        if let Err(secs) = state.throttle.check(peer) {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed authentications from this address: retry in {secs} s"),
+            );
+            e.retry_after = Some(secs);
+            return Err(e);
+        }
+        let Some(presented) = value.to_str().ok().and_then(auth::parse_authorization) else {
+            state
+                .throttle
+                .failed(peer, "malformed Authorization header");
+            return Err(ApiError::unauthorized("malformed Authorization header"));
+        };
         let store = state.store.clone();
         match presented {
             Presented::Bearer(token) => {
                 let digest = auth::digest(&token);
                 match blocking(move || store.admin_token(&digest)).await? {
                     Some(name) => Ok(Caller::Admin { token: name }),
-                    None => Err(ApiError::unauthorized("invalid admin token")),
+                    None => {
+                        state.throttle.failed(peer, "invalid admin token");
+                        Err(ApiError::unauthorized("invalid admin token"))
+                    }
                 }
             }
             Presented::Basic { user, secret } => {
+                let who = throttle::quoted(&user);
                 let found = blocking(move || store.node_auth(&user)).await?;
                 match found {
                     Some(node) if auth::verify(&secret, &node.secret_hash) => {
                         Ok(Caller::Node(node))
                     }
-                    _ => Err(ApiError::unauthorized("invalid node credentials")),
+                    found => {
+                        let what = if found.is_some() {
+                            format!("wrong secret for node {who}")
+                        } else {
+                            format!("unknown node {who}")
+                        };
+                        state.throttle.failed(peer, &what);
+                        Err(ApiError::unauthorized("invalid node credentials"))
+                    }
                 }
             }
         }
