@@ -72,20 +72,24 @@ pub struct AuthThrottle {
 impl AuthThrottle {
     /// `Err(seconds to wait)` when `ip` is throttled.
     pub fn check(&self, ip: Option<IpAddr>) -> Result<(), u64> {
+        self.check_at(ip, Instant::now())
+    }
+
+    fn check_at(&self, ip: Option<IpAddr>, now: Instant) -> Result<(), u64> {
         let Some(ip) = ip else { return Ok(()) };
         if self.entries.load(Ordering::Acquire) == 0 {
             return Ok(());
         }
         let table = self.table.lock().expect("throttle");
-        let now = Instant::now();
         let bucket = table
             .get(&key_of(ip))
             .or_else(|| table.get(&Key::Overflow).filter(|_| table.len() >= MAX_ADDRESSES));
         match bucket {
             Some(b) => {
+                // Throttled when one more failure would overflow the bucket.
                 let level = b.drained(now);
-                if level >= BURST {
-                    Err(((level - BURST + 1.0) / RATE).ceil().max(1.0) as u64)
+                if level > BURST - 1.0 {
+                    Err(((level - (BURST - 1.0)) / RATE).ceil().max(1.0) as u64)
                 } else {
                     Ok(())
                 }
@@ -97,7 +101,10 @@ impl AuthThrottle {
     /// Records a failed authentication from `ip` (`what`: the reason, with any name the
     /// client gave) and logs it, at most once per ten seconds.
     pub fn failed(&self, ip: Option<IpAddr>, what: &str) {
-        let now = Instant::now();
+        self.failed_at(ip, what, Instant::now())
+    }
+
+    fn failed_at(&self, ip: Option<IpAddr>, what: &str, now: Instant) {
         if let Some(ip) = ip {
             let mut table = self.table.lock().expect("throttle");
             let mut key = key_of(ip);
@@ -158,32 +165,34 @@ mod tests {
     #[test]
     fn an_address_is_throttled_after_its_burst_and_others_are_not() {
         let t = AuthThrottle::default();
+        let now = Instant::now();
         for _ in 0..BURST as usize - 1 {
-            t.failed(ip("192.0.2.1"), "bad secret");
-            assert_eq!(t.check(ip("192.0.2.1")), Ok(()));
+            t.failed_at(ip("192.0.2.1"), "bad secret", now);
+            assert_eq!(t.check_at(ip("192.0.2.1"), now), Ok(()));
         }
-        t.failed(ip("192.0.2.1"), "bad secret");
-        let wait = t.check(ip("192.0.2.1")).unwrap_err();
+        t.failed_at(ip("192.0.2.1"), "bad secret", now);
+        let wait = t.check_at(ip("192.0.2.1"), now).unwrap_err();
         assert!((1..=2).contains(&wait), "{wait}");
-        assert_eq!(t.check(ip("192.0.2.2")), Ok(()));
+        assert_eq!(t.check_at(ip("192.0.2.2"), now), Ok(()));
         // One /64 is one address.
         for _ in 0..BURST as usize {
-            t.failed(ip("2001:db8::1"), "bad token");
+            t.failed_at(ip("2001:db8::1"), "bad token", now);
         }
-        assert!(t.check(ip("2001:db8::ffff")).is_err());
-        assert_eq!(t.check(ip("2001:db8:0:1::1")), Ok(()));
+        assert!(t.check_at(ip("2001:db8::ffff"), now).is_err());
+        assert_eq!(t.check_at(ip("2001:db8:0:1::1"), now), Ok(()));
     }
 
     #[test]
     fn the_table_is_bounded_and_overflow_shares_a_bucket() {
         let t = AuthThrottle::default();
+        let now = Instant::now();
         for i in 0..(MAX_ADDRESSES + 500) as u32 {
-            t.failed(Some(IpAddr::V4((0x0a00_0000 + i).into())), "spray");
+            t.failed_at(Some(IpAddr::V4((0x0a00_0000 + i).into())), "spray", now);
         }
         assert!(t.tracked() <= MAX_ADDRESSES + 1, "{}", t.tracked());
         // The overflow bucket took the last 500 failures: newcomers are throttled.
-        assert!(t.check(ip("198.51.100.7")).is_err());
+        assert!(t.check_at(ip("198.51.100.7"), now).is_err());
         // Known addresses keep their own bucket (one failure: not throttled).
-        assert_eq!(t.check(Some(IpAddr::V4(0x0a00_0000u32.into()))), Ok(()));
+        assert_eq!(t.check_at(Some(IpAddr::V4(0x0a00_0000u32.into())), now), Ok(()));
     }
 }
