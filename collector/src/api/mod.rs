@@ -38,7 +38,7 @@ pub use serve::{
 };
 
 /// Largest request body accepted by default (results, facts, edits).
-pub const BODY_LIMIT: usize = 1024 * 1024;
+pub const BODY_LIMIT: usize = tenet_rulesets::api::BODY_LIMIT;
 /// Largest request body accepted by `POST /api/v1/import`.
 pub const IMPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
