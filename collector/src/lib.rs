@@ -19,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod policy;
+pub mod retention;
 pub mod store;
 
 pub use api::merge;
