@@ -117,6 +117,20 @@ struct Limits {
     /// (it exits at most one second after this).
     #[arg(long, default_value = "30s", value_parser = duration, value_name = "DURATION")]
     shutdown_grace: Duration,
+    /// Bytes the policy cache may hold (`K`, `M`, `G` suffixes); one node holds at most an
+    /// eighth of it.
+    #[arg(long, default_value = "256M", value_parser = size, value_name = "BYTES")]
+    policy_cache_size: usize,
+    /// Full run reports are kept this long (each node's and service's latest run, and each
+    /// module's latest status, are kept whatever their age).
+    #[arg(long, default_value = "30d", value_parser = duration, value_name = "DURATION")]
+    retention: Duration,
+    /// Daily compliance aggregates (trend charts) are kept this long.
+    #[arg(long, default_value = "400d", value_parser = duration, value_name = "DURATION")]
+    trend_retention: Duration,
+    /// Time between two pruning rounds (the first runs at start).
+    #[arg(long, default_value = "10m", value_parser = duration, value_name = "DURATION")]
+    prune_interval: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,7 +252,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     db.display(),
                     options.max_connections
                 );
+                if limits.retention < Duration::from_secs(86400) {
+                    anyhow::bail!("--retention must be at least 1d (days are rolled up before their runs are pruned)");
+                }
+                tenet_collector::retention::spawn(
+                    store.clone() as Arc<dyn Store>,
+                    tenet_collector::retention::Retention {
+                        window: limits.retention,
+                        trends: limits.trend_retention,
+                        interval: limits.prune_interval,
+                        ..Default::default()
+                    },
+                    tenet_collector::retention::system_clock(),
+                )
+                .context("starting the retention thread")?;
                 let state = tenet_collector::api::AppState::new(store)
+                    .with_policy_cache(limits.policy_cache_size)
                     .with_templates(templates)
                     .with_action_timing(tenet_collector::api::ActionTiming {
                         notify_timeout: std::time::Duration::from_secs(notify_timeout),
@@ -328,6 +357,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A byte count: `1048576`, `512K`, `256M`, `2G`.
+fn size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1usize << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{text:?}: expected a byte count such as 256M"))
 }
 
 /// `500ms`, `10s`, `5m`, `2h`, `30d`, or a number of seconds.

@@ -72,6 +72,12 @@ impl AppState {
         }
     }
 
+    /// A policy cache of at most `bytes`.
+    pub fn with_policy_cache(mut self, bytes: usize) -> Self {
+        self.policies = Arc::new(Policies::with_budget(self.store.clone(), bytes));
+        self
+    }
+
     /// Uses this template library (shipped templates plus an extra directory).
     pub fn with_templates(mut self, templates: Arc<tenet_templates::Library>) -> Self {
         self.templates = templates;
@@ -176,6 +182,7 @@ pub fn router(state: AppState) -> Router {
         .route("/nodes/{node}/actions/result", post(actions::result))
         .route("/policies/{hash}", get(admin::policy_snapshot))
         .route("/audit", get(admin::audit_log))
+        .route("/compliance/daily", get(admin::compliance_daily))
         .route(
             "/nodes/{node}/releases/{version}",
             put(releases::put_release),
