@@ -601,7 +601,11 @@ fn water_level(lens: &[usize], need: usize) -> usize {
     }
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if cuts(mid) >= need { lo = mid } else { hi = mid - 1 }
+        if cuts(mid) >= need {
+            lo = mid
+        } else {
+            hi = mid - 1
+        }
     }
     lo
 }
@@ -708,7 +712,11 @@ mod tests {
         assert!(size <= REPORT_LIMIT, "{size}");
         assert!(cut > 2_000_000, "{cut}");
         let log = &run.modules[0].actions[0].log;
-        assert!(log.contains("bytes cut to fit the collector's limit"), "{}", &log[..100]);
+        assert!(
+            log.contains("bytes cut to fit the collector's limit"),
+            "{}",
+            &log[..100]
+        );
         assert!(log.starts_with('é') && log.ends_with('é'));
         // Short logs are untouched; the report still has every module.
         assert_eq!(run.modules[1].actions[0].log.len(), 200);

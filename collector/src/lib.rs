@@ -82,9 +82,9 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number with a unit (500ms, 10s, 5m, 2h, 30d)"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("{text:?}: expected a number with a unit (500ms, 10s, 5m, 2h, 30d)")
+    })?;
     let ms = match unit {
         "ms" => Some(n),
         "" | "s" => n.checked_mul(1000),
@@ -107,11 +107,21 @@ mod tests {
 
     #[test]
     fn durations_take_units() {
-        assert_eq!(super::parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
-        assert_eq!(super::parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(
+            super::parse_duration("30d"),
+            Ok(Duration::from_secs(30 * 86400))
+        );
+        assert_eq!(
+            super::parse_duration("500ms"),
+            Ok(Duration::from_millis(500))
+        );
         assert_eq!(super::parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(super::parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert!(super::parse_duration("5 weeks").unwrap_err().contains("unit"));
+        assert!(
+            super::parse_duration("5 weeks")
+                .unwrap_err()
+                .contains("unit")
+        );
         assert!(super::parse_duration("d").is_err());
     }
 }

@@ -49,7 +49,7 @@ enum Command {
         #[arg(long, default_value_t = 20, value_name = "SECS")]
         ack_timeout: u64,
         #[command(flatten)]
-        limits: Limits,
+        limits: Box<Limits>,
     },
     /// Import a policy (OpenSVC export JSON, Tenet TOML file or folder) into the database, all
     /// or nothing. Objects are merged by name: a new name is added, an existing name is

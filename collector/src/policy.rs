@@ -150,7 +150,8 @@ impl Cache {
                     keep
                 });
                 while n.entries.len() >= MAX_PER_NODE
-                    || (!n.entries.is_empty() && n.bytes_after(&out, &self.blobs) + entry_size > per_node)
+                    || (!n.entries.is_empty()
+                        && n.bytes_after(&out, &self.blobs) + entry_size > per_node)
                 {
                     let first = n.entries.remove(0);
                     out.push(first);
@@ -272,7 +273,11 @@ impl Cache {
 
 impl NodeEntries {
     /// The node's bytes once `leaving` entries are gone.
-    fn bytes_after(&self, leaving: &[(RequestKey, ContentKey)], blobs: &HashMap<ContentKey, Blob>) -> usize {
+    fn bytes_after(
+        &self,
+        leaving: &[(RequestKey, ContentKey)],
+        blobs: &HashMap<ContentKey, Blob>,
+    ) -> usize {
         let gone: usize = leaving
             .iter()
             .map(|(k, c)| k.size() + blobs.get(c).map_or(0, |b| b.size))
@@ -541,7 +546,12 @@ mod tests {
     fn a_new_facts_hash_replaces_the_node_entries() {
         let mut c = Cache::new(1 << 30);
         for i in 0..1000 {
-            c.insert("n1", key(&format!("f{i}"), None), content(i), served(10_000));
+            c.insert(
+                "n1",
+                key(&format!("f{i}"), None),
+                content(i),
+                served(10_000),
+            );
         }
         assert_eq!(c.nodes["n1"].entries.len(), 1);
         assert_eq!(c.blobs.len(), 1);

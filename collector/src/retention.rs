@@ -86,7 +86,10 @@ pub fn round(store: &dyn Store, policy: &Retention, now: OffsetDateTime) -> Resu
     let mut out = Round::default();
     let today = now.date();
     let (rolled, oldest) = store.retention_state()?;
-    let mut day = match (rolled.as_deref().and_then(parse_day), oldest.as_deref().and_then(parse_day)) {
+    let mut day = match (
+        rolled.as_deref().and_then(parse_day),
+        oldest.as_deref().and_then(parse_day),
+    ) {
         (Some(r), Some(o)) => r.next_day().map(|n| n.max(o)),
         (Some(r), None) => r.next_day(),
         (None, Some(o)) => Some(o),
@@ -102,7 +105,11 @@ pub fn round(store: &dyn Store, policy: &Retention, now: OffsetDateTime) -> Resu
     let (rolled, _) = store.retention_state()?;
     let window_cut = now - policy.window;
     let mut cutoff = time_text(window_cut);
-    match rolled.as_deref().and_then(parse_day).and_then(Date::next_day) {
+    match rolled
+        .as_deref()
+        .and_then(parse_day)
+        .and_then(Date::next_day)
+    {
         Some(first_open) => {
             let open = format!("{} 00:00:00", day_text(first_open));
             if open < cutoff {
@@ -191,9 +198,13 @@ mod tests {
                     let id = format!("{node}-{d}-{k}");
                     let status = if d % 2 == 0 && k == 1 { "nok" } else { "ok" };
                     store.record_run(node, &run(&id, status)).unwrap();
-                    let at = time_text(start + time::Duration::days(d) + time::Duration::hours(k + 1));
+                    let at =
+                        time_text(start + time::Duration::days(d) + time::Duration::hours(k + 1));
                     backdate
-                        .execute("UPDATE runs SET received_at = ?1 WHERE run_id = ?2", [&at, &id])
+                        .execute(
+                            "UPDATE runs SET received_at = ?1 WHERE run_id = ?2",
+                            [&at, &id],
+                        )
                         .unwrap();
                 }
             }
@@ -219,7 +230,12 @@ mod tests {
         let since = day_text(start.date());
         let days = store.compliance_daily(&since, None).unwrap();
         assert_eq!(days.len(), 40);
-        assert_eq!((days[0].subjects, days[0].compliant), (2, 0), "{:?}", days[0]);
+        assert_eq!(
+            (days[0].subjects, days[0].compliant),
+            (2, 0),
+            "{:?}",
+            days[0]
+        );
         assert_eq!((days[1].subjects, days[1].compliant), (2, 2));
         assert_eq!((days[39].subjects, days[39].compliant), (1, 1));
         let a = store.compliance_daily(&since, Some("a")).unwrap();

@@ -94,7 +94,8 @@ pub async fn bounded_body(req: Request, next: Next) -> Response {
         },
         None => None,
     };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 fn too_large(len: u64, limit: usize) -> Response {

@@ -73,7 +73,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     let resp = next.run(req).await;
     state.metrics.observe(
         &route,
-        &method,
+        method,
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),
     );
@@ -173,7 +173,11 @@ pub async fn render(State(state): State<AppState>) -> Response {
     out.push_str(
         "# HELP tenet_auth_failure_addresses Source addresses with recent failed authentications.\n# TYPE tenet_auth_failure_addresses gauge\n",
     );
-    let _ = writeln!(out, "tenet_auth_failure_addresses {}", state.throttle.tracked());
+    let _ = writeln!(
+        out,
+        "tenet_auth_failure_addresses {}",
+        state.throttle.tracked()
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -188,7 +192,12 @@ mod tests {
             let method = axum::http::Method::from_bytes(format!("X{i}").as_bytes()).unwrap();
             m.observe("unmatched", method_label(&method), 405, 0.001);
         }
-        m.observe("unmatched", method_label(&axum::http::Method::GET), 404, 0.001);
+        m.observe(
+            "unmatched",
+            method_label(&axum::http::Method::GET),
+            404,
+            0.001,
+        );
         let requests = m.requests.lock().unwrap();
         assert_eq!(requests.len(), 2);
         assert_eq!(requests[&("unmatched".to_string(), "other", 405)], 1000);

@@ -31,11 +31,11 @@ pub use actions::{ActionTiming, NOTIFICATION, Notifier};
 pub use admin::{merge, parse_import};
 pub use limits::DISCARD_LIMIT;
 pub use metrics::Metrics;
-pub use throttle::AuthThrottle;
 pub use serve::{
     DEFAULT_MAX_CONNECTIONS, FD_RESERVE, MAX_BLOCKING_THREADS, ServeOptions, max_connections_for,
     raise_fd_limit, serve,
 };
+pub use throttle::AuthThrottle;
 
 /// Largest request body accepted by default (results, facts, edits).
 pub const BODY_LIMIT: usize = tenet_rulesets::api::BODY_LIMIT;

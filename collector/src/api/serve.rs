@@ -447,7 +447,10 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let open = registry.open();
     if open > 0 {
-        tracing::info!("shutdown: waiting for {open} connections (at most {:?})", options.shutdown_grace);
+        tracing::info!(
+            "shutdown: waiting for {open} connections (at most {:?})",
+            options.shutdown_grace
+        );
     }
     for c in registry.all() {
         c.close.notify_one();
@@ -481,11 +484,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(
-        self,
-        tcp: tokio::net::TcpStream,
-        acceptor: Option<tokio_rustls::TlsAcceptor>,
-    ) {
+    async fn run(self, tcp: tokio::net::TcpStream, acceptor: Option<tokio_rustls::TlsAcceptor>) {
         let tracked = Tracked {
             inner: tcp,
             state: self.state.clone(),
@@ -601,7 +600,10 @@ mod tests {
 
     #[test]
     fn the_cap_leaves_the_reserve_and_has_a_floor() {
-        assert_eq!(max_connections_for(1_048_576, None), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(
+            max_connections_for(1_048_576, None),
+            DEFAULT_MAX_CONNECTIONS
+        );
         assert_eq!(max_connections_for(1_048_576, Some(100_000)), 100_000);
         assert_eq!(
             max_connections_for(4096, None),

@@ -81,9 +81,11 @@ impl AuthThrottle {
             return Ok(());
         }
         let table = self.table.lock().expect("throttle");
-        let bucket = table
-            .get(&key_of(ip))
-            .or_else(|| table.get(&Key::Overflow).filter(|_| table.len() >= MAX_ADDRESSES));
+        let bucket = table.get(&key_of(ip)).or_else(|| {
+            table
+                .get(&Key::Overflow)
+                .filter(|_| table.len() >= MAX_ADDRESSES)
+        });
         match bucket {
             Some(b) => {
                 // Throttled when one more failure would overflow the bucket.
@@ -193,6 +195,9 @@ mod tests {
         // The overflow bucket took the last 500 failures: newcomers are throttled.
         assert!(t.check_at(ip("198.51.100.7"), now).is_err());
         // Known addresses keep their own bucket (one failure: not throttled).
-        assert_eq!(t.check_at(Some(IpAddr::V4(0x0a00_0000u32.into())), now), Ok(()));
+        assert_eq!(
+            t.check_at(Some(IpAddr::V4(0x0a00_0000u32.into())), now),
+            Ok(())
+        );
     }
 }

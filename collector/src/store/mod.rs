@@ -308,8 +308,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes up to `limit` daily aggregate rows of days before `before_day`.
     fn prune_daily(&self, before_day: &str, limit: u32) -> Result<u64>;
     /// Compliance per day since `since_day`: of every node and service, or of one module.
-    fn compliance_daily(&self, since_day: &str, module: Option<&str>)
-    -> Result<Vec<DailyCompliance>>;
+    fn compliance_daily(
+        &self,
+        since_day: &str,
+        module: Option<&str>,
+    ) -> Result<Vec<DailyCompliance>>;
 
     /// Release statuses, of one node and/or one version, by node name then version.
     fn release_statuses(

@@ -28,8 +28,8 @@ use tenet_rulesets::{
 
 use super::{
     AttachKind, Attachments, AuditEntry, BundleEdit, DailyCompliance, EditOutcome, Gauges,
-    NodeAuth, NodeSummary,
-    NotifyTarget, ReleaseRow, RunSummary, ServiceConfig, Store, Target, now_text,
+    NodeAuth, NodeSummary, NotifyTarget, ReleaseRow, RunSummary, ServiceConfig, Store, Target,
+    now_text,
 };
 use crate::error::{Error, Result};
 use tenet_rulesets::action::{Action, ActionResult, DequeuedAction};

@@ -74,7 +74,10 @@ pub fn compute(c: &Connection, day: &str, next: &str) -> Result<(Vec<DailyRow>, 
              WHERE received_at >= ?1 AND received_at < ?2 GROUP BY node_id, service",
         )?;
         for row in stmt.query_map(params![from, to], |r| {
-            Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), r.get::<_, i64>(2)?))
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                r.get::<_, i64>(2)?,
+            ))
         })? {
             let (k, n) = row?;
             runs.insert(k, n);
@@ -176,7 +179,11 @@ pub fn prune_daily(c: &Connection, before_day: &str, limit: u32) -> Result<u64> 
 }
 
 /// Compliance per day since `since_day`, of every node and service, or of one module.
-pub fn daily(c: &Connection, since_day: &str, module: Option<&str>) -> Result<Vec<DailyCompliance>> {
+pub fn daily(
+    c: &Connection,
+    since_day: &str,
+    module: Option<&str>,
+) -> Result<Vec<DailyCompliance>> {
     let rows = match module {
         None => {
             let mut stmt = c.prepare_cached(
