@@ -53,19 +53,30 @@ pub fn state(c: &Connection) -> Result<(Option<String>, Option<String>)> {
     Ok((rolled, oldest.map(|t| t.chars().take(10).collect())))
 }
 
-/// The aggregates of `day` (`YYYY-MM-DD`), read from the runs of that day: (per node,
-/// per module).
-pub fn compute(c: &Connection, day: &str, next: &str) -> Result<(Vec<DailyRow>, Vec<DailyRow>)> {
-    let (from, to) = (format!("{day} 00:00:00"), format!("{next} 00:00:00"));
-    // Each module's last status of the day, per node and service.
-    let last = "WITH day_last AS (
+/// Each module's last status of the day (runs received in [?1, ?2)), per node and service.
+macro_rules! day_last {
+    () => {
+        "WITH day_last AS (
            SELECT node_id, service, module, status FROM (
              SELECT r.node_id, r.service, mr.module, mr.status,
                     ROW_NUMBER() OVER (PARTITION BY r.node_id, r.service, mr.module ORDER BY r.id DESC) AS rn
              FROM runs r JOIN module_results mr ON mr.run_pk = r.id
              WHERE r.received_at >= ?1 AND r.received_at < ?2 AND r.action <> 'fixable')
-           WHERE rn = 1)";
-    let counts = "SUM(status = 'ok'), SUM(status = 'nok'), SUM(status NOT IN ('ok', 'nok'))";
+           WHERE rn = 1)"
+    };
+}
+
+/// Counts of ok, nok and other statuses.
+macro_rules! counts {
+    () => {
+        "SUM(status = 'ok'), SUM(status = 'nok'), SUM(status NOT IN ('ok', 'nok'))"
+    };
+}
+
+/// The aggregates of `day` (`YYYY-MM-DD`), read from the runs of that day: (per node,
+/// per module).
+pub fn compute(c: &Connection, day: &str, next: &str) -> Result<(Vec<DailyRow>, Vec<DailyRow>)> {
+    let (from, to) = (format!("{day} 00:00:00"), format!("{next} 00:00:00"));
     let mut nodes: Vec<DailyRow> = Vec::new();
     {
         let mut runs = std::collections::HashMap::new();
@@ -82,8 +93,11 @@ pub fn compute(c: &Connection, day: &str, next: &str) -> Result<(Vec<DailyRow>, 
             let (k, n) = row?;
             runs.insert(k, n);
         }
-        let mut stmt = c.prepare(&format!(
-            "{last} SELECT node_id, service, {counts} FROM day_last GROUP BY node_id, service"
+        let mut stmt = c.prepare(concat!(
+            day_last!(),
+            " SELECT node_id, service, ",
+            counts!(),
+            " FROM day_last GROUP BY node_id, service"
         ))?;
         for row in stmt.query_map(params![from, to], |r| {
             Ok(DailyRow {
@@ -104,8 +118,11 @@ pub fn compute(c: &Connection, day: &str, next: &str) -> Result<(Vec<DailyRow>, 
         }
     }
     let mut modules = Vec::new();
-    let mut stmt = c.prepare(&format!(
-        "{last} SELECT module, {counts} FROM day_last GROUP BY module"
+    let mut stmt = c.prepare(concat!(
+        day_last!(),
+        " SELECT module, ",
+        counts!(),
+        " FROM day_last GROUP BY module"
     ))?;
     for row in stmt.query_map(params![from, to], |r| {
         Ok(DailyRow {
