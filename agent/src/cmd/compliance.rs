@@ -329,7 +329,7 @@ pub fn report_flush(f: &crate::collector::Flush) {
             tracing::info!("{} result(s) delivered to the collector", f.delivered)
         }
         None => eprintln!(
-            "tenet: {} result(s) delivered, {} refused by the collector (kept under spool/rejected)",
+            "tenet: {} result(s) delivered, {} refused by the collector (moved to spool/dead-letter with the reason)",
             f.delivered, f.rejected
         ),
         Some(e) => eprintln!(
