@@ -7,7 +7,7 @@ use crate::model::*;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 /// What to resolve: which modulesets, and for which service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,21 +93,14 @@ pub const REASON_EXPLICIT_VIA_MODULESET: &str = "explicit attachment via modules
 pub const REASON_CONTEXTUAL_VIA_MODULESET: &str =
     "(matching non-public contextual ruleset shown via moduleset)";
 
-/// Filterset results, computed once per resolution.
+/// Filterset results, each filterset evaluated once per resolution (nested ones included).
 struct Matcher<'a> {
-    bundle: &'a Bundle,
-    facts: &'a NodeFacts,
-    cache: HashMap<&'a str, bool>,
+    eval: filter::Evaluator<'a>,
 }
 
 impl<'a> Matcher<'a> {
-    fn matches(&mut self, filterset: &'a str) -> Result<bool> {
-        if let Some(m) = self.cache.get(filterset) {
-            return Ok(*m);
-        }
-        let m = filter::matches(self.bundle, filterset, self.facts)?;
-        self.cache.insert(filterset, m);
-        Ok(m)
+    fn matches(&mut self, filterset: &str) -> Result<bool> {
+        self.eval.matches(filterset)
     }
 
     /// Whether a contextual ruleset's filterset matches (no filterset: never).
@@ -185,9 +178,7 @@ impl Policy {
         }
 
         let mut matcher = Matcher {
-            bundle,
-            facts,
-            cache: HashMap::new(),
+            eval: filter::Evaluator::new(bundle, facts),
         };
         // (name, moduleset binding, reason), in order, each binding once.
         let mut bindings: Vec<(String, Option<String>, String)> = Vec::new();
