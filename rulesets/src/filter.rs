@@ -225,6 +225,54 @@ enum Tok {
 /// SQL `LIKE`, case-insensitive like MySQL's default collation: `%` any run, `_` one
 /// character, `\` escapes the next character.
 pub fn like(text: &str, pattern: &str) -> bool {
+    if text.is_ascii() && pattern.is_ascii() {
+        // The common case, without allocating: package names and facts are ASCII, and this
+        // runs once per package per filter.
+        like_ascii(text.as_bytes(), pattern.as_bytes())
+    } else {
+        like_general(text, pattern)
+    }
+}
+
+/// [`like`] on ASCII text and pattern, reading the pattern in place (`\x` is one literal).
+fn like_ascii(text: &[u8], pat: &[u8]) -> bool {
+    let (mut t, mut p) = (0, 0);
+    // Where to resume after the last `%`: (pattern index after it, text index it swallowed to).
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        let step = match pat.get(p) {
+            Some(b'%') => {
+                p += 1;
+                star = Some((p, t));
+                continue;
+            }
+            Some(b'_') => Some(1),
+            Some(b'\\') => {
+                // A trailing backslash is a literal backslash.
+                let (c, len) = pat.get(p + 1).map_or((b'\\', 1), |c| (*c, 2));
+                c.eq_ignore_ascii_case(&text[t]).then_some(len)
+            }
+            Some(c) => c.eq_ignore_ascii_case(&text[t]).then_some(1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(len), _) => {
+                t += 1;
+                p += len;
+            }
+            (None, Some((sp, st))) => {
+                p = sp;
+                t = st + 1;
+                star = Some((sp, st + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    pat[p..].iter().all(|&c| c == b'%')
+}
+
+/// [`like`] for any text: Unicode lower-casing, patterns as tokens.
+fn like_general(text: &str, pattern: &str) -> bool {
     let text: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
     let mut pat = Vec::new();
     let mut chars = pattern.chars().flat_map(char::to_lowercase);
@@ -590,6 +638,18 @@ mod tests {
             let filters = entries.into_iter().map(|(l, f)| entry(l, FilterTest::Filter(f))).collect();
             let b = bundle(vec![("s", filters)]);
             prop_assert!(matches(&b, "s", &facts).is_ok());
+        }
+
+        #[test]
+        fn ascii_like_agrees_with_the_general_one(
+            text in "[a-cA-C%_\\\\]{0,8}",
+            pat in "[a-cA-C%_\\\\]{0,8}",
+        ) {
+            prop_assert_eq!(
+                like_ascii(text.as_bytes(), pat.as_bytes()),
+                like_general(&text, &pat),
+                "{:?} LIKE {:?}", text, pat
+            );
         }
 
         #[test]
