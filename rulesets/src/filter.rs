@@ -500,7 +500,7 @@ mod tests {
             .join()
             .unwrap();
         // f(N-1) is true; each level above negates: f0 = true iff N-1 is even.
-        assert_eq!(out, (Some((N - 1) % 2 == 0), N));
+        assert_eq!(out, (Some((N - 1).is_multiple_of(2)), N));
     }
 
     /// Issue 12 item 3: `f(i) = f(i+1) AND f(i+1)` over 40 levels was 2^40 evaluations; with

@@ -488,7 +488,7 @@ pub(crate) fn check(bundle: &Bundle) -> Result<(), Problem> {
     ) {
         return Err(p);
     }
-    let graphs: [(ObjectKind, Vec<&str>, &dyn Fn(&str) -> Vec<String>); 3] = [
+    let graphs: [(ObjectKind, Vec<&str>, &Edges); 3] = [
         (
             ObjectKind::Ruleset,
             bundle.rulesets.keys().map(String::as_str).collect(),
@@ -517,6 +517,9 @@ pub(crate) fn check(bundle: &Bundle) -> Result<(), Problem> {
     }
     Ok(())
 }
+
+/// The children of an object of a nesting graph, by name.
+type Edges<'e> = dyn Fn(&str) -> Vec<String> + 'e;
 
 /// How deep rulesets, modulesets and filtersets may nest: the longest chain of nesting from
 /// any object, the object itself included (a filterset without nested filtersets has depth
