@@ -59,3 +59,24 @@ fn a_10k_filterset_chain_is_refused_naming_it() {
     let e = export::from_json(&json, "chain.json").unwrap_err();
     assert_names_the_chain(&e, "chain.json");
 }
+
+/// Deeply nested values cannot crash the loader either (the TOML and JSON parsers bound
+/// nesting): an error, not a stack overflow.
+#[test]
+fn deeply_nested_values_are_errors() {
+    let depth = 100_000;
+    let toml = format!(
+        "[[ruleset]]\nname = \"r\"\n[[ruleset.variable]]\nname = \"v\"\nvalue = {}1{}\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let e = toml_format::from_toml_str(&toml, "deep.toml").unwrap_err();
+    assert!(e.to_string().starts_with("deep.toml:"), "{e}");
+    let json = format!(
+        r#"{{"rulesets": [{{"ruleset_name": "r", "ruleset_type": "explicit", "variables": [{{"var_name": "v", "var_value": {}1{}}}]}}]}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let e = export::from_json(&json, "deep.json").unwrap_err();
+    assert!(e.to_string().starts_with("deep.json:"), "{e}");
+}
