@@ -162,7 +162,10 @@ impl Policy {
                         modulesets: Vec::new(),
                     });
                 entry.autofix |= m.autofix;
-                if !entry.modulesets.contains(&ms.name) {
+                // `modulesets` holds each moduleset once and is walked in order, so only the
+                // last one can be this one (a module listed twice in it): no scan, which was
+                // quadratic for a module shared by many modulesets.
+                if entry.modulesets.last() != Some(&ms.name) {
                     entry.modulesets.push(ms.name.clone());
                 }
             }
@@ -615,6 +618,39 @@ modules = [{ name = "m2" }, { name = "shared", autofix = true }]
             Policy::resolve(&b, &NodeFacts::default(), &sel),
             Err(Error::NotFound { .. })
         ));
+    }
+
+    /// A module listed twice in one moduleset names it once; a module shared by many
+    /// modulesets names each once, in order (without the scan that made this quadratic).
+    #[test]
+    fn a_module_names_each_of_its_modulesets_once() {
+        let mut b = Bundle::default();
+        for i in 0..2_000 {
+            let name = format!("ms{i}");
+            let module = |autofix| ModuleRef {
+                name: "shared".into(),
+                autofix,
+            };
+            b.modulesets.insert(
+                name.clone(),
+                Moduleset {
+                    name,
+                    modules: vec![module(false), module(i == 7)],
+                    children: vec![],
+                    rulesets: vec![],
+                    meta: Meta::default(),
+                },
+            );
+        }
+        let p = Policy::resolve(&b, &NodeFacts::default(), &Selection::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shared = p
+            .module("shared")
+            .cloned()
+            .unwrap_or_else(|| panic!("no shared"));
+        let want: Vec<String> = (0..2_000).map(|i| format!("ms{i}")).collect();
+        assert_eq!(shared.modulesets, want);
+        assert!(shared.autofix);
     }
 
     #[test]
