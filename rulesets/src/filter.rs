@@ -52,7 +52,7 @@ impl<'a> Evaluator<'a> {
         self.evaluations
     }
 
-    /// Whether the filterset named `name` matches; see [`matches`].
+    /// Whether the filterset named `name` matches; see [`matches()`].
     pub fn matches(&mut self, name: &str) -> Result<bool> {
         if let Some(m) = self.memo.get(name) {
             return Ok(*m);
