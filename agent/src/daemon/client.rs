@@ -1,5 +1,6 @@
-//! The node's calls to the collector's action queue (blocking: the daemon runs them on
-//! tokio's blocking pool, never on its event loop).
+//! The node's calls to the collector's action queue. They block: the daemon never makes them
+//! on its event loop but in a `tenet daemon-call` child process (`CallRequest` / `CallReply`),
+//! so a hung collector costs a killable process, not the daemon.
 
 use tenet_rulesets::action::{AckActions, ActionResult, Dequeued, DequeuedAction};
 
