@@ -72,8 +72,9 @@ pub struct FileRule {
     pub path: String,
     /// The file's content, as text. `%%HOSTNAME%%` and `%%SHORT_HOSTNAME%%` are replaced by
     /// the node name (full or up to the first dot), and a final newline is added when missing.
-    /// Exclusive with `ref` and `template`.
-    #[serde(default)]
+    /// A JSON number or boolean is written as OpenSVC (Python's `str()`) prints it: `42`,
+    /// `2.5`, `1e+16`, `True`. Exclusive with `ref` and `template`.
+    #[serde(default, deserialize_with = "de_fmt")]
     pub fmt: Option<String>,
     /// Where the content comes from: an `https://` URL or a `data:` URL; used verbatim.
     /// Exclusive with `fmt` and `template`.
@@ -764,6 +765,67 @@ pub(crate) fn parse_owner(field: &str, value: &Value) -> Result<Option<Owner>, S
         })),
         _ => Err(invalid()),
     }
+}
+
+/// serde `deserialize_with` for `fmt`: text as is; a number or a boolean as OpenSVC's
+/// `parse_fmt` turns it into text (Python's `str()`); `null` as absent.
+fn de_fmt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s)),
+        Value::Bool(b) => Ok(Some(if b { "True" } else { "False" }.to_owned())),
+        Value::Number(n) => Ok(Some(match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i.to_string(),
+            (_, Some(u), _) => u.to_string(),
+            (_, _, Some(f)) => python_float(f),
+            _ => n.to_string(),
+        })),
+        other => Err(de::Error::custom(format!(
+            "fmt: expected text, a number or a boolean, got {other}"
+        ))),
+    }
+}
+
+/// A float as Python's `str()` / `repr()` prints it: the shortest digits that read back as
+/// the same float, in fixed notation when the decimal exponent is in -4..16 (with `.0` when
+/// there is no fraction), else in exponent notation with a signed two-digit exponent.
+pub(crate) fn python_float(x: f64) -> String {
+    if !x.is_finite() {
+        return if x.is_nan() {
+            "nan".into()
+        } else if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
+    }
+    let sign = if x.is_sign_negative() { "-" } else { "" };
+    if x == 0.0 {
+        return format!("{sign}0.0");
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: `1.5e-7`, `1e16`.
+    let sci = format!("{:e}", x.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    // Where the decimal point goes, counted from the first digit.
+    let point = exp + 1;
+    let body = if !(-3..=16).contains(&point) {
+        let mantissa = match digits.split_at(1) {
+            (first, "") => first.to_owned(),
+            (first, rest) => format!("{first}.{rest}"),
+        };
+        let exp_sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{exp_sign}{:02}", exp.abs())
+    } else if point <= 0 {
+        format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+    } else if point as usize >= digits.len() {
+        format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
+    } else {
+        let (int, frac) = digits.split_at(point as usize);
+        format!("{int}.{frac}")
+    };
+    format!("{sign}{body}")
 }
 
 /// serde `deserialize_with` for a `uid` field.

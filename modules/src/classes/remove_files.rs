@@ -8,8 +8,9 @@
 //!
 //! check: a pattern that matches nothing is n/a (as in OpenSVC, so a fixed rule reads n/a
 //! afterwards, not ok); one that matches is nok, each match listed. fix removes each match: a
-//! file, symlink or special file is unlinked (a symlink is never followed), a directory is
-//! removed recursively. fixable is n/a.
+//! file, symlink or special file is unlinked (a symlink is never followed, even when a
+//! pattern ending with `/` matched it as a directory), a directory is removed recursively.
+//! fixable is n/a.
 //!
 //! Safety (OpenSVC declares a blacklist of `/` and `/root` but never applies it). A pattern is
 //! refused, nok and nothing removed, when:
@@ -20,9 +21,10 @@
 //!   such as `/bin -> usr/bin`; a top-level regular file may be removed);
 //! - one of its matches lies outside the root prefix once symlinked directories are resolved.
 //!
-//! Other differences from OpenSVC: `**` is the same as `*` (as in Python's non-recursive
-//! glob); `.` and `..` are never matches; unreadable directories are skipped silently as
-//! Python's glob does. Removed files are not backed up.
+//! Other differences from OpenSVC (all in `docs/opensvc-compat.md`): a dangling symlink that
+//! matches is removed (OpenSVC reports it as absent and keeps it); `**` is the same as `*`
+//! (as in Python's non-recursive glob); `.` and `..` are never matches; unreadable
+//! directories are skipped silently as Python's glob does. Removed files are not backed up.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -139,7 +141,7 @@ struct Matches {
 impl Matches {
     /// Expands `pattern` under the host's root, refusing dangerous patterns and matches.
     fn find(pattern: &str, host: &HostView) -> Result<Matches, String> {
-        let pattern = normalize(pattern)?;
+        let (pattern, dirs_only) = normalize(pattern)?;
         let root = host
             .root()
             .to_str()
@@ -162,6 +164,11 @@ impl Matches {
         // Unreadable directories (`Err` items) are skipped, as Python's glob does.
         for path in walk.flatten() {
             if hidden(found.relative(&path), &pattern) {
+                continue;
+            }
+            // Python's glob: a trailing `/` keeps the directories (followed through symlinks,
+            // as `os.path.isdir` does). A regular file must never match `dfile/`.
+            if dirs_only && !fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
                 continue;
             }
             found.refuse_unsafe(host.root(), &path)?;
@@ -220,8 +227,9 @@ impl Matches {
     }
 }
 
-/// Checks a pattern and rewrites it without empty or `.` components and with `**` as `*`.
-fn normalize(pattern: &str) -> Result<String, String> {
+/// Checks a pattern and rewrites it without empty or `.` components and with `**` as `*`;
+/// the flag says whether it ended with `/` (directories only).
+fn normalize(pattern: &str) -> Result<(String, bool), String> {
     if !pattern.starts_with('/') {
         return Err("the pattern is not absolute".into());
     }
@@ -237,6 +245,8 @@ fn normalize(pattern: &str) -> Result<String, String> {
         ["root"] => return Err("/root is protected".into()),
         _ => {}
     }
+    // `d/` and `d/.` only exist when `d` is a directory.
+    let dirs_only = pattern.ends_with('/') || pattern.trim_end_matches('/').ends_with("/.");
     let mut out = String::with_capacity(pattern.len());
     for part in parts {
         out.push('/');
@@ -248,7 +258,7 @@ fn normalize(pattern: &str) -> Result<String, String> {
             last_star = c == '*';
         }
     }
-    Ok(out)
+    Ok((out, dirs_only))
 }
 
 /// Whether a match (below the root) is one Python's glob would not give: a `.` or `..` entry,
