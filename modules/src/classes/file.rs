@@ -1501,4 +1501,57 @@ mod tests {
         );
         assert_eq!(fs::read_to_string(dir.path().join("etc/{{x}}")).unwrap(), "{{y}}\n");
     }
+
+    /// Issue 12 item 5: a number or boolean `fmt` is written as OpenSVC's `parse_fmt` (Python's
+    /// `str()`) writes it; other JSON types are refused when the rule is loaded.
+    #[test]
+    fn numeric_fmt_is_written_as_python_prints_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        for (fmt, text) in [
+            (json!(42), "42\n"),
+            (json!(-7), "-7\n"),
+            (json!(u64::MAX), "18446744073709551615\n"),
+            (json!(true), "True\n"),
+            (json!(false), "False\n"),
+            (json!(2.5), "2.5\n"),
+        ] {
+            let path = format!("/etc/n{}", text.trim());
+            assert_class_contract::<File>(&h, &[dir.path()], json!({"path": path, "fmt": fmt}));
+            assert_eq!(
+                fs::read_to_string(dir.path().join(&path[1..])).unwrap(),
+                text,
+                "{fmt}"
+            );
+        }
+        for bad in [json!([1]), json!({"a": 1})] {
+            let err = File::rules(&json!({"path": "/etc/x", "fmt": bad})).unwrap_err();
+            assert!(err.contains("fmt: expected text, a number or a boolean"), "{err}");
+        }
+    }
+
+    /// Python's `repr(float)`, checked against the values CPython 3.11 prints.
+    #[test]
+    fn python_float_formatting() {
+        for (x, text) in [
+            (2.5, "2.5"),
+            (100.0, "100.0"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (1.5e-7, "1.5e-07"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (-0.0, "-0.0"),
+            (0.0, "0.0"),
+            (123456789.125, "123456789.125"),
+            (1e22, "1e+22"),
+            (0.1, "0.1"),
+            (-3.25e-5, "-3.25e-05"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (12345678901234567.0, "1.2345678901234568e+16"),
+        ] {
+            assert_eq!(python_float(x), text, "{x:e}");
+        }
+    }
 }

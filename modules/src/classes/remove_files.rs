@@ -439,6 +439,40 @@ mod tests {
         assert!(outside.path().join("victim").exists());
     }
 
+    /// Issue 12 item 4: as with Python's glob, a pattern ending with `/` matches directories
+    /// only; `dfile/` used to remove the regular file `dfile`.
+    #[test]
+    fn trailing_slash_matches_directories_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        let a = dir.path().join("a");
+        fs::create_dir_all(a.join("d1/sub")).unwrap();
+        fs::create_dir_all(dir.path().join("b")).unwrap();
+        fs::write(a.join("dfile"), "data").unwrap();
+        fs::write(dir.path().join("b/y"), "keep").unwrap();
+        std::os::unix::fs::symlink("../b", a.join("dsl")).unwrap();
+        for pattern in ["/a/dfile/", "/a/dfile/.", "/a/dfile//"] {
+            let before = snapshot(dir.path());
+            let (st, log) = check::<RemoveFiles>(&h, json!([pattern]));
+            assert_eq!(st, Status::NotApplicable, "{pattern}: {log:?}");
+            let (st, _) = fix::<RemoveFiles>(&h, json!([pattern]));
+            assert_eq!(st, Status::NotApplicable, "{pattern}");
+            assert!(diff_snapshots(&before, &snapshot(dir.path())).is_empty(), "{pattern}");
+        }
+        let (st, log) = check::<RemoveFiles>(&h, json!("/a/*/"));
+        assert_eq!(st, Status::Nok);
+        assert!(log.iter().any(|l| l.starts_with("/a/d1: exists")), "{log:?}");
+        assert!(log.iter().any(|l| l.starts_with("/a/dsl: exists")), "{log:?}");
+        assert!(!log.iter().any(|l| l.contains("dfile")), "{log:?}");
+        let (st, log) = fix::<RemoveFiles>(&h, json!("/a/*/"));
+        assert_eq!(st, Status::Ok, "{log:?}");
+        assert!(!a.join("d1").exists());
+        // The link matched as a directory is unlinked; what it points to is kept.
+        assert!(fs::symlink_metadata(a.join("dsl")).is_err());
+        assert_eq!(fs::read_to_string(dir.path().join("b/y")).unwrap(), "keep");
+        assert_eq!(fs::read_to_string(a.join("dfile")).unwrap(), "data");
+    }
+
     #[test]
     fn non_string_patterns_are_refused_at_load() {
         let err = RemoveFiles::rules(&json!(["/tmp/a", 3])).unwrap_err();

@@ -967,6 +967,40 @@ mod tests {
         assert_eq!(read(d.path(), "/proc/sys/kernel/printk"), "3\t1\t2\t3\n");
     }
 
+    /// Issue 12 item 6: both the live and the persisted element comply, but the kernel runs
+    /// another vector than the persisted one: nok (OpenSVC's "kernel value is different"),
+    /// and fix makes the kernel run the persisted value.
+    #[test]
+    fn reload_pending_is_nok_and_fixed() {
+        let d = tempfile::tempdir().unwrap();
+        put(d.path(), "/proc/sys/net/ipv4/ip_local_port_range", "1025\t60999\n");
+        put(
+            d.path(),
+            "/etc/sysctl.conf",
+            "net.ipv4.ip_local_port_range = 1025 65000\n",
+        );
+        let h = host(d.path());
+        let rule = json!({"key":"net.ipv4.ip_local_port_range","value":[">=", 1024]});
+        let log = assert_class_contract::<Sysctl>(&h, &[d.path()], rule);
+        assert!(
+            log.iter().any(|l| l.contains(
+                "live value \"1025 60999\" differs from the persisted \"1025 65000\" (/etc/sysctl.conf): a reload is pending"
+            )),
+            "{log:?}"
+        );
+        assert_eq!(
+            read(d.path(), "/proc/sys/net/ipv4/ip_local_port_range"),
+            "1025\t65000\n"
+        );
+        // The persisted value complied: nothing written there.
+        assert!(!d.path().join("etc/sysctl.d/99-tenet.conf").exists());
+
+        // A persisted value with fewer elements than the kernel's is compared on those.
+        put(d.path(), "/etc/sysctl.conf", "net.ipv4.ip_local_port_range = 1025\n");
+        let (st, log) = check::<Sysctl>(&h, json!({"key":"net.ipv4.ip_local_port_range","value":1025}));
+        assert_eq!(st, Status::Ok, "{log:?}");
+    }
+
     #[test]
     fn fixture_rules_compose_on_one_key() {
         let d = tempfile::tempdir().unwrap();
