@@ -28,6 +28,7 @@ How each class is run:
 """
 
 import argparse
+import fnmatch
 import hashlib
 import json
 import os
@@ -241,8 +242,9 @@ def gen_file(rng):
             fmt = pick(rng, FMTS)
             if isinstance(fmt, float):
                 tags.add("float-fmt")
+                tags.add("bad-rule")
             if fmt is None:
-                tags.add("null-fmt")
+                tags.add("bad-rule")
             rule["fmt"] = fmt
             if fmt is not None:
                 tree += gen_start(rng, rel, content_of(fmt), tags)
@@ -338,12 +340,15 @@ def gen_remove_files(rng):
     pats = ["a/f1", "a/f*", "a/*", "a/d*/", "a/dfile/", "a/.h*", "a/*/x", "a/dsl/*", "a/dsl/",
             "a/dsl", "a/nomatch*", "a/?1", "a/[fd]1", "a/**", "a/dl", "a/sl", "a/*/"]
     rules = ["{R}/" + p for p in rng.sample(pats, pick(rng, [(1, 4), (2, 1)]))]
-    if "dl" in present and any(re.search(r"a/(dl|\*|\*\*)$", r) for r in rules):
+    # A link that dangles, or will once the same fix removed its target.
+    matched = lambda rel: any(fnmatch.fnmatchcase(rel, r[len("{R}/"):].replace("**", "*")) and
+                              not (rel.rsplit("/", 1)[-1].startswith(".")) for r in rules)
+    if "dl" in present and matched("a/dl"):
+        tags.add("dangling-link")
+    if "sl" in present and matched("a/sl") and ("f1" not in present or matched("a/f1")):
         tags.add("dangling-link")
     if "dsl" in present and any(r.endswith(("dsl/*", "dsl/", "a/*/", "a/d*/", "a/*/x")) for r in rules):
         tags.add("through-dir-link")
-    if "sl" in present and "f1" not in present and any(r.endswith(("a/sl",)) for r in rules):
-        tags.add("dangling-link")
     if rng.random() < 0.15:
         rules = rules[0]
     return {"rules": [rules] if isinstance(rules, list) else [rules], "tree": tree, "tags": tags, "fix": True}
@@ -412,6 +417,8 @@ def gen_sysctl(rng):
                 tags.add("strict-op")
             if isinstance(t, str) and t.startswith("0") and len(t) > 1:
                 tags.add("leading-zero")
+            if o in (">=", "<="):
+                tags.add("inequality")
         o, t = "=", 0
     else:
         o, t = op(), target()
@@ -450,6 +457,8 @@ def gen_package(rng):
                 stanza += "Multi-Arch: same\n"
             if "triggers-awaited" in state:
                 stanza += "Triggers-Awaited: pa\n"
+            if "triggers-pending" in state:
+                stanza += "Triggers-Pending: some-trigger\n"
             stanzas.append(stanza)
     tree = [("file", "var/lib/dpkg/status", "\n".join(stanzas), 0o644, 0),
             ("file", "var/lib/dpkg/available", "", 0o644, 0),
@@ -519,7 +528,8 @@ CLASSES = {
     "nodeconf": {"script": "nodeconf.py", "gen": gen_nodeconf, "rooted": True},
 }
 
-# tag → documented deviation id (docs/opensvc-compat.md), per class.
+# tag → documented deviation id (docs/opensvc-compat.md), per class; "bad-rule" (a rule that
+# makes the upstream object crash, taking its other rules down) applies to every class.
 DEVIATIONS = {
     "file": {"symlink-at-path": "file-symlink", "float-fmt": "file-float-fmt",
              "malformed-mode": "file-malformed",
@@ -640,6 +650,10 @@ def state(cls, root, case):
     if cls == "nodeconf":
         return nodeconf_state(root)
     return snapshot(root)
+
+
+for _ids in DEVIATIONS.values():
+    _ids["bad-rule"] = "general-bad-rule"
 
 
 def run_case(runner, cls, case, n, tenets):
@@ -843,6 +857,7 @@ def main():
     ap.add_argument("--baseline", metavar="BIN",
                     help="another tenet binary (an older build) run on the same cases, for before/after figures")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--dump", metavar="FILE", help="write every case and its results (JSON lines)")
     ap.add_argument("--tables", metavar="DIR", nargs="?", const=os.path.join(REPO, "modules/tests/fixtures/opensvc-compat"),
                     help="instead of random cases, check the compatibility tables' OpenSVC columns "
                          "(default DIR: modules/tests/fixtures/opensvc-compat)")
@@ -867,6 +882,7 @@ def main():
                                                      "fix agree", "documented", "undocumented")
     if not args.json:
         print(header, flush=True)
+    dump = open(args.dump, "w") if args.dump else None
     with tempfile.TemporaryDirectory(prefix="tenet-compat-") as work:
         runner = Runner(os.path.abspath(args.upstream), os.path.abspath(args.tenet), work)
         for cls in args.classes or list(CLASSES):
@@ -877,6 +893,9 @@ def main():
             for n in range(args.cases):
                 case = CLASSES[cls]["gen"](rng)
                 res = run_case(runner, cls, case, n, tenets)
+                if dump:
+                    dump.write(json.dumps({"class": cls, "n": n, "case": dict(case, tags=sorted(case["tags"])),
+                                           "results": res}, default=str) + "\n")
                 for label, fig in figs.items():
                     case_l = dict(case, tags=set(case["tags"]))
                     pair = {"opensvc": res["opensvc"], "tenet": res[label]}

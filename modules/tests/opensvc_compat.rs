@@ -96,7 +96,10 @@ fn parse_entry(entry: &str) -> (String, Node) {
     };
     for w in words {
         if let Some((u, g)) = w.split_once(':') {
-            node.owner = Some((u.parse().unwrap_or_else(|_| bad(entry)), g.parse().unwrap_or_else(|_| bad(entry))));
+            node.owner = Some((
+                u.parse().unwrap_or_else(|_| bad(entry)),
+                g.parse().unwrap_or_else(|_| bad(entry)),
+            ));
         } else {
             node.mode = Some(u32::from_str_radix(w, 8).unwrap_or_else(|_| bad(entry)));
         }
@@ -138,12 +141,18 @@ fn tree_of(root: &Path) -> BTreeMap<String, Node> {
             let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
             let ft = m.file_type();
             let (kind, data) = if ft.is_symlink() {
-                ('l', fs::read_link(&p).unwrap().to_string_lossy().into_owned())
+                (
+                    'l',
+                    fs::read_link(&p).unwrap().to_string_lossy().into_owned(),
+                )
             } else if ft.is_dir() {
                 stack.push(p.clone());
                 ('d', String::new())
             } else if ft.is_file() {
-                ('f', String::from_utf8_lossy(&fs::read(&p).unwrap()).into_owned())
+                (
+                    'f',
+                    String::from_utf8_lossy(&fs::read(&p).unwrap()).into_owned(),
+                )
             } else {
                 ('?', String::new())
             };
@@ -226,7 +235,10 @@ fn sysctl_state(root: &Path, keys: &[&str]) -> BTreeMap<String, Value> {
                 }
             }
         }
-        out.insert(format!("{key} live"), live.map_or(Value::Null, Value::String));
+        out.insert(
+            format!("{key} live"),
+            live.map_or(Value::Null, Value::String),
+        );
         out.insert(
             format!("{key} persisted"),
             persisted.map_or(Value::Null, Value::String),
@@ -286,14 +298,27 @@ fn run_table(class: &str) -> Vec<String> {
         let upstream = &row["opensvc"];
         let tenet = row.get("tenet");
         if let Some(t) = tenet {
-            let id = t["deviation"].as_str().expect("a tenet part names its deviation");
+            let id = t["deviation"]
+                .as_str()
+                .expect("a tenet part names its deviation");
             if !documented.iter().any(|d| d == id) {
-                failures.push(format!("{name}: deviation #{id} is not in docs/opensvc-compat.md"));
+                failures.push(format!(
+                    "{name}: deviation #{id} is not in docs/opensvc-compat.md"
+                ));
             }
-            let overrides: Vec<&String> =
-                t.as_object().unwrap().keys().filter(|k| *k != "deviation").collect();
-            if overrides.iter().all(|k| upstream.get(k.as_str()) == t.get(k.as_str())) {
-                failures.push(format!("{name}: the tenet part does not differ from OpenSVC's"));
+            let overrides: Vec<&String> = t
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "deviation")
+                .collect();
+            if overrides
+                .iter()
+                .all(|k| upstream.get(k.as_str()) == t.get(k.as_str()))
+            {
+                failures.push(format!(
+                    "{name}: the tenet part does not differ from OpenSVC's"
+                ));
             }
         }
         let want = |field: &str| -> Option<&Value> {
@@ -305,9 +330,10 @@ fn run_table(class: &str) -> Vec<String> {
         let tree = strings(&row["tree"]);
         let needs_root = rule_text.contains("\"uid\"")
             || rule_text.contains("\"gid\"")
-            || tree.iter().chain(want("tree").map(strings).iter().flatten()).any(|e| {
-                e.split(" =").next().unwrap_or_default().contains(':')
-            });
+            || tree
+                .iter()
+                .chain(want("tree").map(strings).iter().flatten())
+                .any(|e| e.split(" =").next().unwrap_or_default().contains(':'));
         if needs_root && !is_root {
             skipped += 1;
             continue;
@@ -347,16 +373,15 @@ fn run_table(class: &str) -> Vec<String> {
             let want_state: BTreeMap<String, Value> =
                 s.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             let have = if class == "sysctl" {
-                let keys: Vec<&str> = s
-                    .keys()
-                    .filter_map(|k| k.strip_suffix(" live"))
-                    .collect();
+                let keys: Vec<&str> = s.keys().filter_map(|k| k.strip_suffix(" live")).collect();
                 sysctl_state(&root, &keys)
             } else {
                 nodeconf_state(&root)
             };
             if have != want_state {
-                fail(format!("after fix, state {have:?}, expected {want_state:?}"));
+                fail(format!(
+                    "after fix, state {have:?}, expected {want_state:?}"
+                ));
             }
         }
         if let Some(recheck) = want("recheck") {
@@ -367,7 +392,9 @@ fn run_table(class: &str) -> Vec<String> {
         }
     }
     if skipped > 0 {
-        require_root(&format!("opensvc_compat {class}: {skipped} row(s) setting owners"));
+        require_root(&format!(
+            "opensvc_compat {class}: {skipped} row(s) setting owners"
+        ));
     }
     failures
 }

@@ -26,7 +26,7 @@
 //! fix rewrites the file atomically (the old one is backed up) only when its content differs,
 //! then changes only the attributes that differ. fixable is n/a, as in OpenSVC.
 //!
-//! Differences from OpenSVC:
+//! Differences from OpenSVC (each a row of `docs/opensvc-compat.md`, with the reason):
 //! - `ref` accepts `https://` URLs (certificate verification on, 30 s timeout, no redirect to
 //!   plain http) and `data:` URLs (RFC 2397). Plain `http://` and `ftp://` are refused: the
 //!   content could be altered in transit. `safe://` is not supported yet. The URL is fetched
@@ -44,6 +44,10 @@
 //!   rule's owner (best effort).
 //! - Content is compared as bytes in-process (no `diff` command); binary content is reported
 //!   by size only.
+//! - A float `fmt` is written as Python's `str()` prints it (OpenSVC crashes on it); the owner
+//!   is set before the mode, so a setuid mode with an owner sticks.
+//! - A rule that cannot be applied changes nothing (OpenSVC still writes the content before
+//!   failing on an unknown owner, and chmods a directory where a file is wanted).
 //!
 //! The mode and owner types and helpers here ([`Mode`], [`Owner`], `Attrs`) are shared with the
 //! `fileprop` class.

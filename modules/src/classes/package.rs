@@ -18,7 +18,7 @@
 //!   elsewhere.
 //! - neither: not applicable ("no package database found under <root>").
 //!
-//! Differences from OpenSVC:
+//! Differences from OpenSVC (each a row of `docs/opensvc-compat.md`, with the reason):
 //! - Names are validated (`[a-zA-Z0-9][a-zA-Z0-9+._-]*`, optional `:arch`); anything else,
 //!   including wildcards (`*`, which OpenSVC expanded with yum/zypper) and the HP-UX
 //!   `name:reloc` form, is an error. This also keeps options out of the package tools'

@@ -21,7 +21,7 @@
 //!   such as `/bin -> usr/bin`; a top-level regular file may be removed);
 //! - one of its matches lies outside the root prefix once symlinked directories are resolved.
 //!
-//! Other differences from OpenSVC (all in `docs/opensvc-compat.md`): a dangling symlink that
+//! Other differences from OpenSVC (each a row of `docs/opensvc-compat.md`, with the reason): a dangling symlink that
 //! matches is removed (OpenSVC reports it as absent and keeps it); `**` is the same as `*`
 //! (as in Python's non-recursive glob); `.` and `..` are never matches; unreadable
 //! directories are skipped silently as Python's glob does. Removed files are not backed up.

@@ -10,7 +10,7 @@
 //! the same directory and renamed over the path, so the path never goes missing. fixable is
 //! n/a, as in OpenSVC.
 //!
-//! Differences from OpenSVC (all in `docs/opensvc-compat.md`):
+//! Differences from OpenSVC (each a row of `docs/opensvc-compat.md`, with the reason):
 //! - A symlink with a wrong target is replaced (OpenSVC only creates missing links).
 //! - A link path ending with `/` is nok, nothing created (OpenSVC creates a directory there,
 //!   then fails to link).

@@ -27,7 +27,7 @@
 //! `99-tenet.conf` is the one place the key is set; files applied after it with a compliant
 //! value are left alone.
 //!
-//! Differences from OpenSVC:
+//! Differences from OpenSVC (each a row of `docs/opensvc-compat.md`, with the reason):
 //! - OpenSVC edits `/etc/sysctl.conf` in place and is n/a without it; Tenet persists in its own
 //!   `sysctl.d` file and reads the whole `sysctl --system` sequence (OM3 even took the *first*
 //!   line of a key; the last wins here, as in the kernel tools).
