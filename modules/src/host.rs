@@ -1127,7 +1127,8 @@ impl HostView {
     /// The paths of the managed system matching the shell glob `pattern` (`*`, `?`, `[...]`
     /// within one path component; `**` is `*`; a name starting with `.` is matched only by a
     /// pattern component starting with `.`), sorted, as absolute paths of the managed system.
-    /// The pattern must be absolute and without `..`. Directories are listed inside the root
+    /// As in Python's glob, a pattern ending with `/` (or `/.`) matches directories only (links
+    /// to directories included). The pattern must be absolute and without `..`. Directories are listed inside the root
     /// prefix, symbolic links to directories followed as the managed system would (absolute
     /// targets under the root prefix); unreadable directories are skipped, as a shell does.
     pub fn glob(&self, pattern: &str) -> Result<Vec<String>> {
@@ -1151,6 +1152,7 @@ impl HostView {
         if parts.iter().any(|p| p == "..") {
             return Err(refuse("contains '..'"));
         }
+        let dirs_only = pattern.ends_with('/') || pattern.trim_end_matches('/').ends_with("/.");
         let options = glob::MatchOptions {
             case_sensitive: true,
             require_literal_separator: true,
@@ -1184,7 +1186,7 @@ impl HostView {
                     }
                 };
                 for c in candidates {
-                    let keep = if last {
+                    let keep = if last && !dirs_only {
                         matcher.is_some() || c.lstat().is_ok_and(|s| s.is_some())
                     } else {
                         // A directory, or a link to one (followed inside the root prefix).
@@ -1489,6 +1491,12 @@ mod tests {
             assert_eq!(h.glob("/srv/link/x*").unwrap(), ["/srv/link/x2"]);
             // `..` stops at the root prefix.
             assert_eq!(h.glob("/srv/up/sr?").unwrap(), ["/srv/up/srv"]);
+            // A trailing `/` keeps directories (and links to them) only.
+            fs::write(root.join("srv/file"), "").unwrap();
+            assert_eq!(h.glob("/srv/[fl]i*").unwrap(), ["/srv/file", "/srv/link"]);
+            assert_eq!(h.glob("/srv/[fl]i*/").unwrap(), ["/srv/link"]);
+            assert!(h.glob("/srv/file/").unwrap().is_empty());
+            assert!(h.glob("/srv/file/.").unwrap().is_empty());
             assert!(
                 h.glob("srv/*")
                     .unwrap_err()

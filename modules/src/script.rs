@@ -2,10 +2,10 @@
 //! (`check`, `fixable`, `fix`) and read back through their exit code (0 ok, 1 nok, 2 n/a), as
 //! the OpenSVC agent runs them.
 //!
-//! Differences from OpenSVC, all deliberate: module names are matched literally (OpenSVC
-//! treats them as regexes); an unsafe script (not owned by root, or writable by group or
-//! others) fails that module only instead of the whole run; every run has a timeout that
-//! kills the module's whole process group.
+//! Differences from OpenSVC, all deliberate (rows of `docs/opensvc-compat.md`): module names
+//! are matched literally (OpenSVC treats them as regexes); an unsafe script (not owned by
+//! root, or writable by group or others) fails that module only instead of the whole run;
+//! every run has a timeout that kills the module's whole process group.
 //!
 //! Output: stdout and stderr are read as bytes to the end (a line that is not UTF-8 is
 //! decoded lossily, never a reason to stop reading, which would kill the script with SIGPIPE).

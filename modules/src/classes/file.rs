@@ -42,7 +42,7 @@
 //! a missing file behind a link that leads nowhere there is reported with the link, and fix
 //! never creates directories through such a link.
 //!
-//! Differences from OpenSVC:
+//! Differences from OpenSVC (each a row of `docs/opensvc-compat.md`, with the reason):
 //! - `ref` accepts `https://` URLs (certificate verification on, 30 s timeout, no redirect to
 //!   plain http) and `data:` URLs (RFC 2397). Plain `http://` and `ftp://` are refused: the
 //!   content could be altered in transit. `safe://` is not supported yet. The URL is fetched
@@ -60,6 +60,10 @@
 //!   rule's owner (best effort).
 //! - Content is compared as bytes in-process (no `diff` command); binary content is reported
 //!   by size only, content over 1 MiB by size and digest.
+//! - A float `fmt` is written as Python's `str()` prints it (OpenSVC crashes on it); the owner
+//!   is set before the mode, so a setuid mode with an owner sticks.
+//! - A rule that cannot be applied changes nothing (OpenSVC still writes the content before
+//!   failing on an unknown owner, and chmods a directory where a file is wanted).
 //! - The file is replaced, not rewritten in place: its other hard links keep the old content
 //!   (reported by fix).
 //!
@@ -91,8 +95,9 @@ pub struct FileRule {
     pub path: String,
     /// The file's content, as text. `%%HOSTNAME%%` and `%%SHORT_HOSTNAME%%` are replaced by
     /// the node name (full or up to the first dot), and a final newline is added when missing.
-    /// Exclusive with `ref` and `template`.
-    #[serde(default)]
+    /// A JSON number or boolean is written as OpenSVC (Python's `str()`) prints it: `42`,
+    /// `2.5`, `1e+16`, `True`. Exclusive with `ref` and `template`.
+    #[serde(default, deserialize_with = "de_fmt")]
     pub fmt: Option<String>,
     /// Where the content comes from: an `https://` URL or a `data:` URL; used verbatim.
     /// Exclusive with `fmt` and `template`.
@@ -930,6 +935,67 @@ pub(crate) fn parse_owner(field: &str, value: &Value) -> Result<Option<Owner>, S
     }
 }
 
+/// serde `deserialize_with` for `fmt`: text as is; a number or a boolean as OpenSVC's
+/// `parse_fmt` turns it into text (Python's `str()`); `null` as absent.
+fn de_fmt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s)),
+        Value::Bool(b) => Ok(Some(if b { "True" } else { "False" }.to_owned())),
+        Value::Number(n) => Ok(Some(match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i.to_string(),
+            (_, Some(u), _) => u.to_string(),
+            (_, _, Some(f)) => python_float(f),
+            _ => n.to_string(),
+        })),
+        other => Err(de::Error::custom(format!(
+            "fmt: expected text, a number or a boolean, got {other}"
+        ))),
+    }
+}
+
+/// A float as Python's `str()` / `repr()` prints it: the shortest digits that read back as
+/// the same float, in fixed notation when the decimal exponent is in -4..16 (with `.0` when
+/// there is no fraction), else in exponent notation with a signed two-digit exponent.
+pub(crate) fn python_float(x: f64) -> String {
+    if !x.is_finite() {
+        return if x.is_nan() {
+            "nan".into()
+        } else if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
+    }
+    let sign = if x.is_sign_negative() { "-" } else { "" };
+    if x == 0.0 {
+        return format!("{sign}0.0");
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: `1.5e-7`, `1e16`.
+    let sci = format!("{:e}", x.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    // Where the decimal point goes, counted from the first digit.
+    let point = exp + 1;
+    let body = if !(-3..=16).contains(&point) {
+        let mantissa = match digits.split_at(1) {
+            (first, "") => first.to_owned(),
+            (first, rest) => format!("{first}.{rest}"),
+        };
+        let exp_sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{exp_sign}{:02}", exp.abs())
+    } else if point <= 0 {
+        format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+    } else if point as usize >= digits.len() {
+        format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
+    } else {
+        let (int, frac) = digits.split_at(point as usize);
+        format!("{int}.{frac}")
+    };
+    format!("{sign}{body}")
+}
+
 /// serde `deserialize_with` for a `uid` field.
 pub(crate) fn de_uid<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Owner>, D::Error> {
     parse_owner("uid", &Value::deserialize(d)?).map_err(de::Error::custom)
@@ -1677,5 +1743,58 @@ mod tests {
             json!({"path": "/etc/{{x}}", "fmt": "{{y}}"}),
         );
         assert_eq!(fs::read_to_string(dir.path().join("etc/{{x}}")).unwrap(), "{{y}}\n");
+    }
+
+    /// Issue 12 item 5: a number or boolean `fmt` is written as OpenSVC's `parse_fmt` (Python's
+    /// `str()`) writes it; other JSON types are refused when the rule is loaded.
+    #[test]
+    fn numeric_fmt_is_written_as_python_prints_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        for (fmt, text) in [
+            (json!(42), "42\n"),
+            (json!(-7), "-7\n"),
+            (json!(u64::MAX), "18446744073709551615\n"),
+            (json!(true), "True\n"),
+            (json!(false), "False\n"),
+            (json!(2.5), "2.5\n"),
+        ] {
+            let path = format!("/etc/n{}", text.trim());
+            assert_class_contract::<File>(&h, &[dir.path()], json!({"path": path, "fmt": fmt}));
+            assert_eq!(
+                fs::read_to_string(dir.path().join(&path[1..])).unwrap(),
+                text,
+                "{fmt}"
+            );
+        }
+        for bad in [json!([1]), json!({"a": 1})] {
+            let err = File::rules(&json!({"path": "/etc/x", "fmt": bad})).unwrap_err();
+            assert!(err.contains("fmt: expected text, a number or a boolean"), "{err}");
+        }
+    }
+
+    /// Python's `repr(float)`, checked against the values CPython 3.11 prints.
+    #[test]
+    fn python_float_formatting() {
+        for (x, text) in [
+            (2.5, "2.5"),
+            (100.0, "100.0"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (1.5e-7, "1.5e-07"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (-0.0, "-0.0"),
+            (0.0, "0.0"),
+            (123456789.125, "123456789.125"),
+            (1e22, "1e+22"),
+            (0.1, "0.1"),
+            (-3.25e-5, "-3.25e-05"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (12345678901234567.0, "1.2345678901234568e+16"),
+        ] {
+            assert_eq!(python_float(x), text, "{x:e}");
+        }
     }
 }

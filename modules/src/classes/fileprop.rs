@@ -10,7 +10,7 @@
 //! `mode`, `uid` and `gid` are read as by the `file` class (octal digits as a number or a
 //! string; ids or names from the managed system's `etc/passwd` and `etc/group`).
 //!
-//! Differences from OpenSVC:
+//! Differences from OpenSVC (each a row of `docs/opensvc-compat.md`, with the reason):
 //! - A regular file where a directory is wanted is nok and left alone (OpenSVC deletes it and
 //!   creates the directory): fix never deletes data. A directory where a file is wanted is nok
 //!   as in OpenSVC; so is a symlink or a special file, which is neither followed nor replaced.

@@ -16,7 +16,8 @@
 //! keys are kept, in their order, but **comments and formatting are lost** (the file is
 //! re-serialized from a `toml::Table`). `unset` leaves an emptied table in place.
 //!
-//! Differences from OpenSVC: the file is edited directly instead of through `nodemgr set`;
+//! Differences from OpenSVC (each a row of `docs/opensvc-compat.md`, with the reason): the
+//! file is edited directly instead of through `nodemgr set`;
 //! contradictory rules on one key in one variable (`=` with `unset`, or `=` with two different
 //! values) are a load error (OM3 silently dropped such pairs).
 

@@ -18,7 +18,7 @@
 //!   elsewhere.
 //! - neither: not applicable ("no package database found under `<root>`").
 //!
-//! Differences from OpenSVC:
+//! Differences from OpenSVC (each a row of `docs/opensvc-compat.md`, with the reason):
 //! - Names are validated (`[a-zA-Z0-9][a-zA-Z0-9+._-]*`, optional `:arch`); anything else,
 //!   including wildcards (`*`, which OpenSVC expanded with yum/zypper) and the HP-UX
 //!   `name:reloc` form, is an error. This also keeps options out of the package tools'
@@ -34,10 +34,13 @@
 //! - Versions are not checked (as in OpenSVC). When the package directory holds several
 //!   versions of a package, the highest (dpkg / rpm version order) of the native or
 //!   architecture-independent ones is installed.
-//! - A package whose dpkg state is `triggers-awaiting` / `triggers-pending` counts as
-//!   installed (it is configured; only a trigger is pending), whereas OpenSVC's `dpkg -l`
+//! - A package whose dpkg state is `triggers-awaited` / `triggers-pending` counts as
+//!   installed (it is configured; only a trigger is pending), and so does one on hold or
+//!   selected for removal but still installed (`hi`, `ri`), whereas OpenSVC's `dpkg -l`
 //!   parsing wanted the `ii` state only; half-installed, unpacked, config-files and similar
 //!   states count as not installed.
+//!
+//! Every difference is listed in `docs/opensvc-compat.md`.
 
 use std::cmp::Ordering;
 use std::ffi::OsString;
@@ -326,7 +329,8 @@ pub fn installed_packages(host: &HostView) -> Result<Vec<PackageFact>> {
 /// Parses a dpkg status file (`/var/lib/dpkg/status`) into the packages it records as
 /// installed. Stanzas are separated by blank lines; continuation lines (starting with a space
 /// or tab) are skipped; field names are case-insensitive. A package is installed when the
-/// third word of its `Status:` is `installed` (or `triggers-awaiting` / `triggers-pending`).
+/// third word of its `Status:` is `installed`, `triggers-awaited` or `triggers-pending` (dpkg's
+/// words for a configured package with a trigger still to run, `iW` / `it` in `dpkg -l`).
 pub fn parse_dpkg_status(text: &str) -> Vec<PackageFact> {
     let mut out = Vec::new();
     let mut cur = Stanza::default();
@@ -546,7 +550,7 @@ impl Stanza {
         let installed = s.status.as_deref().is_some_and(|st| {
             matches!(
                 st.split_whitespace().nth(2),
-                Some("installed" | "triggers-awaiting" | "triggers-pending")
+                Some("installed" | "triggers-awaited" | "triggers-pending")
             )
         });
         if let (Some(name), true) = (s.name, installed) {
@@ -1564,6 +1568,8 @@ mod tests {
                     Package: c\nStatus: install ok unpacked\nVersion: 1\n\n\
                     Package: d\nStatus: install ok half-configured\n\n\
                     Package: e\nStatus: install ok triggers-pending\nArchitecture: i386\nVersion: 5\n\n\
+                    Package: f\nStatus: install ok triggers-awaited\nArchitecture: all\nVersion: 6\n\n\
+                    Package: g\nStatus: install ok triggers-awaiting\nArchitecture: all\nVersion: 7\n\n\
                     Package: a\nStatus: install ok installed\nArchitecture: i386\nVersion: 1:2.0-1\n";
         let facts = parse_dpkg_status(text);
         let got: Vec<(&str, &str, &str)> = facts
@@ -1576,6 +1582,7 @@ mod tests {
                 ("a", "1:2.0-1", "amd64"),
                 ("b", "3", "all"),
                 ("e", "5", "i386"),
+                ("f", "6", "all"),
                 ("a", "1:2.0-1", "i386")
             ]
         );

@@ -8,8 +8,8 @@
 //!
 //! check: a pattern that matches nothing is n/a (as in OpenSVC, so a fixed rule reads n/a
 //! afterwards, not ok); one that matches is nok, each match listed. fix removes each match: a
-//! file, symlink or special file is unlinked (a symlink is never followed), a directory is
-//! removed recursively; each is first saved under `<var>/backup/<session>/` (moved there, or
+//! file, symlink or special file is unlinked (a symlink is never followed, even when a
+//! pattern ending with `/` matched it as a directory), a directory is removed recursively; each is first saved under `<var>/backup/<session>/` (moved there, or
 //! copied when the var dir is on another file system). fixable is n/a.
 //!
 //! Patterns are expanded inside the root prefix: a symlinked directory on the way is followed
@@ -24,9 +24,14 @@
 //!   `/us*` or `/ro?t` are refused as soon as they reach `/usr`, `/root` or a top-level link
 //!   such as `/bin -> usr/bin`; a top-level regular file may be removed).
 //!
-//! Other differences from OpenSVC: `**` is the same as `*` (as in Python's non-recursive
-//! glob); `.` and `..` are never matches; unreadable directories are skipped silently as
-//! Python's glob does. Removed files are backed up (OpenSVC does not).
+//! As in Python's glob, a pattern ending with `/` (or `/.`) matches directories only (a link
+//! to a directory counts): a regular file `dfile` never matches `dfile/`.
+//!
+//! Other differences from OpenSVC (each a row of `docs/opensvc-compat.md`, with the reason):
+//! a dangling symlink that matches is removed (OpenSVC reports it as absent and keeps it);
+//! `**` is the same as `*` (as in Python's non-recursive glob); `.` and `..` are never
+//! matches; unreadable directories are skipped silently as Python's glob does. Removed files
+//! are backed up (OpenSVC does not).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -168,7 +173,8 @@ fn refuse_unsafe(host: &HostView, shown: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a pattern and rewrites it without empty or `.` components and with `**` as `*`.
+/// Checks a pattern and rewrites it without empty or `.` components and with `**` as `*`,
+/// keeping one trailing `/` when the pattern asks for directories only (`d/`, `d/.`).
 fn normalize(pattern: &str) -> Result<String, String> {
     if !pattern.starts_with('/') {
         return Err("the pattern is not absolute".into());
@@ -185,6 +191,7 @@ fn normalize(pattern: &str) -> Result<String, String> {
         ["root"] => return Err("/root is protected".into()),
         _ => {}
     }
+    let dirs_only = pattern.ends_with('/') || pattern.trim_end_matches('/').ends_with("/.");
     let mut out = String::with_capacity(pattern.len());
     for part in parts {
         out.push('/');
@@ -195,6 +202,9 @@ fn normalize(pattern: &str) -> Result<String, String> {
             }
             last_star = c == '*';
         }
+    }
+    if dirs_only {
+        out.push('/');
     }
     Ok(out)
 }
@@ -374,6 +384,40 @@ mod tests {
             fs::read_to_string(saved.join("etc/up/victim2")).unwrap(),
             "in the root"
         );
+    }
+
+    /// Issue 12 item 4: as with Python's glob, a pattern ending with `/` matches directories
+    /// only; `dfile/` used to remove the regular file `dfile`.
+    #[test]
+    fn trailing_slash_matches_directories_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path());
+        let a = dir.path().join("a");
+        fs::create_dir_all(a.join("d1/sub")).unwrap();
+        fs::create_dir_all(dir.path().join("b")).unwrap();
+        fs::write(a.join("dfile"), "data").unwrap();
+        fs::write(dir.path().join("b/y"), "keep").unwrap();
+        std::os::unix::fs::symlink("../b", a.join("dsl")).unwrap();
+        for pattern in ["/a/dfile/", "/a/dfile/.", "/a/dfile//"] {
+            let before = snapshot(dir.path());
+            let (st, log) = check::<RemoveFiles>(&h, json!([pattern]));
+            assert_eq!(st, Status::NotApplicable, "{pattern}: {log:?}");
+            let (st, _) = fix::<RemoveFiles>(&h, json!([pattern]));
+            assert_eq!(st, Status::NotApplicable, "{pattern}");
+            assert!(diff_snapshots(&before, &snapshot(dir.path())).is_empty(), "{pattern}");
+        }
+        let (st, log) = check::<RemoveFiles>(&h, json!("/a/*/"));
+        assert_eq!(st, Status::Nok);
+        assert!(log.iter().any(|l| l.starts_with("/a/d1: exists")), "{log:?}");
+        assert!(log.iter().any(|l| l.starts_with("/a/dsl: exists")), "{log:?}");
+        assert!(!log.iter().any(|l| l.contains("dfile")), "{log:?}");
+        let (st, log) = fix::<RemoveFiles>(&h, json!("/a/*/"));
+        assert_eq!(st, Status::Ok, "{log:?}");
+        assert!(!a.join("d1").exists());
+        // The link matched as a directory is unlinked; what it points to is kept.
+        assert!(fs::symlink_metadata(a.join("dsl")).is_err());
+        assert_eq!(fs::read_to_string(dir.path().join("b/y")).unwrap(), "keep");
+        assert_eq!(fs::read_to_string(a.join("dfile")).unwrap(), "data");
     }
 
     #[test]

@@ -10,10 +10,13 @@
 //! the same directory and renamed over the path, so the path never goes missing. fixable is
 //! n/a, as in OpenSVC.
 //!
-//! Differences from OpenSVC:
+//! Differences from OpenSVC (each a row of `docs/opensvc-compat.md`, with the reason):
 //! - A symlink with a wrong target is replaced (OpenSVC only creates missing links).
-//! - A regular file, directory or special file at the link path is nok, and fix refuses to
-//!   replace it (OpenSVC fails on it too, less clearly).
+//! - A link path ending with `/` is nok, nothing created (OpenSVC creates a directory there,
+//!   then fails to link).
+//!
+//! As in OpenSVC, a regular file, directory or special file at the link path is nok, and fix
+//! refuses to replace it.
 
 use std::ffi::OsStr;
 
@@ -134,6 +137,10 @@ impl Class for Symlink {
 fn inspect(rule: &SymlinkRule, host: &HostView) -> Result<Current, String> {
     if rule.target.is_empty() {
         return Err("target: empty (a symlink needs a target)".into());
+    }
+    if rule.symlink.ends_with('/') {
+        // OpenSVC would make a directory there and then fail to link.
+        return Err("symlink: a link path cannot end with '/' (that names a directory)".into());
     }
     let real = host.path(&rule.symlink).map_err(|e| e.to_string())?;
     match host.metadata(&real).map_err(|e| e.to_string())? {

@@ -2,34 +2,44 @@
 //!
 //! OpenSVC name `sysctl` (object script `sysctl.py`). A rule sets one element of a parameter's
 //! value vector: `{"key": "net.ipv4.ip_local_port_range", "index": 1, "op": ">=", "value":
-//! 65534}`. The list form `{"key": K, "value": [[op, v], ...]}` (or `[v0, v1, ...]`, all `=`)
-//! expands to one rule per list position, the position being the index.
+//! 65534}`. The list form `{"key": K, "value": [[op, v], ...]}` expands to one rule per list
+//! position, the position being the index; a flat pair `{"key": K, "value": [op, v]}` is one
+//! rule for index 0 (OpenSVC reads a list whose first element is not a list that way).
 //!
 //! check reads the live value from `<root>/proc/sys/<key>` and the persisted value the way
 //! `sysctl --system` / systemd-sysctl apply it: the `*.conf` files of `/etc/sysctl.d`,
 //! `/run/sysctl.d`, `/usr/local/lib/sysctl.d`, `/usr/lib/sysctl.d` and `/lib/sysctl.d` (a
 //! file name in an earlier directory masks the same name in a later one), sorted by file name,
 //! then `/etc/sysctl.conf` last; the last assignment of the key wins. Both must comply; the log
-//! says which does not, and which file the effective persisted value comes from.
+//! says which does not, and which file the effective persisted value comes from. As in
+//! OpenSVC, when both comply but the live vector differs from the persisted one (on the
+//! elements the persisted one has, integers compared as numbers), the rule is nok too: the
+//! persisted value is not what the kernel runs, a reload is pending.
 //!
-//! fix writes the live value (only if it does not comply; a value already `>=` the target is
-//! kept) and persists the key in `/etc/sysctl.d/99-tenet.conf`, a file Tenet owns (one sorted
-//! `key = v1 v2` line per key, other keys kept). The persisted vector starts from the
-//! effective persisted one (or the live one when there is none), so several rules on the same
-//! key (different indexes) compose. When a file applied after `99-tenet.conf` (a
+//! fix persists the key in `/etc/sysctl.d/99-tenet.conf`, a file Tenet owns (one sorted
+//! `key = v1 v2` line per key, other keys kept), unless the effective persisted value already
+//! complies (a value already `>=` the target is kept), then writes the persisted vector to
+//! the live value when they differ (what `sysctl -p` does for that key). The persisted vector
+//! starts from the effective persisted one (or the live one when there is none), so several
+//! rules on the same key (different indexes) compose. When a file applied after `99-tenet.conf` (a
 //! `sysctl.d` file sorting after it, or `/etc/sysctl.conf`) still sets a non-compliant value,
 //! its lines for the key are commented out with a `# tenet: moved to ...` marker, so that
 //! `99-tenet.conf` is the one place the key is set; files applied after it with a compliant
 //! value are left alone.
 //!
-//! Differences from OpenSVC:
+//! Differences from OpenSVC (each a row of `docs/opensvc-compat.md`, with the reason):
 //! - OpenSVC edits `/etc/sysctl.conf` in place and is n/a without it; Tenet persists in its own
 //!   `sysctl.d` file and reads the whole `sysctl --system` sequence (OM3 even took the *first*
 //!   line of a key; the last wins here, as in the kernel tools).
 //! - `>` and `<` are refused (PY accepted them and never compared); `>=` / `<=` need integer
 //!   targets at parse time and integer current values (else nok with a message).
 //! - An index out of range is a nok with a message (PY raised IndexError).
-//! - The live value is written to `/proc/sys` directly instead of `sysctl -e -p`.
+//! - The live value is written to `/proc/sys` directly, for the rule's key only, instead of
+//!   `sysctl -e -p` (which reapplies every key of the file).
+//! - A persisted value that already satisfies `>=` / `<=` is kept (OpenSVC rewrites it to the
+//!   bare target whenever the key is nok for any reason, the pending reload included).
+//!
+//! Every difference is listed, with the reason, in `docs/opensvc-compat.md`.
 //! - Keys follow sysctl.d(5): `.` or `/` separators; when the first separator is `/`, dots
 //!   and slashes are interchanged (`net/ipv4/conf/eth0.100/rp_filter` is
 //!   `net.ipv4.conf.eth0/100.rp_filter`). Glob keys (`net.ipv4.conf.*.rp_filter`) in the
@@ -120,7 +130,9 @@ impl Class for Sysctl {
         let want = format!("{} {}", rule.op, rule.value);
         let mut status = Status::Ok;
 
-        match read_live(host, key) {
+        let live = read_live(host, key);
+        let persisted = effective(host, key);
+        match &live {
             Err(e) => {
                 log.err(e);
                 status = Status::Nok;
@@ -148,9 +160,9 @@ impl Class for Sysctl {
             },
         }
 
-        match effective(host, key) {
+        match &persisted {
             Err(e) => {
-                log.err(e);
+                log.err(e.clone());
                 status = Status::Nok;
             }
             Ok(None) => {
@@ -185,6 +197,20 @@ impl Class for Sysctl {
                     },
                 }
             }
+        }
+        // OpenSVC's "on target in sysctl.conf but kernel value is different": both comply,
+        // yet the kernel does not run what is persisted (a reload is pending).
+        if status == Status::Ok
+            && let (Ok(live), Ok(Some(a))) = (&live, &persisted)
+            && !same_elements(&a.values, &live.values)
+        {
+            log.err(format!(
+                "sysctl {key}: live value {:?} differs from the persisted {:?} ({}): a reload is pending",
+                live.values.join(" "),
+                a.values.join(" "),
+                a.describe_source()
+            ));
+            status = Status::Nok;
         }
         status
     }
@@ -268,13 +294,21 @@ fn expand(item: &Value, out: &mut Vec<SysctlRule>) -> Result<(), String> {
     if list.is_empty() {
         return Err("value: empty list".into());
     }
-    for (i, elem) in list.iter().enumerate() {
+    // As OpenSVC: a list whose first element is not a list is one `[op, value]` pair for
+    // index 0 (`["=", 4]`), not a vector of values.
+    let pairs: Vec<&Value> = if list[0].is_array() {
+        list.iter().collect()
+    } else {
+        vec![&obj["value"]]
+    };
+    for (i, elem) in pairs.into_iter().enumerate() {
         let (op, val) = match elem {
             Value::Array(pair) if pair.len() == 2 => (pair[0].clone(), pair[1].clone()),
-            Value::Array(_) => {
-                return Err(format!("value[{i}]: expected [op, value], found {elem}"));
+            _ => {
+                return Err(format!(
+                    "value[{i}]: expected an [op, value] pair (like [\">=\", 4]), found {elem}"
+                ));
             }
-            scalar => (Value::String("=".into()), scalar.clone()),
         };
         let mut one = obj.clone();
         one.insert("index".into(), Value::from(i));
@@ -394,6 +428,17 @@ fn swap_separators(s: &str) -> String {
 /// The path of a dotted key under `/proc/sys`.
 fn proc_rel(key: &str) -> String {
     swap_separators(key)
+}
+
+/// Whether the live elements hold the persisted ones, position by position (integers as
+/// numbers). Elements the persisted value does not give are not compared: `sysctl -p` with a
+/// shorter value leaves them as they are.
+fn same_elements(persisted: &[String], live: &[String]) -> bool {
+    persisted.len() <= live.len()
+        && persisted
+            .iter()
+            .zip(live)
+            .all(|(p, l)| satisfies(l, Op::Eq, p).unwrap_or(false))
 }
 
 /// Whether `cur` complies with `op target`; an error names a non-integer for `>=` / `<=`.
@@ -630,43 +675,56 @@ fn fix_rule(rule: &SysctlRule, host: &Host, log: &mut Log) -> Result<(), String>
     }
     let ok = |v: &str| satisfies(v, rule.op, &rule.value).unwrap_or(false);
 
-    let mut live_values = live.values.clone();
-    if !ok(&live_values[idx]) {
-        let old = std::mem::replace(&mut live_values[idx], rule.value.clone());
+    let eff = effective(host, key)?;
+    let persisted = match eff {
+        Some(a) if a.values.get(idx).is_some_and(|v| ok(v)) => a.values,
+        eff => {
+            let mut values = match eff {
+                Some(a) if a.values.len() > idx => a.values,
+                _ => live.values.clone(),
+            };
+            if !ok(&values[idx]) {
+                values[idx] = rule.value.clone();
+            }
+            if write_tenet_conf(host, key, &values)? {
+                log.info(format!(
+                    "sysctl {key}: persisted {key} = {} in {TENET_CONF}",
+                    values.join(" ")
+                ));
+            }
+            make_tenet_conf_effective(host, key, idx, &ok, log)?;
+            values
+        }
+    };
+
+    // Then the kernel runs what is persisted, as `sysctl -p` would make it (for this key).
+    if !same_elements(&persisted, &live.values) {
+        let mut values = live.values.clone();
+        for (v, p) in values.iter_mut().zip(&persisted) {
+            v.clone_from(p);
+        }
         let sep = if live.raw.contains('\t') { "\t" } else { " " };
-        host.write_kernel_file(&live.real, &format!("{}\n", live_values.join(sep)))
+        host.write_kernel_file(&live.real, &format!("{}\n", values.join(sep)))
             .map_err(|e| format!("sysctl {key}: cannot set the live value: {e}"))?;
         log.info(format!(
-            "sysctl {key}: live value set to {:?} in {} ({idx}: {old} -> {})",
-            live_values.join(" "),
+            "sysctl {key}: live value set to {:?} in {} (was {:?})",
+            values.join(" "),
             live.logical,
-            rule.value
+            live.values.join(" ")
         ));
     }
+    Ok(())
+}
 
-    let eff = effective(host, key)?;
-    if eff
-        .as_ref()
-        .and_then(|a| a.values.get(idx))
-        .is_some_and(|v| ok(v))
-    {
-        return Ok(());
-    }
-    let mut values = match &eff {
-        Some(a) if a.values.len() > idx => a.values.clone(),
-        _ => live_values,
-    };
-    if !ok(&values[idx]) {
-        values[idx] = rule.value.clone();
-    }
-    if write_tenet_conf(host, key, &values)? {
-        log.info(format!(
-            "sysctl {key}: persisted {key} = {} in {TENET_CONF}",
-            values.join(" ")
-        ));
-    }
-
-    // A file applied after ours may still win with a non-compliant value: comment it out.
+/// Comments out the lines of files applied after [`TENET_CONF`] that still set `key` to a
+/// non-compliant value, so that Tenet's file is the effective setting.
+fn make_tenet_conf_effective(
+    host: &Host,
+    key: &str,
+    idx: usize,
+    ok: &dyn Fn(&str) -> bool,
+    log: &mut Log,
+) -> Result<(), String> {
     for _ in 0..64 {
         match effective(host, key)? {
             Some(a)
@@ -907,7 +965,42 @@ mod tests {
             2,
             "{conf}"
         );
-        assert_eq!(read(d.path(), "/proc/sys/kernel/printk"), "3\t4\t1\t3\n");
+        // The kernel then runs what is persisted, as `sysctl -p` would make it.
+        assert_eq!(read(d.path(), "/proc/sys/kernel/printk"), "3\t1\t2\t3\n");
+    }
+
+    /// Issue 12 item 6: both the live and the persisted element comply, but the kernel runs
+    /// another vector than the persisted one: nok (OpenSVC's "kernel value is different"),
+    /// and fix makes the kernel run the persisted value.
+    #[test]
+    fn reload_pending_is_nok_and_fixed() {
+        let d = tempfile::tempdir().unwrap();
+        put(d.path(), "/proc/sys/net/ipv4/ip_local_port_range", "1025\t60999\n");
+        put(
+            d.path(),
+            "/etc/sysctl.conf",
+            "net.ipv4.ip_local_port_range = 1025 65000\n",
+        );
+        let h = host(d.path());
+        let rule = json!({"key":"net.ipv4.ip_local_port_range","value":[">=", 1024]});
+        let log = assert_class_contract::<Sysctl>(&h, &[d.path()], rule);
+        assert!(
+            log.iter().any(|l| l.contains(
+                "live value \"1025 60999\" differs from the persisted \"1025 65000\" (/etc/sysctl.conf): a reload is pending"
+            )),
+            "{log:?}"
+        );
+        assert_eq!(
+            read(d.path(), "/proc/sys/net/ipv4/ip_local_port_range"),
+            "1025\t65000\n"
+        );
+        // The persisted value complied: nothing written there.
+        assert!(!d.path().join("etc/sysctl.d/99-tenet.conf").exists());
+
+        // A persisted value with fewer elements than the kernel's is compared on those.
+        put(d.path(), "/etc/sysctl.conf", "net.ipv4.ip_local_port_range = 1025\n");
+        let (st, log) = check::<Sysctl>(&h, json!({"key":"net.ipv4.ip_local_port_range","value":1025}));
+        assert_eq!(st, Status::Ok, "{log:?}");
     }
 
     #[test]
@@ -1107,7 +1200,9 @@ mod tests {
             &[d.path()],
             json!({"key":"vm.swappiness","op":">=","value":5}),
         );
-        assert_eq!(read(d.path(), "/proc/sys/vm/swappiness"), "5\n");
+        // The compliant persisted value is kept, and the kernel is set to it (not to the
+        // bare target): live and persisted agree after a fix.
+        assert_eq!(read(d.path(), "/proc/sys/vm/swappiness"), "20\n");
         assert_eq!(read(d.path(), "/etc/sysctl.conf"), "vm.swappiness = 20\n");
         assert!(!d.path().join("etc/sysctl.d/99-tenet.conf").exists());
     }
@@ -1168,13 +1263,23 @@ mod tests {
             (rules[1].index, rules[1].op, rules[1].value.as_str()),
             (1, Op::Ge, "4")
         );
+        // A flat list is one [op, value] pair for index 0, as in OpenSVC.
         let rules =
-            Sysctl::rules(&json!([{"key":"a.b","value":[1, "x"]}, {"key":"c","value":2}])).unwrap();
-        assert_eq!(rules.len(), 3);
+            Sysctl::rules(&json!([{"key":"a.b","value":[">=", 4]}, {"key":"c","value":2}]))
+                .unwrap();
+        assert_eq!(rules.len(), 2);
         assert_eq!(
-            (rules[1].index, rules[1].op, rules[1].value.as_str()),
-            (1, Op::Eq, "x")
+            (rules[0].index, rules[0].op, rules[0].value.as_str()),
+            (0, Op::Ge, "4")
         );
+        for (bad, needle) in [
+            (json!({"key":"a.b","value":[1, "x"]}), "unsupported operator 1"),
+            (json!({"key":"a.b","value":["=", 4, 5]}), "expected an [op, value] pair"),
+            (json!({"key":"a.b","value":[["=", 4], 5]}), "value[1]: expected an [op, value] pair"),
+        ] {
+            let err = Sysctl::rules(&bad).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
 
         let d = tempfile::tempdir().unwrap();
         let h = host(d.path());

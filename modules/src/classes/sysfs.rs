@@ -11,8 +11,8 @@
 //! regular files), then re-checks, so a value the kernel refuses or ignores is reported.
 //! The setting is not persisted across reboots (a boot parameter or a unit does that).
 //!
-//! Differences from OpenSVC: the path must be absolute and under `/sys` (refused at parse
-//! time otherwise); it is taken under the host's root prefix.
+//! Differences from OpenSVC (`docs/opensvc-compat.md`): the path must be absolute and under
+//! `/sys` (refused at parse time otherwise); it is taken under the host's root prefix.
 
 use std::path::{Component, Path};
 
