@@ -54,7 +54,7 @@ pub fn gather(host: &Host) -> NodeFacts {
         }
     }
     let packages =
-        tenet_modules::classes::package::installed_packages(host.view()).unwrap_or_else(|e| {
+        tenet_modules::packages::installed_packages(host.view()).unwrap_or_else(|e| {
             tracing::warn!("cannot list installed packages: {e}");
             Vec::new()
         });
