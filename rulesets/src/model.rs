@@ -324,14 +324,33 @@ pub(crate) struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// The object's name as messages show it: as is when it is a valid name, else quoted,
+    /// escaped and cut (a hostile name must not forge or flood log lines).
+    fn shown_name(&self) -> String {
+        let kind = match self.kind {
+            ObjectKind::Ruleset => crate::names::NameKind::Ruleset,
+            ObjectKind::Filterset => crate::names::NameKind::Filterset,
+            ObjectKind::Moduleset => crate::names::NameKind::Moduleset,
+        };
+        if crate::names::is_valid(kind, &self.name) {
+            self.name.clone()
+        } else {
+            crate::names::shown(&self.name)
+        }
+    }
+}
+
 impl Bundle {
-    /// Checks the bundle is consistent: every map key equals its object's name, every referenced
+    /// Checks the bundle is consistent: every name follows its grammar ([`crate::names`]), no
+    /// ruleset defines a variable twice and no moduleset lists a module twice, every map key
+    /// equals its object's name, every referenced
     /// ruleset / moduleset / filterset exists, every contextual ruleset has a filterset, and
     /// ruleset, moduleset and filterset nesting have no cycles. Errors are
     /// [`crate::Error::Invalid`] naming the object at fault.
     pub fn validate(&self) -> crate::Result<()> {
         check(self).map_err(|p| crate::Error::Invalid {
-            context: format!("{} {}", p.kind, p.name),
+            context: format!("{} {}", p.kind, p.shown_name()),
             message: p.message,
         })
     }
@@ -349,6 +368,7 @@ pub(crate) fn check(bundle: &Bundle) -> Result<(), Problem> {
         name: name.to_string(),
         message,
     };
+    crate::names::bundle_problem(bundle)?;
     for (key, rs) in &bundle.rulesets {
         if key != &rs.name {
             return Err(problem(
@@ -546,7 +566,7 @@ pub(crate) fn validate_at(bundle: &Bundle, origins: &Origins, fallback: &str) ->
             .get(&(p.kind, p.name.clone()))
             .map_or(fallback, String::as_str);
         crate::Error::Invalid {
-            context: format!("{at}: {} {}", p.kind, p.name),
+            context: format!("{at}: {} {}", p.kind, p.shown_name()),
             message: p.message,
         }
     })
