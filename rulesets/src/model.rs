@@ -199,7 +199,7 @@ pub struct ModuleRef {
 /// Facts about the node (and optionally a service) that filtersets are evaluated against.
 /// Every field may be omitted in JSON (a node that pushed nothing yet has no facts).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct NodeFacts {
     /// The `nodes` table: `nodename`, `fqdn`, `os_name`, `os_vendor`, `os_release`, `os_arch`,
     /// `cpu_model`, `cpu_threads`, `mem_bytes`, `team_responsible`, ... Values are text.
@@ -214,6 +214,7 @@ pub struct NodeFacts {
 
 /// One installed package.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PackageFact {
     /// Package name (`pkg_name`).
     pub name: String,
