@@ -7,7 +7,8 @@
 //! collector = "https://collector.example:8443"
 //! node_id = "5b0c…"                        # written by `tenet register`
 //! secret_file = "/etc/tenet/node.secret"   # mode 0600, written by `tenet register`
-//! ca_file = "/etc/tenet/collector-ca.pem"  # trust this CA too (self-signed collectors)
+//! ca_file = "/etc/tenet/collector-ca.pem"  # trust this CA too, or pin this self-signed cert
+//! insecure_http = false                    # accept a plain http:// collector (register --insecure-http)
 //! var_dir = "/var/lib/tenet"               # policy cache, results spool, backups
 //! listener_port = 1214                     # reported to the collector
 //! services = ["spdc"]                      # services this node hosts
@@ -59,6 +60,11 @@ impl NodeConfig {
                 bail!("{}: {key}: expected a string", self.path.display());
             }
         }
+        if let Some(v) = self.table.get("insecure_http")
+            && !v.is_bool()
+        {
+            bail!("{}: insecure_http: expected true or false", self.path.display());
+        }
         if let Some(v) = self.table.get("listener_port") {
             match v.as_integer() {
                 Some(p) if (1..=65535).contains(&p) => {}
@@ -77,6 +83,10 @@ impl NodeConfig {
                 "{}: services: expected a list of service names",
                 self.path.display()
             );
+        }
+        for s in self.services() {
+            tenet_rulesets::names::check(tenet_rulesets::names::NameKind::Service, &s)
+                .with_context(|| format!("{}: services", self.path.display()))?;
         }
         if let Some(url) = self.collector()
             && !(url.starts_with("https://") || url.starts_with("http://"))
@@ -113,6 +123,15 @@ impl NodeConfig {
                 .unwrap_or(Path::new("."))
                 .join("node.secret"),
         }
+    }
+
+    /// Whether a plain `http://` collector URL is accepted (`insecure_http = true`, written by
+    /// `tenet register --insecure-http`).
+    pub fn insecure_http(&self) -> bool {
+        self.table
+            .get("insecure_http")
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false)
     }
 
     /// An extra CA certificate (PEM) to trust for the collector.

@@ -205,6 +205,22 @@ pub fn shown(name: &str) -> String {
     format!("{head:?}… ({count} characters)")
 }
 
+impl crate::Policy {
+    /// Checks the names a node acts on in a resolved policy (received from a collector):
+    /// module names become script file names, variable names environment variable names.
+    pub fn check_names(&self) -> Result<(), NameError> {
+        for m in &self.modules {
+            check(NameKind::Module, &m.name)?;
+        }
+        for rs in &self.rulesets {
+            for v in &rs.variables {
+                check(NameKind::Variable, &v.name)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The first name problem of a bundle: an invalid name of an object, module, variable or
 /// publication group, or a module or variable listed twice in the same moduleset or ruleset.
 pub(crate) fn bundle_problem(bundle: &crate::Bundle) -> Result<(), crate::model::Problem> {
