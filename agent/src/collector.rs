@@ -189,8 +189,10 @@ impl CollectorClient {
 
     /// `POST /api/v1/nodes` (admin).
     pub fn register(&self, request: &RegisterRequest) -> Result<Registration, CallError> {
-        let resp =
-            self.send(self.request(reqwest::Method::POST, "/api/v1/nodes").json(request))?;
+        let resp = self.send(
+            self.request(reqwest::Method::POST, "/api/v1/nodes")
+                .json(request),
+        )?;
         self.json(resp)
     }
 

@@ -63,7 +63,10 @@ impl NodeConfig {
         if let Some(v) = self.table.get("insecure_http")
             && !v.is_bool()
         {
-            bail!("{}: insecure_http: expected true or false", self.path.display());
+            bail!(
+                "{}: insecure_http: expected true or false",
+                self.path.display()
+            );
         }
         if let Some(v) = self.table.get("listener_port") {
             match v.as_integer() {

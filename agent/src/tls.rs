@@ -89,8 +89,9 @@ impl ServerCertVerifier for PinnedOrPlatform {
                 now,
             );
         }
-        let (not_before, not_after) = validity(end_entity.as_ref())
-            .ok_or(rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let (not_before, not_after) = validity(end_entity.as_ref()).ok_or(
+            rustls::Error::InvalidCertificate(CertificateError::BadEncoding),
+        )?;
         if now.as_secs() < not_before {
             return Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidYet,
@@ -211,8 +212,8 @@ fn asn1_time(tag: u8, text: &[u8]) -> Option<u64> {
         return None;
     }
     let n = |i: usize| -> Option<u8> { rest[i..i + 2].parse().ok() };
-    let date = time::Date::from_calendar_date(year, time::Month::try_from(n(0)?).ok()?, n(2)?)
-        .ok()?;
+    let date =
+        time::Date::from_calendar_date(year, time::Month::try_from(n(0)?).ok()?, n(2)?).ok()?;
     let t = time::Time::from_hms(n(4)?, n(6)?, n(8)?).ok()?;
     u64::try_from(date.with_time(t).assume_utc().unix_timestamp()).ok()
 }

@@ -41,7 +41,11 @@ fn item1_facts_a_node_reports_grant_nothing_admin_attributes_do() {
     let (id, secret) = admin.register("node-a");
     let node = server.client().node(&id, &secret);
     admin
-        .call("POST", "/api/v1/services/secretsvc/modulesets/spdc.kernel", None)
+        .call(
+            "POST",
+            "/api/v1/services/secretsvc/modulesets/spdc.kernel",
+            None,
+        )
         .expect(200);
     render_config(&admin, "secretsvc");
 
@@ -335,7 +339,11 @@ fn item9_duplicates_are_400_naming_them_and_500s_carry_only_a_request_id() {
         e,
         format!("internal error (request id {request_id}: the collector's log has the details)")
     );
-    assert!(!a.body.contains("audit_log") && !a.body.contains("SQL"), "{}", a.body);
+    assert!(
+        !a.body.contains("audit_log") && !a.body.contains("SQL"),
+        "{}",
+        a.body
+    );
     server.stop();
     let log = server.log();
     let line = log
@@ -370,11 +378,20 @@ fn item10_names_follow_one_grammar_in_the_api_import_and_agent() {
             ("/api/v1/nodes", json!({"name": name})),
         ] {
             let a = admin.post(path, &body);
-            assert_eq!(a.status, 400, "{path} {:?}: {}", &name[..name.len().min(20)], a.body);
+            assert_eq!(
+                a.status,
+                400,
+                "{path} {:?}: {}",
+                &name[..name.len().min(20)],
+                a.body
+            );
             let e = error_of(&a);
             assert!(e.contains(why), "{path}: {e}");
             // A hostile name never comes back whole: cut and escaped.
-            assert!(e.len() < 600 && !e.contains('\n') && !e.contains('\0'), "{e}");
+            assert!(
+                e.len() < 600 && !e.contains('\n') && !e.contains('\0'),
+                "{e}"
+            );
         }
     }
     // Variables are OpenSVC identifiers (issue 12 item 13).
@@ -389,10 +406,17 @@ fn item10_names_follow_one_grammar_in_the_api_import_and_agent() {
             )
             .expect(400),
     );
-    assert!(e.contains("invalid variable name \"a=b\": holds '='"), "{e}");
+    assert!(
+        e.contains("invalid variable name \"a=b\": holds '='"),
+        "{e}"
+    );
     // Services created by a first attachment, node names at registration.
     admin
-        .call("POST", "/api/v1/services/a%20b/modulesets/spdc.kernel", None)
+        .call(
+            "POST",
+            "/api/v1/services/a%20b/modulesets/spdc.kernel",
+            None,
+        )
         .expect(400);
     admin
         .post("/api/v1/nodes", &json!({"name": "-node"}))
@@ -476,11 +500,31 @@ fn item11_unknown_fields_are_422_naming_them_and_every_error_is_json() {
     );
     // Query strings, path parameters, methods: JSON errors too.
     for (method, path, status, needle) in [
-        ("GET", format!("/api/v1/nodes/{id}/runs?limit=abc"), 400, "limit"),
-        ("GET", format!("/api/v1/nodes/{id}/runs?bogus=1"), 400, "bogus"),
+        (
+            "GET",
+            format!("/api/v1/nodes/{id}/runs?limit=abc"),
+            400,
+            "limit",
+        ),
+        (
+            "GET",
+            format!("/api/v1/nodes/{id}/runs?bogus=1"),
+            400,
+            "bogus",
+        ),
         ("GET", "/api/v1/audit?limit=-1".to_string(), 400, "limit"),
-        ("GET", "/api/v1/actions/notanumber".to_string(), 400, "notanumber"),
-        ("PATCH", "/api/v1/nodes".to_string(), 405, "method not allowed"),
+        (
+            "GET",
+            "/api/v1/actions/notanumber".to_string(),
+            400,
+            "notanumber",
+        ),
+        (
+            "PATCH",
+            "/api/v1/nodes".to_string(),
+            405,
+            "method not allowed",
+        ),
         ("GET", "/nowhere".to_string(), 404, "no such endpoint"),
     ] {
         let a = admin.call(method, &path, None);

@@ -744,9 +744,9 @@ fn release_tasks_run_one_at_a_time_in_the_daemon_and_the_collector_shows_their_s
         "n1",
         "--insecure-http",
     ])
-        .env("TENET_ADMIN_TOKEN", &token)
-        .run()
-        .assert_code(0);
+    .env("TENET_ADMIN_TOKEN", &token)
+    .run()
+    .assert_code(0);
     lir.tenet(["pushasset", "--root"])
         .arg(&lir.root)
         .run()

@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tenet_rulesets::api::{NodeAttributes, RegisterRequest, Registration};
-use tenet_rulesets::names::{self, NameKind};
 use tenet_rulesets::export::{parse_filter_op, parse_logical_op, parse_ruleset_type};
+use tenet_rulesets::names::{self, NameKind};
 use tenet_rulesets::{
     Bundle, Filter, FilterEntry, FilterTest, Filterset, Meta, ModuleRef, Moduleset, Ruleset,
     RulesetType, VarValue, Variable,

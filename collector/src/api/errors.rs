@@ -49,7 +49,8 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes).trim().to_string();
     if status == StatusCode::INTERNAL_SERVER_ERROR {
-        return ApiError::internal(format!("500 from a layer or extractor: {text}")).into_response();
+        return ApiError::internal(format!("500 from a layer or extractor: {text}"))
+            .into_response();
     }
     let message = if text.is_empty() {
         status

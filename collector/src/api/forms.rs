@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use tenet_templates::{ErrorKind, FormOptions};
 
 use super::{Admin, ApiError, AppState, Caller, blocking};
-use tenet_rulesets::names::{self, NameKind};
 use crate::store::{ServiceConfig, now_text};
+use tenet_rulesets::names::{self, NameKind};
 
 /// `POST /api/v1/forms/{name}` body.
 #[derive(Debug, Deserialize)]
@@ -38,7 +38,6 @@ fn template_error(e: tenet_templates::Error) -> ApiError {
     };
     ApiError::new(status, e.to_string())
 }
-
 
 /// `GET /api/v1/forms` (admin): the forms and their inputs.
 pub async fn list_forms(State(state): State<AppState>, Admin(_): Admin) -> Response {

@@ -372,7 +372,9 @@ impl ApiError {
         tracing::error!(request_id = %id, "internal error: {detail}");
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("internal error (request id {id}: the collector's log has the details)"),
+            message: format!(
+                "internal error (request id {id}: the collector's log has the details)"
+            ),
             request_id: Some(id),
         }
     }

@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 use tenet_rulesets::api::{FactsUpdate, NodeStatus, RunRecorded, RunResults, Summary};
 
 use super::{ApiError, AppState, Caller, blocking};
-use tenet_rulesets::names::{self, NameKind};
 use crate::store::{AttachKind, Target};
+use tenet_rulesets::names::{self, NameKind};
 
 /// `GET /api/v1/nodes/{node}`: the node's registration, admin-assigned attributes,
 /// attachments (with who made each) and facts.

@@ -279,8 +279,7 @@ pub trait Store: Send + Sync + 'static {
     fn detach(&self, target: &Target, kind: AttachKind, name: &str, actor: &str) -> Result<bool>;
     /// Detaches from a node what `actor` attached itself; `Forbidden` naming who attached it
     /// when someone else did; `Ok(false)` when it was not attached.
-    fn detach_own(&self, node_id: &str, kind: AttachKind, name: &str, actor: &str)
-    -> Result<bool>;
+    fn detach_own(&self, node_id: &str, kind: AttachKind, name: &str, actor: &str) -> Result<bool>;
 
     /// Records a run's results once per `run_id`: `Ok(false)` when it was recorded before.
     fn record_run(&self, node_id: &str, run: &RunResults) -> Result<bool>;

@@ -25,8 +25,8 @@ use tenet_rulesets::{
 };
 
 use super::{
-    AttachKind, Attached, Attachments, AuditEntry, BundleEdit, EditOutcome, Gauges, NodeAuth, NodeSummary,
-    NotifyTarget, ReleaseRow, RunSummary, ServiceConfig, Store, Target, now_text,
+    AttachKind, Attached, Attachments, AuditEntry, BundleEdit, EditOutcome, Gauges, NodeAuth,
+    NodeSummary, NotifyTarget, ReleaseRow, RunSummary, ServiceConfig, Store, Target, now_text,
 };
 use crate::error::{Error, Result};
 use tenet_rulesets::action::{Action, ActionResult, DequeuedAction};
@@ -492,7 +492,9 @@ fn run_in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic".into());
-            Err(Error::Store(format!("a write panicked and was rolled back: {what}")))
+            Err(Error::Store(format!(
+                "a write panicked and was rolled back: {what}"
+            )))
         });
     match outcome {
         Ok(v) => {
@@ -1093,7 +1095,10 @@ fn attachments(conn: &Connection, target: &Target) -> Result<Attachments> {
             ),
         },
     };
-    for (kind, sql) in [(AttachKind::Moduleset, ms_sql), (AttachKind::Ruleset, rs_sql)] {
+    for (kind, sql) in [
+        (AttachKind::Moduleset, ms_sql),
+        (AttachKind::Ruleset, rs_sql),
+    ] {
         let mut st = conn.prepare_cached(sql)?;
         let rows = st.query_map([&key], |r| {
             Ok(Attached {
@@ -1189,9 +1194,12 @@ fn change_attachment(
                 }
             }
             let n = if attach {
-                let n = conn
-                    .prepare_cached(table.insert)?
-                    .execute(params![node, obj_id, now_text(), actor])?;
+                let n = conn.prepare_cached(table.insert)?.execute(params![
+                    node,
+                    obj_id,
+                    now_text(),
+                    actor
+                ])?;
                 // An admin attaching what a node attached takes it over, so the node can no
                 // longer detach it; a node never takes over an admin's attachment.
                 if n == 0
@@ -1678,13 +1686,7 @@ impl Store for SqliteStore {
         self.write(move |c| change_attachment(c, &t, kind, &n, false, &a, None))
     }
 
-    fn detach_own(
-        &self,
-        node_id: &str,
-        kind: AttachKind,
-        name: &str,
-        actor: &str,
-    ) -> Result<bool> {
+    fn detach_own(&self, node_id: &str, kind: AttachKind, name: &str, actor: &str) -> Result<bool> {
         let (t, n, a) = (
             Target::Node(node_id.to_string()),
             name.to_string(),
@@ -2201,7 +2203,8 @@ mod tests {
             })
             .unwrap_err();
         assert!(
-            err.to_string().contains("a write panicked and was rolled back: boom in a write"),
+            err.to_string()
+                .contains("a write panicked and was rolled back: boom in a write"),
             "{err}"
         );
         assert_eq!(store.admin_token("h").unwrap(), None);
@@ -2215,7 +2218,8 @@ mod tests {
                     if i % 4 == 0 {
                         s.write(|_| -> Result<()> { panic!("again") }).unwrap_err();
                     } else {
-                        s.create_admin_token(&format!("t{i}"), &format!("h{i}")).unwrap();
+                        s.create_admin_token(&format!("t{i}"), &format!("h{i}"))
+                            .unwrap();
                     }
                 })
             })
@@ -2345,11 +2349,8 @@ mod tests {
             for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 4) {
                 let tx = conn.transaction().unwrap();
                 tx.execute_batch(sql).unwrap();
-                tx.execute(
-                    "INSERT INTO schema_migrations VALUES (?1, 'then')",
-                    [v],
-                )
-                .unwrap();
+                tx.execute("INSERT INTO schema_migrations VALUES (?1, 'then')", [v])
+                    .unwrap();
                 tx.commit().unwrap();
             }
             conn.execute_batch(
@@ -2368,7 +2369,10 @@ mod tests {
         }
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.ready().unwrap(), schema_version());
-        assert_eq!(store.node_attributes("n1").unwrap(), NodeAttributes::default());
+        assert_eq!(
+            store.node_attributes("n1").unwrap(),
+            NodeAttributes::default()
+        );
         assert!(!store.node_hosts_service("n1", "secretsvc").unwrap());
         assert_eq!(store.reported_services("n1").unwrap(), ["secretsvc"]);
         let by: Vec<Option<String>> = store
@@ -2380,7 +2384,11 @@ mod tests {
             .collect();
         assert_eq!(
             by,
-            [Some("admin:ops".to_string()), Some("node:node1".to_string()), None]
+            [
+                Some("admin:ops".to_string()),
+                Some("node:node1".to_string()),
+                None
+            ]
         );
         // Unknown counts as an admin's: the node cannot detach it.
         assert!(
@@ -2398,7 +2406,9 @@ mod tests {
             team_responsible: Some("SecretTeam".into()),
             services: vec!["secretsvc".into(), "other".into()],
         };
-        store.set_node_attributes("n1", &attrs, "admin:ops").unwrap();
+        store
+            .set_node_attributes("n1", &attrs, "admin:ops")
+            .unwrap();
         assert!(store.node_hosts_service("n1", "secretsvc").unwrap());
         let got = store.node_attributes("n1").unwrap();
         assert_eq!(got.team_responsible.as_deref(), Some("SecretTeam"));
