@@ -233,6 +233,47 @@ mod tests {
     }
 
     #[test]
+    fn validity_of_a_real_openssl_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=t",
+                "-keyout",
+            ])
+            .arg(dir.path().join("k.pem"))
+            .arg("-out")
+            .arg(dir.path().join("c.pem"))
+            .output()
+            .expect("openssl is installed (CI installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let certs = read_certificates(&dir.path().join("c.pem")).unwrap();
+        let (not_before, not_after) = validity(certs[0].as_ref()).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            not_before <= now && now - not_before < 3600,
+            "{not_before} vs {now}"
+        );
+        assert_eq!(not_after - not_before, 2 * 86_400);
+    }
+
+    #[test]
     fn truncated_der_is_refused() {
         assert_eq!(der(&[0x30]), None);
         assert_eq!(der(&[0x30, 0x05, 1, 2]), None);

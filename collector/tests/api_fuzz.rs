@@ -55,7 +55,7 @@ fn fixture() -> &'static Fixture {
         store
             .create_admin_token("admin", &tenet_collector::auth::digest(&admin))
             .unwrap();
-        let mut node = |name: &str| {
+        let node = |name: &str| {
             let id = format!("00000000-0000-4000-8000-{:012}", name.len());
             let secret = tenet_collector::auth::new_secret();
             store
