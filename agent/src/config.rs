@@ -87,6 +87,13 @@ impl NodeConfig {
                 self.path.display()
             );
         }
+        // Site facts become `nodes.<key>` for filtersets and `OSVC_COMP_NODES_<KEY>` names.
+        if let Some(toml::Value::Table(facts)) = self.table.get("facts") {
+            for key in facts.keys() {
+                tenet_rulesets::names::check(tenet_rulesets::names::NameKind::FactField, key)
+                    .with_context(|| format!("{}: [facts]", self.path.display()))?;
+            }
+        }
         for s in self.services() {
             tenet_rulesets::names::check(tenet_rulesets::names::NameKind::Service, &s)
                 .with_context(|| format!("{}: services", self.path.display()))?;
@@ -214,6 +221,27 @@ pub fn write_private(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_in_the_configuration_follow_their_grammar() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        for (text, needle) in [
+            ("services = [\"a/b\"]\n", "services"),
+            ("[facts]\n\"a=b\" = \"x\"\n", "[facts]"),
+            ("insecure_http = \"yes\"\n", "insecure_http"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = format!("{:#}", NodeConfig::load(&path).unwrap_err());
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+        std::fs::write(
+            &path,
+            "services = [\"spdc\"]\n[facts]\nteam_responsible = \"x\"\n",
+        )
+        .unwrap();
+        NodeConfig::load(&path).unwrap();
+    }
 
     #[test]
     fn missing_file_is_masterless_and_unknown_keys_survive_a_rewrite() {
