@@ -253,7 +253,7 @@ pub struct DequeueArgs {
 /// `tenet register`
 #[derive(Debug, Clone, Args)]
 pub struct RegisterArgs {
-    /// Collector base URL, e.g. https://collector.example:8443. Plain http:// is refused (the
+    /// Collector base URL, e.g. `https://collector.example:8443`. Plain http:// is refused (the
     /// node's secret would cross the network in clear) unless --insecure-http is given.
     #[arg(long, value_name = "URL")]
     pub collector: String,
@@ -493,6 +493,11 @@ pub struct RunArgs {
     /// Run the raw action once per module, skipping the check/fixable/fix/check sequence.
     #[arg(long)]
     pub force: bool,
+    /// Accept a selection with no module (exit 0 with a warning). Without it, a run whose
+    /// selection holds no module exits 2, as OpenSVC does: nothing attached usually means a
+    /// mistake, not compliance.
+    #[arg(long)]
+    pub allow_empty: bool,
     #[command(flatten)]
     /// Templates `file` rules may name.
     pub templates: TemplateDirArgs,

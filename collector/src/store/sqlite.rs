@@ -9,6 +9,8 @@
 
 #[path = "sqlite_actions.rs"]
 mod actions;
+#[path = "sqlite_retention.rs"]
+mod retention;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
@@ -25,8 +27,9 @@ use tenet_rulesets::{
 };
 
 use super::{
-    AttachKind, Attached, Attachments, AuditEntry, BundleEdit, EditOutcome, Gauges, NodeAuth,
-    NodeSummary, NotifyTarget, ReleaseRow, RunSummary, ServiceConfig, Store, Target, now_text,
+    AttachKind, Attached, Attachments, AuditEntry, BundleEdit, DailyCompliance, EditOutcome,
+    Gauges, NodeAuth, NodeSummary, NotifyTarget, ReleaseRow, RunSummary, ServiceConfig, Store,
+    Target, now_text,
 };
 use crate::error::{Error, Result};
 use tenet_rulesets::action::{Action, ActionResult, DequeuedAction};
@@ -268,11 +271,13 @@ CREATE TABLE release_status (
 CREATE INDEX release_status_version ON release_status (version);
 "#,
     ),
+    // Retention: daily aggregates and the index pruning scans (issue 13).
+    (5, retention::MIGRATION),
     // Privileges come from what an admin assigns, never from what a node reports (issue 13).
-    (5, MIGRATION_5),
+    (6, MIGRATION_6),
 ];
 
-/// Migration 5: admin-assigned node attributes, and who made each node attachment.
+/// Migration 6: admin-assigned node attributes, and who made each node attachment.
 ///
 /// What the old rows mean afterwards:
 /// - `node_services` held the services nodes *said* they host, and granted them access: those
@@ -284,7 +289,7 @@ CREATE INDEX release_status_version ON release_status (version);
 /// - `attached_by` of an existing node attachment is taken from the audit log (the actor of
 ///   the latest `attach` of that object to that node); where no entry is left it stays NULL,
 ///   which counts as an admin's attachment: the node cannot detach it.
-const MIGRATION_5: &str = r#"
+const MIGRATION_6: &str = r#"
 ALTER TABLE nodes ADD COLUMN team_responsible TEXT;
 ALTER TABLE node_services RENAME TO node_reported_services;
 CREATE TABLE node_assigned_services (
@@ -330,7 +335,8 @@ pub struct SqliteStore {
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch(
-        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;
+         PRAGMA journal_size_limit = 67108864;",
     )
 }
 
@@ -1997,6 +2003,44 @@ impl Store for SqliteStore {
         })
     }
 
+    fn retention_state(&self) -> Result<(Option<String>, Option<String>)> {
+        self.read(retention::state)
+    }
+
+    fn rollup_day(&self, day: &str, next: &str) -> Result<u64> {
+        let (nodes, modules) = self.read(|c| retention::compute(c, day, next))?;
+        let n = (nodes.len() + modules.len()) as u64;
+        // Small writes, so result posts queued meanwhile wait for one chunk at most.
+        for chunk in nodes.chunks(500) {
+            let (d, chunk) = (day.to_string(), chunk.to_vec());
+            self.write(move |c| retention::write(c, &d, &chunk, &[]))?;
+        }
+        let d = day.to_string();
+        self.write(move |c| {
+            retention::write(c, &d, &[], &modules)?;
+            retention::mark(c, &d)
+        })?;
+        Ok(n)
+    }
+
+    fn prune_runs(&self, before: &str, limit: u32) -> Result<u64> {
+        let b = before.to_string();
+        self.write(move |c| retention::prune_runs(c, &b, limit))
+    }
+
+    fn prune_daily(&self, before_day: &str, limit: u32) -> Result<u64> {
+        let b = before_day.to_string();
+        self.write(move |c| retention::prune_daily(c, &b, limit))
+    }
+
+    fn compliance_daily(
+        &self,
+        since_day: &str,
+        module: Option<&str>,
+    ) -> Result<Vec<DailyCompliance>> {
+        self.read(|c| retention::daily(c, since_day, module))
+    }
+
     fn release_statuses(
         &self,
         node_id: Option<&str>,
@@ -2040,7 +2084,7 @@ mod tests {
 
     fn fixture_bundle() -> Bundle {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/opensvc-spd/node-export.json");
+            .join("../tests/fixtures/opensvc-spd/node-export.json");
         tenet_rulesets::load_path(&path).expect("fixture loads")
     }
 
@@ -2336,17 +2380,17 @@ mod tests {
     }
 
     #[test]
-    fn migration_5_grants_nothing_from_reported_data_and_keeps_who_attached() {
+    fn migration_6_grants_nothing_from_reported_data_and_keeps_who_attached() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
-        // A store at schema 4, with what nodes reported and attached.
+        // A store at schema 5, with what nodes reported and attached.
         {
             let mut conn = Connection::open(&path).unwrap();
             conn.execute_batch(
                 "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
             )
             .unwrap();
-            for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 4) {
+            for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 5) {
                 let tx = conn.transaction().unwrap();
                 tx.execute_batch(sql).unwrap();
                 tx.execute("INSERT INTO schema_migrations VALUES (?1, 'then')", [v])
