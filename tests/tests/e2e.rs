@@ -31,3 +31,5 @@ mod node_library;
 mod staged_writes;
 // Issue 12 point 2: writes never escape --root through symbolic links (both resolvers).
 mod root_containment;
+// Issue 12 item 1: `%%ENV:X%%` substitution never changes a rule's structure.
+mod substitution;

@@ -29,7 +29,7 @@
 //! Large files: the content on disk is compared with the wanted bytes 64 KiB at a time,
 //! stopping at the first difference (a file of another length is not read at all), so memory
 //! stays bounded whatever the file's size. A diff is shown only when both sides are at most
-//! 1 MiB ([`MAX_DIFF_BYTES`]); above that, check reports both sizes, the offset of the first
+//! 1 MiB; above that, check reports both sizes, the offset of the first
 //! difference (equal lengths) and both SHA-256 digests, the file's computed reading 64 KiB at
 //! a time.
 //!
