@@ -24,7 +24,7 @@ os.makedirs(root)
 open(cfg, "w").write(f'var_dir = "{var}"\nlistener_addr = "127.0.0.1"\nlistener_port = {port}\n'
                      '[compliance]\nschedule = "@0"\n[pushasset]\nschedule = "@0"\n[dequeue_actions]\nschedule = "@0"\n')
 env = dict(os.environ, TENET_NODENAME="bench1", TENET_ADMIN_TOKEN=token)
-subprocess.check_call([tenet, "--config", cfg, "register", "--collector", url, "--name", "bench1"], env=env, stdout=subprocess.DEVNULL)
+subprocess.check_call([tenet, "--config", cfg, "register", "--collector", url, "--name", "bench1", "--insecure-http"], env=env, stdout=subprocess.DEVNULL)
 subprocess.check_call([tenet, "--config", cfg, "pushasset", "--root", root], env=env, stdout=subprocess.DEVNULL)
 d = subprocess.Popen([tenet, "--config", cfg, "daemon", "--root", root], env=env,
                      stderr=open(f"{work}/daemon.log", "w"))

@@ -253,9 +253,16 @@ pub struct DequeueArgs {
 /// `tenet register`
 #[derive(Debug, Clone, Args)]
 pub struct RegisterArgs {
-    /// Collector base URL, e.g. `https://collector.example:8443`
+    /// Collector base URL, e.g. `https://collector.example:8443`. Plain http:// is refused (the
+    /// node's secret would cross the network in clear) unless --insecure-http is given.
     #[arg(long, value_name = "URL")]
     pub collector: String,
+    /// Accept a plain http:// collector URL: the admin token and then the node secret are
+    /// sent unencrypted on every call. For a collector on the same host or a trusted network
+    /// only; recorded in the node configuration (`insecure_http = true`), which later calls
+    /// require too.
+    #[arg(long)]
+    pub insecure_http: bool,
     /// An admin token of the collector (`tenet-collector token create --admin`).
     #[arg(
         long,
@@ -267,7 +274,18 @@ pub struct RegisterArgs {
     /// The node name to register (default: this host's short name).
     #[arg(long, value_name = "NODE")]
     pub name: Option<String>,
-    /// A PEM CA certificate to trust for the collector (recorded in the configuration).
+    /// The team (publication group) the collector assigns the node to: it may attach the
+    /// rulesets and modulesets published to it. Needs the admin token, like registration;
+    /// what the node later reports in its facts grants nothing.
+    #[arg(long, value_name = "TEAM")]
+    pub team: Option<String>,
+    /// A service the collector assigns the node to host (may be repeated): the node may
+    /// fetch its policy and configuration and post its results.
+    #[arg(long = "service", value_name = "SVC")]
+    pub services: Vec<String>,
+    /// PEM certificates to trust for the collector (recorded in the configuration): CA
+    /// certificates, or the collector's own self-signed certificate (`openssl req -x509`),
+    /// which is then pinned (accepted byte for byte, if valid now and naming the host).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// Output format.

@@ -80,10 +80,8 @@ fn http_client(ca_file: Option<&Path>) -> anyhow::Result<Client> {
         .timeout(Duration::from_secs(60))
         .user_agent(concat!("tenet/", env!("CARGO_PKG_VERSION")));
     if let Some(ca) = ca_file {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("{}: not a PEM certificate bundle", ca.display()))?;
-        b = b.tls_certs_merge(certs);
+        // CA certificates, or the collector's own self-signed certificate (pinned).
+        b = b.tls_backend_preconfigured(crate::tls::client_config(Some(ca))?);
     }
     b.build().context("building the HTTP client")
 }
@@ -103,6 +101,12 @@ impl CollectorClient {
                 cfg.path.display()
             )
         })?;
+        if base.starts_with("http://") && !cfg.insecure_http() {
+            bail!(
+                "{}: collector {base} is plain HTTP: the node secret would be sent in clear. Use https://, or set insecure_http = true (what `tenet register --insecure-http` records)",
+                cfg.path.display()
+            );
+        }
         let secret_file = cfg.secret_file();
         let secret = std::fs::read_to_string(&secret_file)
             .with_context(|| format!("reading the node secret {}", secret_file.display()))?
@@ -191,12 +195,11 @@ impl CollectorClient {
     }
 
     /// `POST /api/v1/nodes` (admin).
-    pub fn register(&self, name: &str) -> Result<Registration, CallError> {
-        let resp = self.send(self.request(reqwest::Method::POST, "/api/v1/nodes").json(
-            &RegisterRequest {
-                name: name.to_string(),
-            },
-        ))?;
+    pub fn register(&self, request: &RegisterRequest) -> Result<Registration, CallError> {
+        let resp = self.send(
+            self.request(reqwest::Method::POST, "/api/v1/nodes")
+                .json(request),
+        )?;
         self.json(resp)
     }
 
@@ -224,6 +227,10 @@ impl CollectorClient {
         let resp = self.send(self.request(reqwest::Method::GET, &path).query(&query))?;
         let raw: serde_json::Value = self.json(resp)?;
         let policy: Policy = serde_json::from_value(raw.clone())
+            .map_err(|e| CallError::Unreachable(format!("unexpected policy document: {e}")))?;
+        // Module names become script file names, variable names environment names.
+        policy
+            .check_names()
             .map_err(|e| CallError::Unreachable(format!("unexpected policy document: {e}")))?;
         Ok((policy, raw))
     }

@@ -7,7 +7,8 @@
 //! collector = "https://collector.example:8443"
 //! node_id = "5b0c…"                        # written by `tenet register`
 //! secret_file = "/etc/tenet/node.secret"   # mode 0600, written by `tenet register`
-//! ca_file = "/etc/tenet/collector-ca.pem"  # trust this CA too (self-signed collectors)
+//! ca_file = "/etc/tenet/collector-ca.pem"  # trust this CA too, or pin this self-signed cert
+//! insecure_http = false                    # accept a plain http:// collector (register --insecure-http)
 //! var_dir = "/var/lib/tenet"               # policy cache, results spool, backups
 //! listener_port = 1214                     # reported to the collector
 //! services = ["spdc"]                      # services this node hosts
@@ -59,6 +60,14 @@ impl NodeConfig {
                 bail!("{}: {key}: expected a string", self.path.display());
             }
         }
+        if let Some(v) = self.table.get("insecure_http")
+            && !v.is_bool()
+        {
+            bail!(
+                "{}: insecure_http: expected true or false",
+                self.path.display()
+            );
+        }
         if let Some(v) = self.table.get("listener_port") {
             match v.as_integer() {
                 Some(p) if (1..=65535).contains(&p) => {}
@@ -77,6 +86,17 @@ impl NodeConfig {
                 "{}: services: expected a list of service names",
                 self.path.display()
             );
+        }
+        // Site facts become `nodes.<key>` for filtersets and `OSVC_COMP_NODES_<KEY>` names.
+        if let Some(toml::Value::Table(facts)) = self.table.get("facts") {
+            for key in facts.keys() {
+                tenet_rulesets::names::check(tenet_rulesets::names::NameKind::FactField, key)
+                    .with_context(|| format!("{}: [facts]", self.path.display()))?;
+            }
+        }
+        for s in self.services() {
+            tenet_rulesets::names::check(tenet_rulesets::names::NameKind::Service, &s)
+                .with_context(|| format!("{}: services", self.path.display()))?;
         }
         if let Some(url) = self.collector()
             && !(url.starts_with("https://") || url.starts_with("http://"))
@@ -113,6 +133,15 @@ impl NodeConfig {
                 .unwrap_or(Path::new("."))
                 .join("node.secret"),
         }
+    }
+
+    /// Whether a plain `http://` collector URL is accepted (`insecure_http = true`, written by
+    /// `tenet register --insecure-http`).
+    pub fn insecure_http(&self) -> bool {
+        self.table
+            .get("insecure_http")
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false)
     }
 
     /// An extra CA certificate (PEM) to trust for the collector.
@@ -192,6 +221,27 @@ pub fn write_private(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_in_the_configuration_follow_their_grammar() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        for (text, needle) in [
+            ("services = [\"a/b\"]\n", "services"),
+            ("[facts]\n\"a=b\" = \"x\"\n", "[facts]"),
+            ("insecure_http = \"yes\"\n", "insecure_http"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = format!("{:#}", NodeConfig::load(&path).unwrap_err());
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+        std::fs::write(
+            &path,
+            "services = [\"spdc\"]\n[facts]\nteam_responsible = \"x\"\n",
+        )
+        .unwrap();
+        NodeConfig::load(&path).unwrap();
+    }
 
     #[test]
     fn missing_file_is_masterless_and_unknown_keys_survive_a_rewrite() {

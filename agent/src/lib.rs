@@ -28,6 +28,7 @@ pub mod daemon;
 pub mod facts;
 pub mod output;
 pub mod schedule;
+pub mod tls;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

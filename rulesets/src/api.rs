@@ -14,12 +14,35 @@ use crate::model::NodeFacts;
 /// it, and the agent cuts module logs to make them fit.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
-/// `POST /api/v1/nodes` request (admin): register a node by name.
+/// `POST /api/v1/nodes` request (admin): register a node by name, with its admin-assigned
+/// attributes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// Node name (its short hostname, usually). Unique.
     pub name: String,
+    /// The team the node belongs to (see [`NodeAttributes::team_responsible`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_responsible: Option<String>,
+    /// The services the node hosts (see [`NodeAttributes::services`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+}
+
+/// What an admin decides about a node, and the only source of its privileges: `PUT
+/// /api/v1/nodes/{node}` (or given at registration). What a node reports about itself (its
+/// facts, the services it says it hosts) never grants anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAttributes {
+    /// The team (publication group) the node belongs to: it may attach to itself the
+    /// rulesets and modulesets published to this group (and those published to everybody).
+    #[serde(default)]
+    pub team_responsible: Option<String>,
+    /// The services the node hosts: it may fetch their policies and configurations and post
+    /// their results.
+    #[serde(default)]
+    pub services: Vec<String>,
 }
 
 /// `POST /api/v1/nodes` response: the node's credentials. The secret is shown once; the
@@ -43,7 +66,8 @@ pub struct FactsUpdate {
     /// TCP port of the node's notification listener (OpenSVC: `listener_port`, default 1214).
     #[serde(default = "default_listener_port")]
     pub listener_port: u16,
-    /// Services hosted by the node: the node may fetch their policies and post their results.
+    /// Services the node says it hosts: recorded and shown to admins, but granting nothing
+    /// (an admin assigns the services a node may act for, see [`NodeAttributes`]).
     #[serde(default)]
     pub services: Vec<String>,
 }
@@ -57,6 +81,7 @@ pub type ModuleStatusText = String;
 
 /// `POST /api/v1/nodes/{node}/results` request: one run of the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunResults {
     /// Unique id of the run, chosen by the agent (a UUID). The collector records a run once:
     /// posting the same `run_id` again is acknowledged without storing it twice, which makes
@@ -84,6 +109,7 @@ pub struct RunResults {
 
 /// Counts of module statuses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Summary {
     /// Modules ending ok.
     pub ok: usize,
@@ -95,6 +121,7 @@ pub struct Summary {
 
 /// One module of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModuleResult {
     /// Module name.
     pub module: String,
@@ -118,6 +145,7 @@ pub struct ModuleResult {
 
 /// One sub-action of a module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ActionResult {
     /// `check`, `fixable` or `fix`.
     pub action: String,
@@ -131,6 +159,7 @@ pub struct ActionResult {
 
 /// One variable of an auto-module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RuleResult {
     /// Variable name.
     pub variable: String,
@@ -194,4 +223,8 @@ pub struct NodeStatus {
 pub struct ErrorBody {
     /// What went wrong, naming the object or field.
     pub error: String,
+    /// For an internal error (500): the id under which the collector logged the details (the
+    /// body never carries them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }

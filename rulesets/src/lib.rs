@@ -24,6 +24,7 @@ pub mod error;
 pub mod export;
 pub mod filter;
 pub mod model;
+pub mod names;
 pub mod policy;
 pub mod subst;
 pub mod toml_format;

@@ -199,7 +199,7 @@ pub struct ModuleRef {
 /// Facts about the node (and optionally a service) that filtersets are evaluated against.
 /// Every field may be omitted in JSON (a node that pushed nothing yet has no facts).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct NodeFacts {
     /// The `nodes` table: `nodename`, `fqdn`, `os_name`, `os_vendor`, `os_release`, `os_arch`,
     /// `cpu_model`, `cpu_threads`, `mem_bytes`, `team_responsible`, ... Values are text.
@@ -214,6 +214,7 @@ pub struct NodeFacts {
 
 /// One installed package.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PackageFact {
     /// Package name (`pkg_name`).
     pub name: String,
@@ -324,15 +325,34 @@ pub(crate) struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// The object's name as messages show it: as is when it is a valid name, else quoted,
+    /// escaped and cut (a hostile name must not forge or flood log lines).
+    fn shown_name(&self) -> String {
+        let kind = match self.kind {
+            ObjectKind::Ruleset => crate::names::NameKind::Ruleset,
+            ObjectKind::Filterset => crate::names::NameKind::Filterset,
+            ObjectKind::Moduleset => crate::names::NameKind::Moduleset,
+        };
+        if crate::names::is_valid(kind, &self.name) {
+            self.name.clone()
+        } else {
+            crate::names::shown(&self.name)
+        }
+    }
+}
+
 impl Bundle {
-    /// Checks the bundle is consistent: every map key equals its object's name, every referenced
+    /// Checks the bundle is consistent: every name follows its grammar ([`crate::names`]), no
+    /// ruleset defines a variable twice and no moduleset lists a module twice, every map key
+    /// equals its object's name, every referenced
     /// ruleset / moduleset / filterset exists, every contextual ruleset has a filterset, and
     /// ruleset, moduleset and filterset nesting have no cycles. Errors are
     /// [`crate::Error::Invalid`] naming the object at fault. Nesting deeper than
     /// [`MAX_NESTING_DEPTH`] is refused too, naming the top of the chain.
     pub fn validate(&self) -> crate::Result<()> {
         check(self).map_err(|p| crate::Error::Invalid {
-            context: format!("{} {}", p.kind, p.name),
+            context: format!("{} {}", p.kind, p.shown_name()),
             message: p.message,
         })
     }
@@ -350,6 +370,7 @@ pub(crate) fn check(bundle: &Bundle) -> Result<(), Problem> {
         name: name.to_string(),
         message,
     };
+    crate::names::bundle_problem(bundle)?;
     for (key, rs) in &bundle.rulesets {
         if key != &rs.name {
             return Err(problem(
@@ -722,7 +743,7 @@ pub(crate) fn validate_at(bundle: &Bundle, origins: &Origins, fallback: &str) ->
             .of(p.kind, &p.name)
             .unwrap_or_else(|| fallback.to_string());
         crate::Error::Invalid {
-            context: format!("{at}: {} {}", p.kind, p.name),
+            context: format!("{at}: {} {}", p.kind, p.shown_name()),
             message: p.message,
         }
     })

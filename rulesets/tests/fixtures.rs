@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use tenet_rulesets::export::{from_json, to_json};
+use tenet_rulesets::names::{self, NameKind};
 use tenet_rulesets::toml_format::{from_toml_str, load_dir, to_toml_string, write_dir};
 use tenet_rulesets::*;
 
@@ -496,6 +497,20 @@ fn arb_json() -> impl Strategy<Value = Value> {
     })
 }
 
+/// A name of a policy object, module or group: valid for every label kind (see
+/// `tenet_rulesets::names`), with spaces and punctuation inside.
+fn arb_label() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9é][A-Za-z0-9é ._'()-]{0,12}"
+        .prop_filter("a valid label", |s| names::is_valid(NameKind::Ruleset, s))
+}
+
+/// A variable name: an OpenSVC identifier.
+fn arb_ident() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9_-][A-Za-z0-9_.-]{0,12}".prop_filter("a valid variable name", |s| {
+        names::is_valid(NameKind::Variable, s)
+    })
+}
+
 fn arb_value() -> impl Strategy<Value = VarValue> {
     prop_oneof![
         arb_json().prop_map(VarValue::Json),
@@ -505,7 +520,7 @@ fn arb_value() -> impl Strategy<Value = VarValue> {
 
 fn arb_variable() -> impl Strategy<Value = Variable> {
     (
-        arb_text(),
+        arb_ident(),
         prop_oneof![
             Just("raw".to_string()),
             Just("file".to_string()),
@@ -529,8 +544,8 @@ fn arb_variable() -> impl Strategy<Value = Variable> {
 fn arb_meta() -> impl Strategy<Value = Meta> {
     (
         proptest::option::of(any::<i64>()),
-        proptest::collection::vec(arb_text(), 0..3),
-        proptest::collection::vec(arb_text(), 0..3),
+        proptest::collection::vec(arb_label(), 0..3),
+        proptest::collection::vec(arb_label(), 0..3),
     )
         .prop_map(|(id, publications, responsibles)| Meta {
             id,
@@ -650,7 +665,15 @@ fn build(
                 filterset,
                 public,
                 children,
-                variables,
+                // A ruleset defines a variable once.
+                variables: variables
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, v)| Variable {
+                        name: format!("{}_{j}", v.name),
+                        ..v
+                    })
+                    .collect(),
                 meta,
             },
         );
@@ -683,7 +706,12 @@ fn build(
                 name: ms_names[i].clone(),
                 modules: modules
                     .into_iter()
-                    .map(|(name, autofix)| ModuleRef { name, autofix })
+                    .enumerate()
+                    // A moduleset lists a module once.
+                    .map(|(j, (name, autofix))| ModuleRef {
+                        name: format!("{name}#{j}"),
+                        autofix,
+                    })
                     .collect(),
                 children,
                 rulesets,
@@ -708,7 +736,7 @@ fn arb_bundle() -> impl Strategy<Value = Bundle> {
     );
     let filtersets = proptest::collection::vec(
         (
-            arb_text(),
+            arb_label(),
             any::<bool>(),
             proptest::option::of(any::<i64>()),
             proptest::collection::vec(filter, 0..4),
@@ -717,7 +745,7 @@ fn arb_bundle() -> impl Strategy<Value = Bundle> {
     );
     let rulesets = proptest::collection::vec(
         (
-            arb_text(),
+            arb_label(),
             any::<bool>(),
             any::<bool>(),
             any::<usize>(),
@@ -729,8 +757,8 @@ fn arb_bundle() -> impl Strategy<Value = Bundle> {
     );
     let modulesets = proptest::collection::vec(
         (
-            arb_text(),
-            proptest::collection::vec((arb_text(), any::<bool>()), 0..3),
+            arb_label(),
+            proptest::collection::vec((arb_label(), any::<bool>()), 0..3),
             proptest::collection::vec(any::<usize>(), 0..3),
             proptest::collection::vec(any::<usize>(), 0..3),
             arb_meta(),

@@ -27,9 +27,7 @@ struct Node {
 impl Node {
     fn new(dir: &Path, name: &str, root: TestRoot) -> Node {
         let config = dir.join(name).join("node.toml");
-        // Site facts: the team the spdc modulesets are published to, so the node may attach
-        // them itself.
-        write(&config, "[facts]\nteam_responsible = \"SPD\"\n");
+        write(&config, "");
         Node {
             name: name.to_string(),
             config,
@@ -45,11 +43,22 @@ impl Node {
             .env("TENET_NODENAME", &self.name)
     }
 
+    /// Registers in the team the spdc modulesets are published to (`--team SPD`, assigned
+    /// by the admin token), so the node may attach them itself.
     fn register(&self, url: &str, token: &str) {
-        self.tenet(["register", "--collector", url, "--name", &self.name])
-            .env("TENET_ADMIN_TOKEN", token)
-            .run()
-            .assert_code(0);
+        self.register_with(url, token, &[]);
+    }
+
+    /// The same, with more `tenet register` options.
+    fn register_with(&self, url: &str, token: &str, extra: &[&str]) {
+        let mut t = self
+            .tenet(["register", "--collector", url, "--name", &self.name])
+            .args(["--team", "SPD"])
+            .args(extra);
+        if url.starts_with("http://") {
+            t = t.arg("--insecure-http");
+        }
+        t.env("TENET_ADMIN_TOKEN", token).run().assert_code(0);
     }
 
     fn config_value(&self, key: &str) -> String {
@@ -560,14 +569,22 @@ fn security_sql_is_parameterised_hostile_names_are_data() {
     let dir = tempdir();
     let (server, token) = collector(dir.path());
     let admin = server.client().admin(&token);
+    // Node and variable names have strict grammars (no quotes); labels such as ruleset names
+    // and teams may hold SQL metacharacters, and values anything.
     let hostile = "x'); DROP TABLE nodes; --";
-    let (id, secret) = admin.register("robert');DROP_TABLE_nodes;--");
+    let (id, secret) = admin.register("node-a");
     admin
         .post(
             "/api/v1/rulesets",
-            &json!({"name": hostile, "variables": [{"name": "v' OR '1'='1", "class": "raw", "value": "1' --"}]}),
+            &json!({"name": hostile, "variables": [{"name": "v", "class": "raw", "value": "1' OR '1'='1 --"}]}),
         )
         .expect(201);
+    admin
+        .put(
+            &format!("/api/v1/nodes/{id}"),
+            &json!({"team_responsible": hostile}),
+        )
+        .expect(200);
     let got = admin
         .get(&format!(
             "/api/v1/rulesets/{}",
@@ -576,7 +593,8 @@ fn security_sql_is_parameterised_hostile_names_are_data() {
         .expect(200)
         .json();
     assert_eq!(got["name"], hostile);
-    assert_eq!(got["variables"][0]["name"], "v' OR '1'='1");
+    assert_eq!(got["variables"][0]["name"], "v");
+    assert!(got.to_string().contains("1' OR '1'='1 --"), "{got}");
     let node = server.client().node(&id, &secret);
     node.put(
         &format!("/api/v1/nodes/{id}/facts"),
@@ -584,7 +602,8 @@ fn security_sql_is_parameterised_hostile_names_are_data() {
     )
     .expect(204);
     let nodes = admin.get("/api/v1/nodes").expect(200).json();
-    assert_eq!(nodes[0]["name"], "robert');DROP_TABLE_nodes;--");
+    assert_eq!(nodes[0]["name"], "node-a");
+    assert_eq!(nodes[0]["team_responsible"], hostile);
 
     // And in the source: no SQL text is ever built with format!; values are bound (?N).
     let store_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../collector/src/store");
@@ -913,18 +932,7 @@ fn tls_the_agent_verifies_the_collector_certificate() {
         "node1",
         TestRoot::builder().installed(&["systemd"]).build(),
     );
-    node.tenet([
-        "register",
-        "--collector",
-        &server.url,
-        "--name",
-        "node1",
-        "--ca-file",
-    ])
-    .arg(&ca)
-    .env("TENET_ADMIN_TOKEN", &token)
-    .run()
-    .assert_code(0);
+    node.register_with(&server.url, &token, &["--ca-file", ca.to_str().unwrap()]);
     assert_eq!(node.config_value("ca_file"), ca.display().to_string());
     node.pushasset().assert_code(0);
     node.tenet(["compliance", "attach", "--moduleset", NODE_MS])
@@ -952,14 +960,12 @@ fn service_runs_use_the_service_attachments_and_are_reported_per_service() {
         .call("POST", "/api/v1/services/svc1/modulesets/spdc.kernel", None)
         .expect(200);
     let node = Node::new(dir.path(), "node1", TestRoot::builder().build());
-    // The node hosts svc1 (reported in its facts); another node does not.
-    write(
-        &node.config,
-        "services = [\"svc1\"]\n[facts]\nteam_responsible = \"SPD\"\n",
-    );
+    // The admin assigns svc1 to node1 at registration; node2 only says it hosts it.
+    node.register_with(&server.url, &token, &["--service", "svc1"]);
     let other = Node::new(dir.path(), "node2", TestRoot::builder().build());
+    write(&other.config, "services = [\"svc1\"]\n");
+    other.register(&server.url, &token);
     for n in [&node, &other] {
-        n.register(&server.url, &token);
         n.pushasset().assert_code(0);
     }
     let run = node
@@ -981,7 +987,7 @@ fn service_runs_use_the_service_attachments_and_are_reported_per_service() {
         .json();
     assert_eq!(status["modules"][0]["service"], "svc1", "{status:#}");
     assert_eq!(status["modules"][0]["module"], "spdc.kernel");
-    // A node that does not host the service is refused, and says why.
+    // A node that only reports hosting the service is refused, and says why.
     let run = other
         .tenet(["compliance", "check", "--service", "svc1"])
         .root(other.root.path())
@@ -989,7 +995,7 @@ fn service_runs_use_the_service_attachments_and_are_reported_per_service() {
         .run();
     run.assert_code(2);
     assert!(
-        run.stderr.contains("does not host service svc1"),
+        run.stderr.contains("is not assigned service svc1"),
         "{}",
         run.describe()
     );
@@ -1034,10 +1040,11 @@ fn forms_render_a_service_configuration_that_its_nodes_pull() {
         .expect(200);
     assert_eq!(served.body.as_bytes(), expected.as_slice());
 
-    // A node hosting the service pulls it, byte for byte; a second pull changes nothing.
+    // A node the admin assigned the service pulls it, byte for byte; a second pull changes
+    // nothing.
     let node = Node::new(dir.path(), "node1", TestRoot::builder().build());
     write(&node.config, format!("services = [\"{svc}\"]\n"));
-    node.register(&server.url, &token);
+    node.register_with(&server.url, &token, &["--service", &svc]);
     node.pushasset().assert_code(0);
     let pull = || {
         node.tenet(["svc", "pull", &svc, "--format", "json", "--root"])
@@ -1057,8 +1064,9 @@ fn forms_render_a_service_configuration_that_its_nodes_pull() {
     assert_eq!(second.json()["changed"], false);
     assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
 
-    // A node that does not host it is refused.
+    // A node that only says it hosts it is refused.
     let other = Node::new(dir.path(), "node2", TestRoot::builder().build());
+    write(&other.config, format!("services = [\"{svc}\"]\n"));
     other.register(&server.url, &token);
     other.pushasset().assert_code(0);
     let run = other
@@ -1067,7 +1075,7 @@ fn forms_render_a_service_configuration_that_its_nodes_pull() {
         .run();
     run.assert_code(2);
     assert!(
-        run.stderr.contains("does not host service"),
+        run.stderr.contains("is not assigned service"),
         "{}",
         run.describe()
     );

@@ -380,6 +380,7 @@ fn the_agent_delivers_an_oversized_report_cut_and_sets_a_refused_one_aside() {
     std::fs::create_dir_all(&root).unwrap();
     Tenet::new(["--config".as_ref(), config.as_os_str()])
         .args(["register", "--collector", &c.url, "--name", "n1"])
+        .arg("--insecure-http")
         .env("TENET_NODENAME", "n1")
         .env("TENET_ADMIN_TOKEN", &token)
         .run()

@@ -115,6 +115,7 @@ impl Fleet {
                 &fleet.server.url.clone(),
                 "--name",
                 "n1",
+                "--insecure-http",
             ])
             .env("TENET_ADMIN_TOKEN", &token)
             .run()

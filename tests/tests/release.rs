@@ -736,10 +736,17 @@ fn release_tasks_run_one_at_a_time_in_the_daemon_and_the_collector_shows_their_s
         "listener_addr = \"127.0.0.1\"\nlistener_port = {port}\n{cfg}\n[compliance]\nschedule = \"@0\"\n[pushasset]\nschedule = \"@0\"\n[dequeue_actions]\nschedule = \"@0\"\n"
     );
     write(&lir.config, cfg);
-    lir.tenet(["register", "--collector", &collector.url, "--name", "n1"])
-        .env("TENET_ADMIN_TOKEN", &token)
-        .run()
-        .assert_code(0);
+    lir.tenet([
+        "register",
+        "--collector",
+        &collector.url,
+        "--name",
+        "n1",
+        "--insecure-http",
+    ])
+    .env("TENET_ADMIN_TOKEN", &token)
+    .run()
+    .assert_code(0);
     lir.tenet(["pushasset", "--root"])
         .arg(&lir.root)
         .run()

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use tenet_modules::Host;
-use tenet_rulesets::api::FactsUpdate;
+use tenet_rulesets::api::{FactsUpdate, RegisterRequest};
+use tenet_rulesets::names::{self, NameKind};
 
 use crate::cli::{Format, PushassetArgs, RegisterArgs, SvcPullArgs};
 use crate::collector::{AgentState, CallError, CollectorClient};
@@ -24,6 +25,27 @@ pub fn register(a: &RegisterArgs, config: Option<&Path>) -> anyhow::Result<ExitC
         );
         return Ok(ExitCode::from(2));
     }
+    if a.collector.starts_with("http://") && !a.insecure_http {
+        eprintln!(
+            "tenet: --collector: {} is plain HTTP: the admin token and the node secret would be sent in clear. Use https:// (with --ca-file for a private or self-signed certificate), or give --insecure-http to accept it",
+            a.collector
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let invalid = |what: &str, e: tenet_rulesets::names::NameError| {
+        eprintln!("tenet: {what}: {e}");
+        Ok(ExitCode::from(2))
+    };
+    if let Some(t) = &a.team
+        && let Err(e) = names::check(NameKind::Team, t)
+    {
+        return invalid("--team", e);
+    }
+    for s in &a.services {
+        if let Err(e) = names::check(NameKind::Service, s) {
+            return invalid("--service", e);
+        }
+    }
     let name = match &a.name {
         Some(n) => n.clone(),
         None => {
@@ -35,9 +57,17 @@ pub fn register(a: &RegisterArgs, config: Option<&Path>) -> anyhow::Result<ExitC
                 .to_string()
         }
     };
+    if let Err(e) = names::check(NameKind::Node, &name) {
+        return invalid("node name (--name)", e);
+    }
     let ca = a.ca_file.clone().or_else(|| cfg.ca_file());
     let client = CollectorClient::for_admin(&a.collector, &a.token, ca.as_deref())?;
-    let reg = match client.register(&name) {
+    let request = RegisterRequest {
+        name: name.clone(),
+        team_responsible: a.team.clone(),
+        services: a.services.clone(),
+    };
+    let reg = match client.register(&request) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tenet: registration failed: {e}");
@@ -55,6 +85,12 @@ pub fn register(a: &RegisterArgs, config: Option<&Path>) -> anyhow::Result<ExitC
     cfg.set("secret_file", &secret_file.display().to_string());
     if let Some(ca) = &a.ca_file {
         cfg.set("ca_file", &ca.display().to_string());
+    }
+    if a.collector.starts_with("http://") {
+        cfg.table
+            .insert("insecure_http".into(), toml::Value::Boolean(true));
+    } else {
+        cfg.table.remove("insecure_http");
     }
     cfg.save()?;
     match a.format {
@@ -144,8 +180,8 @@ pub fn svc_pull(a: &SvcPullArgs, config: Option<&Path>) -> anyhow::Result<ExitCo
             return Ok(ExitCode::from(2));
         }
     };
-    if a.service.is_empty() || a.service.contains('/') || a.service.starts_with('.') {
-        eprintln!("tenet: {:?} is not a service name", a.service);
+    if let Err(e) = names::check(NameKind::Service, &a.service) {
+        eprintln!("tenet: {e}");
         return Ok(ExitCode::from(2));
     }
     let client = CollectorClient::for_node(&cfg)?;

@@ -11,8 +11,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tenet_rulesets::api::{RegisterRequest, Registration};
+use tenet_rulesets::api::{NodeAttributes, RegisterRequest, Registration};
 use tenet_rulesets::export::{parse_filter_op, parse_logical_op, parse_ruleset_type};
+use tenet_rulesets::names::{self, NameKind};
 use tenet_rulesets::{
     Bundle, Filter, FilterEntry, FilterTest, Filterset, Meta, ModuleRef, Moduleset, Ruleset,
     RulesetType, VarValue, Variable,
@@ -28,31 +29,57 @@ fn json_body<T>(body: std::result::Result<Json<T>, JsonRejection>) -> Result<T, 
         .map_err(|e| ApiError::new(e.status(), e.body_text()))
 }
 
-/// `POST /api/v1/nodes`: registers a node and returns its credentials, once.
+/// Most services one node may be assigned.
+const MAX_NODE_SERVICES: usize = 1_000;
+
+/// Checks admin-assigned attributes: a team and service names of valid grammar, services
+/// listed once, at most [`MAX_NODE_SERVICES`].
+fn check_attributes(a: &NodeAttributes) -> Result<(), ApiError> {
+    if let Some(t) = &a.team_responsible {
+        names::check(NameKind::Team, t)
+            .map_err(|e| ApiError::bad_request(format!("team_responsible: {e}")))?;
+    }
+    if a.services.len() > MAX_NODE_SERVICES {
+        return Err(ApiError::bad_request(format!(
+            "services: {} services, over the limit of {MAX_NODE_SERVICES}",
+            a.services.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &a.services {
+        names::check(NameKind::Service, s)
+            .map_err(|e| ApiError::bad_request(format!("services: {e}")))?;
+        if !seen.insert(s) {
+            return Err(ApiError::bad_request(format!(
+                "services: {} is listed twice",
+                names::shown(s)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/nodes`: registers a node, with its admin-assigned attributes
+/// (`team_responsible`, `services`), and returns its credentials, once.
 pub async fn register_node(
     State(state): State<AppState>,
     Admin(caller): Admin,
     body: std::result::Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let req = json_body(body)?;
-    let name = req.name.trim().to_string();
-    if name.is_empty()
-        || name.len() > 255
-        || name
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || c == '/')
-    {
-        return Err(ApiError::bad_request(format!(
-            "name: {:?} is not a valid node name (1 to 255 characters, no spaces, slashes or control characters)",
-            req.name
-        )));
-    }
+    let name = req.name.clone();
+    names::check(NameKind::Node, &name).map_err(|e| ApiError::bad_request(format!("name: {e}")))?;
+    let attributes = NodeAttributes {
+        team_responsible: req.team_responsible,
+        services: req.services,
+    };
+    check_attributes(&attributes)?;
     let id = uuid::Uuid::new_v4().to_string();
     let secret = crate::auth::new_secret();
     let digest = crate::auth::digest(&secret);
     let store = state.store.clone();
     let (i, n, actor) = (id.clone(), name.clone(), caller.actor());
-    blocking(move || store.register_node(&i, &n, &digest, &actor)).await?;
+    blocking(move || store.register_node_with(&i, &n, &digest, &attributes, &actor)).await?;
     Ok((
         StatusCode::CREATED,
         Json(Registration {
@@ -71,6 +98,35 @@ pub async fn list_nodes(
 ) -> Result<Response, ApiError> {
     let store = state.store.clone();
     Ok(Json(blocking(move || store.list_nodes()).await?).into_response())
+}
+
+/// `PUT /api/v1/nodes/{node}`: replaces the node's admin-assigned attributes (a field left out
+/// is emptied). These, never the node's facts, decide what it may attach and which services it
+/// may act for.
+pub async fn put_node_attributes(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(node): Path<String>,
+    body: std::result::Result<Json<NodeAttributes>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let attributes = json_body(body)?;
+    check_attributes(&attributes)?;
+    let node = caller.node(&state, &node).await?;
+    let store = state.store.clone();
+    let actor = caller.actor();
+    let id = node.id.clone();
+    let stored = blocking(move || {
+        store.set_node_attributes(&id, &attributes, &actor)?;
+        store.node_attributes(&id)
+    })
+    .await?;
+    Ok(Json(serde_json::json!({
+        "node_id": node.id,
+        "name": node.name,
+        "team_responsible": stored.team_responsible,
+        "services": stored.services,
+    }))
+    .into_response())
 }
 
 /// `DELETE /api/v1/nodes/{node}`.
@@ -123,6 +179,8 @@ async fn service_change(
     attach: bool,
 ) -> Result<Response, ApiError> {
     let kind = attach_kind(&kind)?;
+    // The first attachment creates the service.
+    names::check(NameKind::Service, &svc).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let store = state.store.clone();
     let actor = caller.actor();
     let target = Target::Service(svc.clone());

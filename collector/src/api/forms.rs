@@ -13,6 +13,7 @@ use tenet_templates::{ErrorKind, FormOptions};
 
 use super::{Admin, ApiError, AppState, Caller, blocking};
 use crate::store::{ServiceConfig, now_text};
+use tenet_rulesets::names::{self, NameKind};
 
 /// `POST /api/v1/forms/{name}` body.
 #[derive(Debug, Deserialize)]
@@ -33,20 +34,9 @@ fn template_error(e: tenet_templates::Error) -> ApiError {
     let status = match e.kind() {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::BadInput => StatusCode::BAD_REQUEST,
-        ErrorKind::Template | ErrorKind::Io => {
-            tracing::error!("{e}");
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        ErrorKind::Template | ErrorKind::Io => return ApiError::internal(e),
     };
     ApiError::new(status, e.to_string())
-}
-
-fn valid_service_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 255
-        && !s
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || c == '/')
 }
 
 /// `GET /api/v1/forms` (admin): the forms and their inputs.
@@ -104,12 +94,8 @@ pub async fn render_form(
             ));
         }
     };
-    if !valid_service_name(&service) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("service: {service:?} is not a valid service name"),
-        ));
-    }
+    names::check(NameKind::Service, &service)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("service: {e}")))?;
     let config = ServiceConfig {
         service: service.clone(),
         form: name.clone(),
@@ -128,25 +114,18 @@ pub async fn render_form(
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
-/// `GET /api/v1/services/{svc}/config`: the configuration text, for an admin or a node that
-/// hosts the service. `ETag` is its SHA-256.
+/// `GET /api/v1/services/{svc}/config`: the configuration text, for an admin or a node an
+/// admin assigned the service. `ETag` is its SHA-256.
 pub async fn service_config(
     State(state): State<AppState>,
     caller: Caller,
     Path(svc): Path<String>,
 ) -> Result<Response, ApiError> {
-    let store = state.store.clone();
     if let Caller::Node(n) = &caller {
-        let (id, s) = (n.id.clone(), svc.clone());
-        if !blocking(move || store.node_hosts_service(&id, &s)).await? {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "node {} does not host service {svc} (a node reports the services it hosts in its facts)",
-                    n.name
-                ),
-            ));
-        }
+        super::node::check_service(&state, &caller, &n.id, Some(&svc)).await?;
+    } else {
+        names::check(NameKind::Service, &svc)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     }
     let store = state.store.clone();
     let s = svc.clone();

@@ -4,6 +4,7 @@
 
 mod actions;
 mod admin;
+mod errors;
 mod forms;
 mod limits;
 mod metrics;
@@ -97,7 +98,9 @@ pub fn router(state: AppState) -> Router {
         .route("/nodes", post(admin::register_node).get(admin::list_nodes))
         .route(
             "/nodes/{node}",
-            get(node::get_node).delete(admin::delete_node),
+            get(node::get_node)
+                .put(admin::put_node_attributes)
+                .delete(admin::delete_node),
         )
         .route("/nodes/{node}/facts", put(node::put_facts))
         .route("/nodes/{node}/policy", get(node::get_policy))
@@ -195,6 +198,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(errors::json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(limits::bounded_body))
         .layer(axum::middleware::from_fn_with_state(
@@ -245,11 +249,12 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
-/// An error response: a status and `{"error": message}`.
+/// An error response: a status and `{"error": message}` (and `request_id` for a 500).
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    request_id: Option<String>,
     /// Seconds for `Retry-After` (429).
     retry_after: Option<u64>,
 }
@@ -266,6 +271,22 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            request_id: None,
+            retry_after: None,
+        }
+    }
+
+    /// A 500. The details (SQL, paths, panics) go to the log under a new request id; the
+    /// caller gets the id only, so it can be quoted to whoever reads the log.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        tracing::error!(request_id = %id, "internal error: {detail}");
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!(
+                "internal error (request id {id}: the collector's log has the details)"
+            ),
+            request_id: Some(id),
             retry_after: None,
         }
     }
@@ -293,8 +314,7 @@ impl From<Error> for ApiError {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Database(_) | Error::Store(_) | Error::Io { .. } => {
-                tracing::error!("{e}");
-                StatusCode::INTERNAL_SERVER_ERROR
+                return ApiError::internal(e);
             }
         };
         ApiError::new(status, e.to_string())
@@ -303,13 +323,18 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let request_id = self.request_id.clone();
         let mut resp = (
             self.status,
             axum::Json(ErrorBody {
                 error: self.message,
+                request_id: self.request_id,
             }),
         )
             .into_response();
+        if let Some(v) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -330,7 +355,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::internal(format!("a blocking task failed: {e}")))?
         .map_err(ApiError::from)
 }
 

@@ -10,8 +10,10 @@ use tenet_rulesets::api::{FactsUpdate, NodeStatus, RunRecorded, RunResults, Summ
 
 use super::{ApiError, AppState, Caller, blocking};
 use crate::store::{AttachKind, Target};
+use tenet_rulesets::names::{self, NameKind};
 
-/// `GET /api/v1/nodes/{node}`: the node's registration, attachments and facts.
+/// `GET /api/v1/nodes/{node}`: the node's registration, admin-assigned attributes,
+/// attachments (with who made each) and facts.
 pub async fn get_node(
     State(state): State<AppState>,
     caller: Caller,
@@ -20,19 +22,25 @@ pub async fn get_node(
     let node = caller.node(&state, &node).await?;
     let store = state.store.clone();
     let id = node.id.clone();
-    let (facts, attachments) = blocking(move || {
+    let (facts, attachments, attributes, reported) = blocking(move || {
         Ok((
             store.node_facts(&id)?,
             store.attachments(&Target::Node(id.clone()))?,
+            store.node_attributes(&id)?,
+            store.reported_services(&id)?,
         ))
     })
     .await?;
     Ok(Json(serde_json::json!({
         "node_id": node.id,
         "name": node.name,
+        "team_responsible": attributes.team_responsible,
+        "services": attributes.services,
+        "reported_services": reported,
         "facts": facts,
         "modulesets": attachments.modulesets,
         "rulesets": attachments.rulesets,
+        "attachments": attachments.detail,
     }))
     .into_response())
 }
@@ -47,16 +55,18 @@ pub async fn put_facts(
 ) -> Result<StatusCode, ApiError> {
     let node = caller.node(&state, &node).await?;
     let Json(update) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    for s in &update.services {
+        names::check(NameKind::Service, s)
+            .map_err(|e| ApiError::bad_request(format!("services: {e}")))?;
+    }
+    // Fact fields become filterset fields and `OSVC_COMP_NODES_<FIELD>` environment names.
+    for field in update.facts.node.keys() {
+        names::check(NameKind::FactField, field)
+            .map_err(|e| ApiError::bad_request(format!("facts.node: {e}")))?;
+    }
     let canonical =
         serde_json::to_vec(&update.facts).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let hash = hex::encode(Sha256::digest(&canonical));
-    for s in &update.services {
-        if s.is_empty() || s.len() > 255 {
-            return Err(ApiError::bad_request(format!(
-                "services: invalid service name {s:?}"
-            )));
-        }
-    }
     let store = state.store.clone();
     blocking(move || {
         store.put_facts(
@@ -86,15 +96,19 @@ pub struct PolicyQuery {
     service: Option<String>,
 }
 
-/// May this caller act for `service` on `node`? Admins may; a node only for the services it
-/// reported hosting in its facts.
-async fn check_service(
+/// May this caller act for `service` on `node`? Admins may; a node only for the services an
+/// admin assigned it (what it reports hosting does not count).
+pub(super) async fn check_service(
     state: &AppState,
     caller: &Caller,
     node_id: &str,
     service: Option<&str>,
 ) -> Result<(), ApiError> {
-    let (Some(svc), Caller::Node(n)) = (service, caller) else {
+    let Some(svc) = service else {
+        return Ok(());
+    };
+    names::check(NameKind::Service, svc).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let Caller::Node(n) = caller else {
         return Ok(());
     };
     let store = state.store.clone();
@@ -103,7 +117,7 @@ async fn check_service(
         Ok(())
     } else {
         Err(ApiError::forbidden(format!(
-            "node {} does not host service {svc} (a node reports the services it hosts in its facts)",
+            "node {} is not assigned service {svc} (an admin assigns the services a node hosts: PUT /api/v1/nodes/{{node}}; what a node reports does not count)",
             n.name
         )))
     }
@@ -266,7 +280,8 @@ pub(super) fn attach_kind(segment: &str) -> Result<AttachKind, ApiError> {
 }
 
 /// Whether a node may attach this object to itself: it must be published to everybody (no
-/// publication groups, or `Everybody`) or to the node's `team_responsible`.
+/// publication groups, or `Everybody`) or to the team an admin assigned the node
+/// (`team_responsible` of `PUT /api/v1/nodes/{node}`; the facts the node reports do not count).
 async fn check_published(
     state: &AppState,
     caller: &Caller,
@@ -290,16 +305,18 @@ async fn check_published(
     }
     let store = state.store.clone();
     let id = node.id.clone();
-    let facts = blocking(move || store.node_facts(&id)).await?;
-    let team = facts.node.get("team_responsible");
-    if team.is_some_and(|t| publications.contains(t)) {
+    let team = blocking(move || store.node_attributes(&id))
+        .await?
+        .team_responsible;
+    if team.as_ref().is_some_and(|t| publications.contains(t)) {
         return Ok(());
     }
     Err(ApiError::forbidden(format!(
-        "{} {name} is not published to node {} (published to: {})",
+        "{} {name} is not published to node {} (published to: {}; the node's team: {})",
         kind.as_str(),
         node.name,
-        publications.join(", ")
+        publications.join(", "),
+        team.as_deref().unwrap_or("none assigned")
     )))
 }
 
@@ -338,9 +355,13 @@ async fn change(
     let actor = caller.actor();
     let target = Target::Node(node.id.clone());
     let n = name.clone();
+    let as_node = matches!(caller, Caller::Node(_));
     let changed = blocking(move || {
         if attach {
             store.attach(&target, kind, &n, &actor)
+        } else if as_node {
+            // A node detaches only what it attached itself.
+            store.detach_own(&node.id, kind, &n, &actor)
         } else {
             store.detach(&target, kind, &n, &actor)
         }

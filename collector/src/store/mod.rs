@@ -12,7 +12,7 @@ pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
 use tenet_rulesets::action::{Action, ActionResult, DequeuedAction};
-use tenet_rulesets::api::{ModuleStatus, RunResults};
+use tenet_rulesets::api::{ModuleStatus, NodeAttributes, RunResults};
 use tenet_rulesets::{Bundle, NodeFacts};
 
 use crate::error::Result;
@@ -51,6 +51,10 @@ pub struct NodeSummary {
     pub modulesets: Vec<String>,
     /// Rulesets attached to the node.
     pub rulesets: Vec<String>,
+    /// The team an admin assigned the node to.
+    pub team_responsible: Option<String>,
+    /// The services an admin assigned the node.
+    pub services: Vec<String>,
 }
 
 /// What attachments are about: a node, or a service.
@@ -100,6 +104,23 @@ pub struct Attachments {
     pub rulesets: Vec<String>,
     /// Bumped on every change (part of the policy cache key).
     pub version: i64,
+    /// Each attachment with who made it, in attachment order (modulesets, then rulesets).
+    #[serde(default)]
+    pub detail: Vec<Attached>,
+}
+
+/// One attachment and who made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attached {
+    /// `moduleset` or `ruleset`.
+    pub kind: AttachKind,
+    /// The object.
+    pub name: String,
+    /// Who attached it: `admin:<token name>` or `node:<name>`; `None` when unknown (attached
+    /// before migration 6 with no audit entry left to tell), which counts as an admin's.
+    pub attached_by: Option<String>,
+    /// When (`YYYY-MM-DD HH:MM:SS`, UTC).
+    pub attached_at: String,
 }
 
 /// One audit log entry: who changed what.
@@ -191,15 +212,38 @@ pub trait Store: Send + Sync + 'static {
     /// The name of the admin token with this digest, if any.
     fn admin_token(&self, token_hash: &str) -> Result<Option<String>>;
 
-    /// Registers a node; errors with `Conflict` when the name is taken.
-    fn register_node(&self, id: &str, name: &str, secret_hash: &str, actor: &str) -> Result<()>;
+    /// Registers a node with no admin-assigned attributes; errors with `Conflict` when the
+    /// name is taken.
+    fn register_node(&self, id: &str, name: &str, secret_hash: &str, actor: &str) -> Result<()> {
+        self.register_node_with(id, name, secret_hash, &NodeAttributes::default(), actor)
+    }
+    /// Registers a node with its admin-assigned attributes, all or nothing; errors with
+    /// `Conflict` when the name is taken.
+    fn register_node_with(
+        &self,
+        id: &str,
+        name: &str,
+        secret_hash: &str,
+        attributes: &NodeAttributes,
+        actor: &str,
+    ) -> Result<()>;
+    /// A node's admin-assigned attributes (`NotFound` for an unknown node).
+    fn node_attributes(&self, node_id: &str) -> Result<NodeAttributes>;
+    /// Replaces a node's admin-assigned attributes, with an audit entry.
+    fn set_node_attributes(
+        &self,
+        node_id: &str,
+        attributes: &NodeAttributes,
+        actor: &str,
+    ) -> Result<()>;
     /// A node by id or, failing that, by name.
     fn node_auth(&self, node: &str) -> Result<Option<NodeAuth>>;
     /// Every node, with its compliance summary.
     fn list_nodes(&self) -> Result<Vec<NodeSummary>>;
     /// Removes a node with its attachments and results.
     fn delete_node(&self, node_id: &str, actor: &str) -> Result<()>;
-    /// Replaces a node's facts, packages, listener port and hosted services.
+    /// Replaces a node's facts, packages, listener port and the services it says it hosts
+    /// (recorded for admins to see; they grant nothing).
     fn put_facts(
         &self,
         node_id: &str,
@@ -210,8 +254,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// A node's facts (empty before the first push).
     fn node_facts(&self, node_id: &str) -> Result<NodeFacts>;
-    /// Whether the node declared it hosts the service.
+    /// Whether an admin assigned the service to the node (what the node reports does not
+    /// count).
     fn node_hosts_service(&self, node_id: &str, service: &str) -> Result<bool>;
+    /// The services the node last said it hosts (informational).
+    fn reported_services(&self, node_id: &str) -> Result<Vec<String>>;
 
     /// The current policy generation (bumped by every bundle edit).
     fn generation(&self) -> Result<u64>;
@@ -223,11 +270,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// What is attached to a node or service (a service never attached has nothing).
     fn attachments(&self, target: &Target) -> Result<Attachments>;
-    /// Attaches a moduleset or ruleset; `Ok(false)` when it already was. `NotFound` when the
-    /// object does not exist.
+    /// Attaches a moduleset or ruleset, recording `actor` as who attached it; `Ok(false)` when
+    /// it already was. `NotFound` when the object does not exist. An admin attaching what a
+    /// node attached takes it over (the node can no longer detach it); a node attaching what
+    /// an admin attached changes nothing.
     fn attach(&self, target: &Target, kind: AttachKind, name: &str, actor: &str) -> Result<bool>;
-    /// Detaches; `Ok(false)` when it was not attached.
+    /// Detaches (an admin's call: whoever attached it); `Ok(false)` when it was not attached.
     fn detach(&self, target: &Target, kind: AttachKind, name: &str, actor: &str) -> Result<bool>;
+    /// Detaches from a node what `actor` attached itself; `Forbidden` naming who attached it
+    /// when someone else did; `Ok(false)` when it was not attached.
+    fn detach_own(&self, node_id: &str, kind: AttachKind, name: &str, actor: &str) -> Result<bool>;
 
     /// Records a run's results once per `run_id`: `Ok(false)` when it was recorded before.
     fn record_run(&self, node_id: &str, run: &RunResults) -> Result<bool>;

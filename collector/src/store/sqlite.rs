@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use tenet_rulesets::api::{ModuleStatus, RuleResult, RunResults};
+use tenet_rulesets::api::{ModuleStatus, NodeAttributes, RuleResult, RunResults};
 use tenet_rulesets::export::{
     filter_op_str, logical_op_str, parse_filter_op, parse_logical_op, parse_ruleset_type,
     ruleset_type_str,
@@ -27,9 +27,9 @@ use tenet_rulesets::{
 };
 
 use super::{
-    AttachKind, Attachments, AuditEntry, BundleEdit, DailyCompliance, EditOutcome, Gauges,
-    NodeAuth, NodeSummary, NotifyTarget, ReleaseRow, RunSummary, ServiceConfig, Store, Target,
-    now_text,
+    AttachKind, Attached, Attachments, AuditEntry, BundleEdit, DailyCompliance, EditOutcome,
+    Gauges, NodeAuth, NodeSummary, NotifyTarget, ReleaseRow, RunSummary, ServiceConfig, Store,
+    Target, now_text,
 };
 use crate::error::{Error, Result};
 use tenet_rulesets::action::{Action, ActionResult, DequeuedAction};
@@ -273,7 +273,44 @@ CREATE INDEX release_status_version ON release_status (version);
     ),
     // Retention: daily aggregates and the index pruning scans (issue 13).
     (5, retention::MIGRATION),
+    // Privileges come from what an admin assigns, never from what a node reports (issue 13).
+    (6, MIGRATION_6),
 ];
+
+/// Migration 6: admin-assigned node attributes, and who made each node attachment.
+///
+/// What the old rows mean afterwards:
+/// - `node_services` held the services nodes *said* they host, and granted them access: those
+///   claims cannot be told from forged ones, so they are kept as `node_reported_services`
+///   (shown to admins) and grant nothing. No node hosts a service until an admin assigns it
+///   (`PUT /api/v1/nodes/{node}` with `services`).
+/// - `nodes.team_responsible` is new and empty: the team a node reported in its facts is not
+///   carried over (same reason).
+/// - `attached_by` of an existing node attachment is taken from the audit log (the actor of
+///   the latest `attach` of that object to that node); where no entry is left it stays NULL,
+///   which counts as an admin's attachment: the node cannot detach it.
+const MIGRATION_6: &str = r#"
+ALTER TABLE nodes ADD COLUMN team_responsible TEXT;
+ALTER TABLE node_services RENAME TO node_reported_services;
+CREATE TABLE node_assigned_services (
+    node_id TEXT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    assigned_at TEXT NOT NULL,
+    PRIMARY KEY (node_id, service_id)
+);
+ALTER TABLE node_modulesets ADD COLUMN attached_by TEXT;
+ALTER TABLE node_rulesets ADD COLUMN attached_by TEXT;
+UPDATE node_modulesets SET attached_by = (
+    SELECT a.actor FROM audit_log a, modulesets m
+    WHERE m.id = node_modulesets.moduleset_id AND a.action = 'attach'
+      AND a.object = 'node ' || node_modulesets.node_id AND a.detail = 'moduleset ' || m.name
+    ORDER BY a.id DESC LIMIT 1);
+UPDATE node_rulesets SET attached_by = (
+    SELECT a.actor FROM audit_log a, rulesets r
+    WHERE r.id = node_rulesets.ruleset_id AND a.action = 'attach'
+      AND a.object = 'node ' || node_rulesets.node_id AND a.detail = 'ruleset ' || r.name
+    ORDER BY a.id DESC LIMIT 1);
+"#;
 
 /// The latest schema version.
 pub fn schema_version() -> i64 {
@@ -305,8 +342,11 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, switches it to WAL and applies
-    /// pending migrations.
+    /// pending migrations. The database holds facts, service configurations and token
+    /// digests: a missing directory is created 0700, the file is created 0600 (its `-wal` and
+    /// `-shm` files take its mode), and an existing file readable by others is made 0600.
     pub fn open(path: &Path) -> Result<SqliteStore> {
+        private_files(path)?;
         let mut conn = Connection::open(path)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -317,6 +357,11 @@ impl SqliteStore {
         }
         configure(&conn)?;
         migrate(&mut conn)?;
+        // WAL mode made them; SQLite gives them the database's mode, but files left by an
+        // older collector may be wider.
+        for suffix in ["-wal", "-shm"] {
+            restrict(&sibling(path, suffix))?;
+        }
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -375,9 +420,89 @@ impl SqliteStore {
     }
 }
 
+/// `path` with `suffix` appended to its file name (`db.sqlite-wal`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Creates the database's directory (0700) and file (0600) when missing, and restricts an
+/// existing file to 0600. An existing directory is left as it is (it may be shared, such as
+/// /var/lib): only what the collector creates is its to decide.
+fn private_files(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let io = |p: &Path, e: std::io::Error| Error::Io {
+        path: p.display().to_string(),
+        source: e,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io(dir, e))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => restrict(path),
+        Err(e) => Err(io(path, e)),
+    }
+}
+
+/// Makes an existing file 0600 if group or others have any access to it.
+fn restrict(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::Io {
+                path: path.display().to_string(),
+                source: e,
+            });
+        }
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.is_file() && mode & 0o077 != 0 {
+        tracing::warn!(
+            "store: {} had mode {mode:04o}; made 0600 (it holds facts, service configurations and token digests)",
+            path.display()
+        );
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            Error::Io {
+                path: path.display().to_string(),
+                source: e,
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs one write in its own savepoint. A write that fails or panics is rolled back alone:
+/// the writer thread and the other writes of the group go on (a panic is contained here, the
+/// caller gets an error).
 fn run_in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     conn.execute_batch("SAVEPOINT job")?;
-    match f(conn) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(Error::Store(format!(
+                "a write panicked and was rolled back: {what}"
+            )))
+        });
+    match outcome {
         Ok(v) => {
             conn.execute_batch("RELEASE job")?;
             Ok(v)
@@ -958,31 +1083,46 @@ fn node_exists(conn: &Connection, node_id: &str) -> Result<()> {
 
 fn attachments(conn: &Connection, target: &Target) -> Result<Attachments> {
     let mut out = Attachments::default();
+    // Services are attached by admins only: they record no `attached_by`.
     let (ms_sql, rs_sql, ver_sql, key): (&str, &str, &str, rusqlite::types::Value) = match target {
         Target::Node(id) => (
-            "SELECT m.name FROM node_modulesets a JOIN modulesets m ON m.id = a.moduleset_id WHERE a.node_id = ?1 ORDER BY a.attached_at, m.id",
-            "SELECT r.name FROM node_rulesets a JOIN rulesets r ON r.id = a.ruleset_id WHERE a.node_id = ?1 ORDER BY a.attached_at, r.id",
+            "SELECT m.name, a.attached_by, a.attached_at FROM node_modulesets a JOIN modulesets m ON m.id = a.moduleset_id WHERE a.node_id = ?1 ORDER BY a.attached_at, m.id",
+            "SELECT r.name, a.attached_by, a.attached_at FROM node_rulesets a JOIN rulesets r ON r.id = a.ruleset_id WHERE a.node_id = ?1 ORDER BY a.attached_at, r.id",
             "SELECT attach_version FROM nodes WHERE id = ?1",
             id.clone().into(),
         ),
         Target::Service(name) => match service_id(conn, name, false)? {
             None => return Ok(out),
             Some(id) => (
-                "SELECT m.name FROM service_modulesets a JOIN modulesets m ON m.id = a.moduleset_id WHERE a.service_id = ?1 ORDER BY a.attached_at, m.id",
-                "SELECT r.name FROM service_rulesets a JOIN rulesets r ON r.id = a.ruleset_id WHERE a.service_id = ?1 ORDER BY a.attached_at, r.id",
+                "SELECT m.name, NULL, a.attached_at FROM service_modulesets a JOIN modulesets m ON m.id = a.moduleset_id WHERE a.service_id = ?1 ORDER BY a.attached_at, m.id",
+                "SELECT r.name, NULL, a.attached_at FROM service_rulesets a JOIN rulesets r ON r.id = a.ruleset_id WHERE a.service_id = ?1 ORDER BY a.attached_at, r.id",
                 "SELECT attach_version FROM services WHERE id = ?1",
                 id.into(),
             ),
         },
     };
-    out.modulesets = conn
-        .prepare_cached(ms_sql)?
-        .query_map([&key], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    out.rulesets = conn
-        .prepare_cached(rs_sql)?
-        .query_map([&key], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    for (kind, sql) in [
+        (AttachKind::Moduleset, ms_sql),
+        (AttachKind::Ruleset, rs_sql),
+    ] {
+        let mut st = conn.prepare_cached(sql)?;
+        let rows = st.query_map([&key], |r| {
+            Ok(Attached {
+                kind,
+                name: r.get(0)?,
+                attached_by: r.get(1)?,
+                attached_at: r.get(2)?,
+            })
+        })?;
+        for row in rows {
+            let a = row?;
+            match kind {
+                AttachKind::Moduleset => out.modulesets.push(a.name.clone()),
+                AttachKind::Ruleset => out.rulesets.push(a.name.clone()),
+            }
+            out.detail.push(a);
+        }
+    }
     out.version = conn
         .prepare_cached(ver_sql)?
         .query_row([&key], |r| r.get(0))
@@ -991,6 +1131,33 @@ fn attachments(conn: &Connection, target: &Target) -> Result<Attachments> {
     Ok(out)
 }
 
+/// How audit entries and `attached_by` name a node acting for itself: `node:<name>`.
+const NODE_ACTOR: &str = "node:";
+
+/// The statements over one node attachment table.
+struct AttachTable {
+    owner: &'static str,
+    insert: &'static str,
+    take_over: &'static str,
+    delete: &'static str,
+}
+
+const NODE_MODULESETS: AttachTable = AttachTable {
+    owner: "SELECT attached_by FROM node_modulesets WHERE node_id = ?1 AND moduleset_id = ?2",
+    insert: "INSERT INTO node_modulesets (node_id, moduleset_id, attached_at, attached_by) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+    take_over: "UPDATE node_modulesets SET attached_by = ?3 WHERE node_id = ?1 AND moduleset_id = ?2 AND attached_by LIKE 'node:%'",
+    delete: "DELETE FROM node_modulesets WHERE node_id = ?1 AND moduleset_id = ?2",
+};
+
+const NODE_RULESETS: AttachTable = AttachTable {
+    owner: "SELECT attached_by FROM node_rulesets WHERE node_id = ?1 AND ruleset_id = ?2",
+    insert: "INSERT INTO node_rulesets (node_id, ruleset_id, attached_at, attached_by) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+    take_over: "UPDATE node_rulesets SET attached_by = ?3 WHERE node_id = ?1 AND ruleset_id = ?2 AND attached_by LIKE 'node:%'",
+    delete: "DELETE FROM node_rulesets WHERE node_id = ?1 AND ruleset_id = ?2",
+};
+
+/// Attaches or detaches. With `owner`, a detach happens only when `owner` made the
+/// attachment (`Forbidden` otherwise).
 fn change_attachment(
     conn: &Connection,
     target: &Target,
@@ -998,6 +1165,7 @@ fn change_attachment(
     name: &str,
     attach: bool,
     actor: &str,
+    owner: Option<&str>,
 ) -> Result<bool> {
     let obj_id: Option<i64> = conn
         .prepare_cached(match kind {
@@ -1012,23 +1180,54 @@ fn change_attachment(
     let changed = match target {
         Target::Node(node) => {
             node_exists(conn, node)?;
-            let sql = match (kind, attach) {
-                (AttachKind::Moduleset, true) => {
-                    "INSERT INTO node_modulesets (node_id, moduleset_id, attached_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING"
-                }
-                (AttachKind::Ruleset, true) => {
-                    "INSERT INTO node_rulesets (node_id, ruleset_id, attached_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING"
-                }
-                (AttachKind::Moduleset, false) => {
-                    "DELETE FROM node_modulesets WHERE node_id = ?1 AND moduleset_id = ?2 AND ?3 IS NOT NULL"
-                }
-                (AttachKind::Ruleset, false) => {
-                    "DELETE FROM node_rulesets WHERE node_id = ?1 AND ruleset_id = ?2 AND ?3 IS NOT NULL"
-                }
+            let table = match kind {
+                AttachKind::Moduleset => NODE_MODULESETS,
+                AttachKind::Ruleset => NODE_RULESETS,
             };
-            let n = conn
-                .prepare_cached(sql)?
-                .execute(params![node, obj_id, now_text()])?;
+            if let Some(owner) = owner {
+                let attached_by: Option<Option<String>> = conn
+                    .prepare_cached(table.owner)?
+                    .query_row(params![node, obj_id], |r| r.get(0))
+                    .optional()?;
+                if let Some(by) = &attached_by
+                    && by.as_deref() != Some(owner)
+                {
+                    return Err(Error::Forbidden(format!(
+                        "{} {name} was attached by {}, not by {owner}: a node detaches only what it attached itself",
+                        kind.as_str(),
+                        by.as_deref().unwrap_or("an admin")
+                    )));
+                }
+            }
+            let n = if attach {
+                let n = conn.prepare_cached(table.insert)?.execute(params![
+                    node,
+                    obj_id,
+                    now_text(),
+                    actor
+                ])?;
+                // An admin attaching what a node attached takes it over, so the node can no
+                // longer detach it; a node never takes over an admin's attachment.
+                if n == 0
+                    && !actor.starts_with(NODE_ACTOR)
+                    && conn
+                        .prepare_cached(table.take_over)?
+                        .execute(params![node, obj_id, actor])?
+                        > 0
+                {
+                    audit(
+                        conn,
+                        actor,
+                        "attach.take-over",
+                        &target.to_string(),
+                        &format!("{} {name}", kind.as_str()),
+                    )?;
+                }
+                n
+            } else {
+                conn.prepare_cached(table.delete)?
+                    .execute(params![node, obj_id])?
+            };
             // Only a real change invalidates the node's cached policy.
             if n > 0 {
                 conn.prepare_cached(
@@ -1079,6 +1278,64 @@ fn change_attachment(
         )?;
     }
     Ok(changed)
+}
+
+fn assigned_services(conn: &Connection, node_id: &str) -> Result<Vec<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT s.name FROM node_assigned_services ns JOIN services s ON s.id = ns.service_id WHERE ns.node_id = ?1 ORDER BY s.name",
+        )?
+        .query_map([node_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+fn node_attributes(conn: &Connection, node_id: &str) -> Result<NodeAttributes> {
+    let team: Option<Option<String>> = conn
+        .prepare_cached("SELECT team_responsible FROM nodes WHERE id = ?1")?
+        .query_row([node_id], |r| r.get(0))
+        .optional()?;
+    let team_responsible = team.ok_or_else(|| Error::not_found("node", node_id))?;
+    Ok(NodeAttributes {
+        team_responsible,
+        services: assigned_services(conn, node_id)?,
+    })
+}
+
+/// Replaces a node's admin-assigned attributes (the caller checked the node exists).
+fn set_attributes(
+    conn: &Connection,
+    id: &str,
+    name: &str,
+    attributes: &NodeAttributes,
+    actor: &str,
+) -> Result<()> {
+    let before = node_attributes(conn, id)?;
+    conn.prepare_cached("UPDATE nodes SET team_responsible = ?2 WHERE id = ?1")?
+        .execute(params![id, attributes.team_responsible])?;
+    conn.prepare_cached("DELETE FROM node_assigned_services WHERE node_id = ?1")?
+        .execute([id])?;
+    for s in &attributes.services {
+        let sid = service_id(conn, s, true)?.expect("created above");
+        conn.prepare_cached(
+            "INSERT INTO node_assigned_services (node_id, service_id, assigned_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![id, sid, now_text()])?;
+    }
+    let after = node_attributes(conn, id)?;
+    if before != after {
+        audit(
+            conn,
+            actor,
+            "node.attributes",
+            &format!("node {name}"),
+            &format!(
+                "team_responsible {}, services [{}]",
+                after.team_responsible.as_deref().unwrap_or("none"),
+                after.services.join(", ")
+            ),
+        )?;
+    }
+    Ok(())
 }
 
 fn status_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModuleStatus> {
@@ -1136,13 +1393,21 @@ impl Store for SqliteStore {
         })
     }
 
-    fn register_node(&self, id: &str, name: &str, secret_hash: &str, actor: &str) -> Result<()> {
+    fn register_node_with(
+        &self,
+        id: &str,
+        name: &str,
+        secret_hash: &str,
+        attributes: &NodeAttributes,
+        actor: &str,
+    ) -> Result<()> {
         let (id, name, hash, actor) = (
             id.to_string(),
             name.to_string(),
             secret_hash.to_string(),
             actor.to_string(),
         );
+        let attributes = attributes.clone();
         self.write(move |c| {
             let taken: Option<String> = c
                 .prepare_cached("SELECT id FROM nodes WHERE name = ?1")?
@@ -1157,7 +1422,32 @@ impl Store for SqliteStore {
                 "INSERT INTO nodes (id, name, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![id, name, hash, now_text()])?;
-            audit(c, &actor, "node.register", &format!("node {name}"), &id)
+            audit(c, &actor, "node.register", &format!("node {name}"), &id)?;
+            if attributes != NodeAttributes::default() {
+                set_attributes(c, &id, &name, &attributes, &actor)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn node_attributes(&self, node_id: &str) -> Result<NodeAttributes> {
+        self.read(|c| node_attributes(c, node_id))
+    }
+
+    fn set_node_attributes(
+        &self,
+        node_id: &str,
+        attributes: &NodeAttributes,
+        actor: &str,
+    ) -> Result<()> {
+        let (id, actor, attributes) = (node_id.to_string(), actor.to_string(), attributes.clone());
+        self.write(move |c| {
+            let name: Option<String> = c
+                .prepare_cached("SELECT name FROM nodes WHERE id = ?1")?
+                .query_row([&id], |r| r.get(0))
+                .optional()?;
+            let name = name.ok_or_else(|| Error::not_found("node", &id))?;
+            set_attributes(c, &id, &name, &attributes, &actor)
         })
     }
 
@@ -1193,7 +1483,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut nodes: Vec<NodeSummary> = c
                 .prepare_cached(
-                    "SELECT id, name, created_at, last_seen, listener_port FROM nodes ORDER BY name",
+                    "SELECT id, name, created_at, last_seen, listener_port, team_responsible FROM nodes ORDER BY name",
                 )?
                 .query_map([], |r| {
                     Ok(NodeSummary {
@@ -1205,6 +1495,8 @@ impl Store for SqliteStore {
                         compliance: Default::default(),
                         modulesets: Vec::new(),
                         rulesets: Vec::new(),
+                        team_responsible: r.get(5)?,
+                        services: Vec::new(),
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
@@ -1228,6 +1520,7 @@ impl Store for SqliteStore {
                 let a = attachments(c, &Target::Node(n.node_id.clone()))?;
                 n.modulesets = a.modulesets;
                 n.rulesets = a.rulesets;
+                n.services = assigned_services(c, &n.node_id)?;
             }
             Ok(nodes)
         })
@@ -1277,12 +1570,12 @@ impl Store for SqliteStore {
             for p in &packages {
                 ins.execute(params![id, p.name, p.version, p.arch])?;
             }
-            c.prepare_cached("DELETE FROM node_services WHERE node_id = ?1")?
+            c.prepare_cached("DELETE FROM node_reported_services WHERE node_id = ?1")?
                 .execute([&id])?;
             for s in &services {
                 let sid = service_id(c, s, true)?.expect("created above");
                 c.prepare_cached(
-                    "INSERT INTO node_services (node_id, service_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    "INSERT INTO node_reported_services (node_id, service_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 )?
                 .execute(params![id, sid])?;
             }
@@ -1322,11 +1615,21 @@ impl Store for SqliteStore {
     fn node_hosts_service(&self, node_id: &str, service: &str) -> Result<bool> {
         self.read(|c| {
             Ok(c.prepare_cached(
-                "SELECT 1 FROM node_services ns JOIN services s ON s.id = ns.service_id WHERE ns.node_id = ?1 AND s.name = ?2",
+                "SELECT 1 FROM node_assigned_services ns JOIN services s ON s.id = ns.service_id WHERE ns.node_id = ?1 AND s.name = ?2",
             )?
             .query_row([node_id, service], |r| r.get::<_, i64>(0))
             .optional()?
             .is_some())
+        })
+    }
+
+    fn reported_services(&self, node_id: &str) -> Result<Vec<String>> {
+        self.read(|c| {
+            Ok(c.prepare_cached(
+                "SELECT s.name FROM node_reported_services ns JOIN services s ON s.id = ns.service_id WHERE ns.node_id = ?1 ORDER BY s.name",
+            )?
+            .query_map([node_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
         })
     }
 
@@ -1381,12 +1684,21 @@ impl Store for SqliteStore {
 
     fn attach(&self, target: &Target, kind: AttachKind, name: &str, actor: &str) -> Result<bool> {
         let (t, n, a) = (target.clone(), name.to_string(), actor.to_string());
-        self.write(move |c| change_attachment(c, &t, kind, &n, true, &a))
+        self.write(move |c| change_attachment(c, &t, kind, &n, true, &a, None))
     }
 
     fn detach(&self, target: &Target, kind: AttachKind, name: &str, actor: &str) -> Result<bool> {
         let (t, n, a) = (target.clone(), name.to_string(), actor.to_string());
-        self.write(move |c| change_attachment(c, &t, kind, &n, false, &a))
+        self.write(move |c| change_attachment(c, &t, kind, &n, false, &a, None))
+    }
+
+    fn detach_own(&self, node_id: &str, kind: AttachKind, name: &str, actor: &str) -> Result<bool> {
+        let (t, n, a) = (
+            Target::Node(node_id.to_string()),
+            name.to_string(),
+            actor.to_string(),
+        );
+        self.write(move |c| change_attachment(c, &t, kind, &n, false, &a, Some(&a)))
     }
 
     fn record_run(&self, node_id: &str, run: &RunResults) -> Result<bool> {
@@ -1776,6 +2088,12 @@ mod tests {
         tenet_rulesets::load_path(&path).expect("fixture loads")
     }
 
+    /// The shipped spdc-node bundle (in the repository).
+    fn library_bundle() -> Bundle {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rulesets/library/spdc-node");
+        tenet_rulesets::load_path(&path).expect("the library loads")
+    }
+
     fn open() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
@@ -1913,6 +2231,239 @@ mod tests {
             h.join().unwrap();
         }
         assert_eq!(store.run_count("n1").unwrap(), 200);
+    }
+
+    #[test]
+    fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+        let (_d, store) = open();
+        // The write changes something, then panics: the change must be rolled back.
+        let err = store
+            .write(|c| -> Result<()> {
+                c.execute(
+                    "INSERT INTO admin_tokens (name, token_hash, created_at) VALUES ('x', 'h', 'now')",
+                    [],
+                )?;
+                panic!("boom in a write");
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a write panicked and was rolled back: boom in a write"),
+            "{err}"
+        );
+        assert_eq!(store.admin_token("h").unwrap(), None);
+        // The writer thread is alive: writes before, during and after a panic in the same
+        // group all commit.
+        let store = std::sync::Arc::new(store);
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let s = store.clone();
+                std::thread::spawn(move || {
+                    if i % 4 == 0 {
+                        s.write(|_| -> Result<()> { panic!("again") }).unwrap_err();
+                    } else {
+                        s.create_admin_token(&format!("t{i}"), &format!("h{i}"))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        for i in (0..16).filter(|i| i % 4 != 0) {
+            assert_eq!(
+                store.admin_token(&format!("h{i}")).unwrap(),
+                Some(format!("t{i}"))
+            );
+        }
+        store.register_node("n1", "node1", "h", "test").unwrap();
+        assert!(store.node_auth("n1").unwrap().is_some());
+    }
+
+    #[test]
+    fn the_database_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        // A missing directory is created 0700, the files 0600, whatever the umask.
+        let path = dir.path().join("data/collector/c.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.register_node("n1", "node1", "h", "test").unwrap();
+        assert_eq!(mode(&dir.path().join("data")), 0o700);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        for p in [path.clone(), sibling(&path, "-wal"), sibling(&path, "-shm")] {
+            assert!(p.exists(), "{}", p.display());
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+        drop(store);
+        // A file left readable by an older version is restricted; its directory, existing,
+        // is left alone.
+        for p in [path.clone(), sibling(&path, "-wal"), sibling(&path, "-shm")] {
+            if p.exists() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let other = dir.path().join("other.db");
+        std::fs::write(&other, b"").unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = SqliteStore::open(&other).unwrap();
+        store.register_node("n1", "node1", "h", "test").unwrap();
+        assert_eq!(mode(&other), 0o600);
+        assert_eq!(mode(dir.path()), 0o755);
+        let _again = SqliteStore::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    #[test]
+    fn a_node_detaches_only_what_it_attached_and_an_admin_takes_over() {
+        let (_d, store) = open();
+        import(&store, library_bundle());
+        store.register_node("n1", "node1", "h", "test").unwrap();
+        let t = Target::Node("n1".into());
+        store
+            .attach(&t, AttachKind::Moduleset, "spdc.node", "admin:ops")
+            .unwrap();
+        store
+            .attach(&t, AttachKind::Moduleset, "spdc.kernel", "node:node1")
+            .unwrap();
+        // A node re-attaching the admin's changes nothing; detaching it is refused.
+        assert!(
+            !store
+                .attach(&t, AttachKind::Moduleset, "spdc.node", "node:node1")
+                .unwrap()
+        );
+        let err = store
+            .detach_own("n1", AttachKind::Moduleset, "spdc.node", "node:node1")
+            .unwrap_err();
+        assert!(matches!(err, Error::Forbidden(_)), "{err}");
+        assert!(err.to_string().contains("attached by admin:ops"), "{err}");
+        let by: std::collections::BTreeMap<String, Option<String>> = store
+            .attachments(&t)
+            .unwrap()
+            .detail
+            .into_iter()
+            .map(|a| (a.name, a.attached_by))
+            .collect();
+        assert_eq!(by["spdc.node"].as_deref(), Some("admin:ops"));
+        assert_eq!(by["spdc.kernel"].as_deref(), Some("node:node1"));
+        // Its own attachment the node may detach; not attached: no change.
+        assert!(
+            store
+                .detach_own("n1", AttachKind::Moduleset, "spdc.kernel", "node:node1")
+                .unwrap()
+        );
+        assert!(
+            !store
+                .detach_own("n1", AttachKind::Moduleset, "spdc.kernel", "node:node1")
+                .unwrap()
+        );
+        // An admin attaching what the node attached takes it over.
+        store
+            .attach(&t, AttachKind::Moduleset, "spdc.kernel", "node:node1")
+            .unwrap();
+        store
+            .attach(&t, AttachKind::Moduleset, "spdc.kernel", "admin:ops")
+            .unwrap();
+        assert!(
+            store
+                .detach_own("n1", AttachKind::Moduleset, "spdc.kernel", "node:node1")
+                .is_err()
+        );
+        // The admin detaches anything.
+        assert!(
+            store
+                .detach(&t, AttachKind::Moduleset, "spdc.node", "admin:ops")
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn migration_6_grants_nothing_from_reported_data_and_keeps_who_attached() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        // A store at schema 5, with what nodes reported and attached.
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+            )
+            .unwrap();
+            for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 5) {
+                let tx = conn.transaction().unwrap();
+                tx.execute_batch(sql).unwrap();
+                tx.execute("INSERT INTO schema_migrations VALUES (?1, 'then')", [v])
+                    .unwrap();
+                tx.commit().unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO nodes (id, name, secret_hash, created_at, facts) VALUES
+                   ('n1', 'node1', 'h', 'then', '{\"node\": {\"team_responsible\": \"SecretTeam\"}}');
+                 INSERT INTO services (id, name, created_at) VALUES (7, 'secretsvc', 'then');
+                 INSERT INTO node_services VALUES ('n1', 7);
+                 INSERT INTO modulesets (id, name) VALUES (1, 'ms-admin'), (2, 'ms-node'), (3, 'ms-unknown');
+                 INSERT INTO node_modulesets VALUES ('n1', 1, 'then'), ('n1', 2, 'then'), ('n1', 3, 'then');
+                 INSERT INTO audit_log (at, actor, action, object, detail) VALUES
+                   ('then', 'node:node1', 'attach', 'node n1', 'moduleset ms-admin'),
+                   ('then', 'admin:ops', 'attach', 'node n1', 'moduleset ms-admin'),
+                   ('then', 'node:node1', 'attach', 'node n1', 'moduleset ms-node');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.ready().unwrap(), schema_version());
+        assert_eq!(
+            store.node_attributes("n1").unwrap(),
+            NodeAttributes::default()
+        );
+        assert!(!store.node_hosts_service("n1", "secretsvc").unwrap());
+        assert_eq!(store.reported_services("n1").unwrap(), ["secretsvc"]);
+        let by: Vec<Option<String>> = store
+            .attachments(&Target::Node("n1".into()))
+            .unwrap()
+            .detail
+            .into_iter()
+            .map(|a| a.attached_by)
+            .collect();
+        assert_eq!(
+            by,
+            [
+                Some("admin:ops".to_string()),
+                Some("node:node1".to_string()),
+                None
+            ]
+        );
+        // Unknown counts as an admin's: the node cannot detach it.
+        assert!(
+            store
+                .detach_own("n1", AttachKind::Moduleset, "ms-unknown", "node:node1")
+                .is_err()
+        );
+        assert!(
+            store
+                .detach_own("n1", AttachKind::Moduleset, "ms-node", "node:node1")
+                .unwrap()
+        );
+        // Assigned attributes are stored, audited, and replace the previous ones.
+        let attrs = NodeAttributes {
+            team_responsible: Some("SecretTeam".into()),
+            services: vec!["secretsvc".into(), "other".into()],
+        };
+        store
+            .set_node_attributes("n1", &attrs, "admin:ops")
+            .unwrap();
+        assert!(store.node_hosts_service("n1", "secretsvc").unwrap());
+        let got = store.node_attributes("n1").unwrap();
+        assert_eq!(got.team_responsible.as_deref(), Some("SecretTeam"));
+        assert_eq!(got.services, ["other", "secretsvc"]);
+        store
+            .set_node_attributes("n1", &NodeAttributes::default(), "admin:ops")
+            .unwrap();
+        assert!(!store.node_hosts_service("n1", "secretsvc").unwrap());
+        let audit = store.audit_log(10).unwrap();
+        assert_eq!(audit[0].action, "node.attributes");
+        assert_eq!(audit[1].action, "node.attributes");
     }
 
     #[test]
