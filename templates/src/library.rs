@@ -24,8 +24,8 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Problem, Result};
 use crate::form::{Form, FormOptions};
-use crate::inline::{self, syntax_error};
 use crate::helpers;
+use crate::inline::{self, syntax_error};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/library.rs"));

@@ -232,7 +232,7 @@ pub(crate) fn through_link(host: &HostView, path: &RootedPath) -> String {
 }
 
 /// How many lines of diff check prints at most.
-const MAX_DIFF_LINES: usize = 200;
+pub(crate) const MAX_DIFF_LINES: usize = 200;
 
 /// Logs how the content on disk (`have`) differs from the wanted one: a unified diff for
 /// text, the sizes for binary content.

@@ -70,9 +70,7 @@
 //! The mode and owner types and helpers ([`Mode`], [`Owner`], `Attrs`) live in
 //! [`super::common`], shared with the `fileprop` class.
 
-use std::fs::Metadata;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -80,7 +78,6 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_json::{Map, Value};
-use similar::TextDiff;
 
 use super::common::{
     Attrs, Mode, Owner, de_gid, de_uid, report_difference, target, through_link, wrong_kind,
@@ -891,8 +888,9 @@ mod tests {
     use serde_json::json;
     use std::sync::Arc;
     use tenet_templates::Library;
+    use crate::classes::common::MAX_DIFF_LINES;
     use std::fs;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn host(dir: &Path) -> Host {
         Host::new(dir)

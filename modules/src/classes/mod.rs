@@ -56,7 +56,10 @@ mod tests {
             }
             for cap in re.captures_iter(line) {
                 let names = cap[1].trim_matches(|c| c == '{' || c == '}');
-                for name in names.split(',').map(|s| s.trim().split("::").next().unwrap_or("")) {
+                for name in names
+                    .split(',')
+                    .map(|s| s.trim().split("::").next().unwrap_or(""))
+                {
                     if name != own && classes.iter().any(|c| c == name) {
                         found.push(format!("{}: {name}: {}", n + 1, line.trim()));
                     }

@@ -42,7 +42,6 @@
 //!
 //! Every difference is listed in `docs/opensvc-compat.md`.
 
-use std::cmp::Ordering;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,7 +51,7 @@ use serde_json::Value;
 use tenet_rulesets::PackageFact;
 
 use crate::class::{Class, parse_rule};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::host::{Host, HostView};
 use crate::packages::inventory::{Backend, inventory, no_database};
 use crate::packages::{
@@ -754,7 +753,7 @@ fn native_deb_arch() -> &'static str {
 mod tests {
     use super::*;
     use crate::packages::inventory::backend;
-    use crate::packages::installed_packages;
+    use crate::packages::{installed_packages, search_path};
     use crate::testing::dpkg::{build_test_deb, build_test_deb_with, init_dpkg_root};
     use crate::testing::{assert_class_contract, check, fix};
     use serde_json::json;

@@ -288,7 +288,11 @@ fn classes_reach_the_system_only_through_the_host() {
         .flat_map(|d| std::fs::read_dir(src.join(d)).unwrap());
     for entry in entries {
         let path = entry.unwrap().path();
-        let name = path.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+        let name = path
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         if !name.ends_with(".rs") || name == "classes/root_containment.rs" {
             continue;
         }
@@ -318,7 +322,10 @@ fn classes_reach_the_system_only_through_the_host() {
             }
         }
     }
-    assert!(scanned >= 17, "scanned only {scanned} class and package files");
+    assert!(
+        scanned >= 17,
+        "scanned only {scanned} class and package files"
+    );
     assert!(
         offences.is_empty(),
         "classes must reach files through the host (crate::host):\n{}",

@@ -26,7 +26,7 @@ const TOOL_DIRS: &[&str] = &[
     "/bin",
 ];
 
-fn search_path() -> OsString {
+pub(crate) fn search_path() -> OsString {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
