@@ -328,10 +328,9 @@ impl FileStore {
         // written only when the files changed since the last check, so checking a compliant
         // store leaves it untouched.
         if fresh != unchanged {
-            let tmp = dir.join(format!(".{version}.sha256-cache.tmp"));
-            if std::fs::write(&tmp, serde_json::to_vec(&fresh).expect("JSON")).is_ok() {
-                let _ = std::fs::rename(&tmp, &cache_file);
-            }
+            let bytes = serde_json::to_vec(&fresh).expect("JSON");
+            let _ =
+                tenet_fsutil::atomic_write(&cache_file, &bytes, tenet_fsutil::DEFAULT_MODE, false);
         }
         Ok(problems)
     }
