@@ -1,5 +1,5 @@
 //! What several classes share: rule field parsing (`mode`, `uid` / `gid`), the kind of a
-//! filesystem object for messages, mode and ownership checks and fixes ([`Attrs`]), the content
+//! filesystem object for messages, mode and ownership checks and fixes (`Attrs`), the content
 //! diff shown by check, and whether systemd runs the managed system.
 //!
 //! Classes do not import each other (a source scan, `classes_import_no_other_class`, keeps it
