@@ -242,6 +242,12 @@ pub trait PolicyKind: Serialize + Send + Sync + Sized + 'static {
     fn table(b: &Bundle) -> &IndexMap<String, Self>;
     /// The same, to edit.
     fn table_mut(b: &mut Bundle) -> &mut IndexMap<String, Self>;
+    /// The object `name` of this kind, to edit (404 when there is none).
+    fn find_mut<'a>(b: &'a mut Bundle, name: &str) -> Result<&'a mut Self> {
+        Self::table_mut(b)
+            .get_mut(name)
+            .ok_or_else(|| Error::not_found(Self::KIND, name))
+    }
     /// One entry of the list (`GET /{kind}s`): the whole object unless a kind says otherwise.
     fn summary(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or_default()
@@ -283,6 +289,23 @@ impl PolicyKind for Moduleset {
     fn table_mut(b: &mut Bundle) -> &mut IndexMap<String, Self> {
         &mut b.modulesets
     }
+}
+
+/// Removes the member `member` (a variable, a module) of the object `owner` (404 naming
+/// `owner/member` when it has none).
+fn remove_member<T>(
+    list: &mut Vec<T>,
+    name_of: impl Fn(&T) -> &String,
+    what: &'static str,
+    owner: &str,
+    member: &str,
+) -> Result<()> {
+    let before = list.len();
+    list.retain(|x| name_of(x) != member);
+    if list.len() == before {
+        return Err(Error::not_found(what, format!("{owner}/{member}")));
+    }
+    Ok(())
 }
 
 /// `GET /api/v1/{kind}s`.
@@ -501,10 +524,7 @@ pub async fn patch_ruleset(
 ) -> Result<Response, ApiError> {
     let patch = json_body(body)?;
     edit(&state, &caller, StatusCode::OK, move |b| {
-        let rs = b
-            .rulesets
-            .get_mut(&name)
-            .ok_or_else(|| Error::not_found("ruleset", &name))?;
+        let rs = Ruleset::find_mut(b, &name)?;
         let mut changed = Vec::new();
         if let Some(k) = patch.kind {
             rs.kind = ruleset_kind(Some(&k))?;
@@ -551,10 +571,7 @@ pub async fn put_variable(
     }
     let author = caller.actor();
     edit(&state, &caller, StatusCode::OK, move |b| {
-        let rs = b
-            .rulesets
-            .get_mut(&name)
-            .ok_or_else(|| Error::not_found("ruleset", &name))?;
+        let rs = Ruleset::find_mut(b, &name)?;
         let v = input.into_variable(var.clone(), "body", &author)?;
         match rs.variables.iter_mut().find(|x| x.name == var) {
             Some(existing) => {
@@ -576,15 +593,8 @@ pub async fn delete_variable(
     Path((name, var)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     edit(&state, &caller, StatusCode::OK, move |b| {
-        let rs = b
-            .rulesets
-            .get_mut(&name)
-            .ok_or_else(|| Error::not_found("ruleset", &name))?;
-        let before = rs.variables.len();
-        rs.variables.retain(|v| v.name != var);
-        if rs.variables.len() == before {
-            return Err(Error::not_found("variable", format!("{name}/{var}")));
-        }
+        let rs = Ruleset::find_mut(b, &name)?;
+        remove_member(&mut rs.variables, |v| &v.name, "variable", &name, &var)?;
         audit("variable.delete", format!("ruleset {name}"), var)
     })
     .await
@@ -600,10 +610,7 @@ pub async fn add_ruleset_child(
         if !b.rulesets.contains_key(&child) {
             return Err(Error::not_found("ruleset", &child));
         }
-        let rs = b
-            .rulesets
-            .get_mut(&name)
-            .ok_or_else(|| Error::not_found("ruleset", &name))?;
+        let rs = Ruleset::find_mut(b, &name)?;
         if !rs.children.contains(&child) {
             rs.children.push(child.clone());
         }
@@ -619,10 +626,7 @@ pub async fn remove_ruleset_child(
     Path((name, child)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     edit(&state, &caller, StatusCode::OK, move |b| {
-        let rs = b
-            .rulesets
-            .get_mut(&name)
-            .ok_or_else(|| Error::not_found("ruleset", &name))?;
+        let rs = Ruleset::find_mut(b, &name)?;
         rs.children.retain(|c| *c != child);
         audit("ruleset.unnest", format!("ruleset {name}"), child)
     })
@@ -816,10 +820,7 @@ pub async fn put_module(
 ) -> Result<Response, ApiError> {
     let input = json_body(body)?;
     edit(&state, &caller, StatusCode::OK, move |b| {
-        let ms = b
-            .modulesets
-            .get_mut(&name)
-            .ok_or_else(|| Error::not_found("moduleset", &name))?;
+        let ms = Moduleset::find_mut(b, &name)?;
         match ms.modules.iter_mut().find(|m| m.name == module) {
             Some(m) => m.autofix = input.autofix,
             None => ms.modules.push(ModuleRef {
@@ -839,15 +840,8 @@ pub async fn delete_module(
     Path((name, module)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     edit(&state, &caller, StatusCode::OK, move |b| {
-        let ms = b
-            .modulesets
-            .get_mut(&name)
-            .ok_or_else(|| Error::not_found("moduleset", &name))?;
-        let before = ms.modules.len();
-        ms.modules.retain(|m| m.name != module);
-        if ms.modules.len() == before {
-            return Err(Error::not_found("module", format!("{name}/{module}")));
-        }
+        let ms = Moduleset::find_mut(b, &name)?;
+        remove_member(&mut ms.modules, |m| &m.name, "module", &name, &module)?;
         audit("module.delete", format!("moduleset {name}"), module)
     })
     .await
@@ -929,10 +923,7 @@ async fn moduleset_relation(
         let n = name.clone();
         relation_edit(
             move |b| {
-                let ms = b
-                    .modulesets
-                    .get_mut(&n)
-                    .ok_or_else(|| Error::not_found("moduleset", &n))?;
+                let ms = Moduleset::find_mut(b, &n)?;
                 Ok(if child {
                     &mut ms.children
                 } else {
