@@ -271,7 +271,8 @@ pub struct RegisterArgs {
         value_name = "TOKEN"
     )]
     pub token: String,
-    /// The node name to register (default: this host's short name).
+    /// The node name to register (default: the short form of TENET_NODENAME if set, else of
+    /// this host's name, as in the node facts).
     #[arg(long, value_name = "NODE")]
     pub name: Option<String>,
     /// The team (publication group) the collector assigns the node to: it may attach the
@@ -288,6 +289,11 @@ pub struct RegisterArgs {
     /// which is then pinned (accepted byte for byte, if valid now and naming the host).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Keep trying for up to SECS seconds (once a second) while the collector is unreachable
+    /// or answers with a server error, as when it is still starting. A refusal (bad token,
+    /// bad name, ...) is final at once.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub wait: u64,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
