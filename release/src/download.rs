@@ -306,6 +306,7 @@ struct PercentGate<'a> {
 
 impl PercentGate<'_> {
     fn update(&mut self, done: u64, total: Option<u64>) {
+        self.progress.bytes(Step::Downloading, done, total);
         let pct = percent_of(done, total.unwrap_or(0));
         if self.last != Some(pct) {
             self.last = Some(pct);

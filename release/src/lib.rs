@@ -21,6 +21,7 @@
 //!   fetched again, blobs already in a registry are not pushed again).
 //! - TLS verification is never switched off: plain HTTP only where a URL says `http://`.
 
+pub mod auth;
 pub mod converge;
 pub mod download;
 pub mod error;

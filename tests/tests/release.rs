@@ -180,6 +180,7 @@ fn recipe<'a>(version: &'a str, shared_seed: u64, unique_seed: u64) -> ReleaseRe
                 filler(unique_seed + 3, 20 * 1024),
             ),
         ],
+        multi_platform: Vec::new(),
         symlink: None,
     }
 }

@@ -232,6 +232,7 @@ mod tests {
                 version: "1.0.0",
                 images: vec![("lir/app", "v1", vec![filler(1, 4096), filler(2, 2048)])],
                 files: vec![("install-control.yaml", b"release: 1.0.0\n".to_vec())],
+                multi_platform: Vec::new(),
                 symlink: None,
             },
         )
