@@ -508,7 +508,8 @@ pub async fn apply(
 
 /// The recorded status and a line saying so, when the release is recorded in the wanted
 /// state and its check finds nothing wrong (a check that cannot run is not "as wanted").
-async fn already_as_wanted(ctx: &Context, spec: &ReleaseSpec) -> Option<(ReleaseStatus, String)> {
+/// Reads only: the status file, then the check's HEADs and listings.
+pub async fn already_as_wanted(ctx: &Context, spec: &ReleaseSpec) -> Option<(ReleaseStatus, String)> {
     let st = status::load(&ctx.var_dir, &spec.version).ok()??;
     let recorded = match spec.state {
         DesiredState::Present => ReleaseState::Present,

@@ -777,6 +777,45 @@ mod tests {
             "kind: Control\n"
         );
 
+        // A same-size change is found by content: against a local reference, and without
+        // one (the store's copy is pulled and hashed).
+        let victim = on_disk.join("sub/deeper/data.bin");
+        let mut data = std::fs::read(&victim).unwrap();
+        data[70_000] ^= 0x55;
+        std::fs::write(&victim, &data).unwrap();
+        let with_reference = store
+            .check_with_reference(v, &files, Some(src.path()))
+            .unwrap();
+        assert_eq!(
+            with_reference,
+            vec![format!(
+                "{store}: {v}/sub/deeper/data.bin: content differs (rsync checksum)"
+            )]
+        );
+        let without = store.check(v, &files).unwrap();
+        assert_eq!(without.len(), 1, "{without:?}");
+        assert!(
+            without[0].starts_with(&format!("{store}: {v}/sub/deeper/data.bin: sha256")),
+            "{without:?}"
+        );
+        // A reference that is itself damaged is not trusted: the pulled copy decides.
+        let reference = tempfile::tempdir().unwrap();
+        release_files(reference.path());
+        std::fs::write(reference.path().join("with space.txt"), "y").unwrap();
+        store.sync(src.path(), v, &NoProgress).unwrap();
+        assert!(
+            store
+                .check_with_reference(v, &files, Some(reference.path()))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .check_with_reference(v, &files, Some(src.path()))
+                .unwrap()
+                .is_empty()
+        );
+
         assert!(store.remove(v).unwrap());
         assert!(!on_disk.exists());
         assert_eq!(
