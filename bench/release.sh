@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Release figures (issue 7): `tenet release add` of a 1 GB release of 20 images to a primary and
 # two replica registries, against the shell pipeline `curl; sha256sum; unsquashfs; skopeo copy`
-# per image per registry, measured in the same run; then `check` of the present release.
+# per image per registry, measured in the same run; then a re-add of the present release (a
+# check only) and `check` of the present release.
 # Needs docker-registry, skopeo, squashfs-tools, openssl, curl; about 10 GB of free disk
 # (BENCH_DIR chooses where the work goes, default $TMPDIR).
 #

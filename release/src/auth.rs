@@ -299,9 +299,15 @@ impl Auth {
         }
     }
 
-    /// The registry answered 401 with `challenge` to a request needing `scope`: learns the
-    /// scheme, drops the refused token, and says whether the request is worth one retry.
-    pub async fn challenged(&self, challenge: Option<&HeaderValue>, scope: &Scope) -> Result<bool> {
+    /// The registry answered 401 with `challenge` to a request needing `scope`, sent with
+    /// an `Authorization` header or not (`sent`): learns the scheme, drops the refused
+    /// token, and says whether the request is worth one retry.
+    pub async fn challenged(
+        &self,
+        challenge: Option<&HeaderValue>,
+        scope: &Scope,
+        sent: bool,
+    ) -> Result<bool> {
         let Some(challenge) = challenge
             .and_then(|v| v.to_str().ok())
             .and_then(Challenge::parse)
@@ -343,7 +349,9 @@ impl Auth {
                 Ok(true)
             }
             "basic" => {
-                if st.mode == Mode::Basic || self.credentials.is_none() {
+                // Refused credentials are final; a request that went without them (before
+                // the scheme was known, or concurrently with the one that learnt it) retries.
+                if sent || self.credentials.is_none() {
                     return Ok(false);
                 }
                 st.mode = Mode::Basic;
@@ -528,7 +536,7 @@ mod tests {
         );
         let h = HeaderValue::from_static(r#"Bearer realm="http://auth/token",service="r""#);
         let err = a
-            .challenged(Some(&h), &Scope::pull("x"))
+            .challenged(Some(&h), &Scope::pull("x"), false)
             .await
             .unwrap_err()
             .to_string();
@@ -539,6 +547,32 @@ mod tests {
         // A Basic challenge without credentials is not worth a retry.
         let anon = Auth::new("r:5000", true, None);
         let h = HeaderValue::from_static(r#"Basic realm="r""#);
-        assert!(!anon.challenged(Some(&h), &Scope::pull("x")).await.unwrap());
+        assert!(
+            !anon
+                .challenged(Some(&h), &Scope::pull("x"), false)
+                .await
+                .unwrap()
+        );
+        // With credentials: a request sent without them retries, one sent with them not.
+        let a = Auth::new(
+            "r:5000",
+            true,
+            Some(Credentials::new("u".into(), "p".into())),
+        );
+        assert!(
+            a.challenged(Some(&h), &Scope::pull("x"), false)
+                .await
+                .unwrap()
+        );
+        assert!(
+            a.challenged(Some(&h), &Scope::pull("y"), false)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !a.challenged(Some(&h), &Scope::pull("x"), true)
+                .await
+                .unwrap()
+        );
     }
 }

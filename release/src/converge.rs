@@ -509,7 +509,10 @@ pub async fn apply(
 /// The recorded status and a line saying so, when the release is recorded in the wanted
 /// state and its check finds nothing wrong (a check that cannot run is not "as wanted").
 /// Reads only: the status file, then the check's HEADs and listings.
-pub async fn already_as_wanted(ctx: &Context, spec: &ReleaseSpec) -> Option<(ReleaseStatus, String)> {
+pub async fn already_as_wanted(
+    ctx: &Context,
+    spec: &ReleaseSpec,
+) -> Option<(ReleaseStatus, String)> {
     let st = status::load(&ctx.var_dir, &spec.version).ok()??;
     let recorded = match spec.state {
         DesiredState::Present => ReleaseState::Present,
@@ -1196,4 +1199,67 @@ pub fn block_on<F: Future>(f: F) -> Result<F::Output> {
         .build()
         .map_err(|e| Error::io(Path::new("tokio runtime"), e))?;
     Ok(rt.block_on(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(root: &Path, version: &str, kept_at: u64, size: usize) {
+        let dir = root.join(version);
+        std::fs::create_dir_all(dir.join(KEPT_FILES)).unwrap();
+        std::fs::write(dir.join(SQUASHFS), vec![0u8; size]).unwrap();
+        let marker = KeptMarker {
+            version: version.into(),
+            sha256: None,
+            kept_at,
+        };
+        std::fs::write(dir.join(KEPT_MARKER), serde_json::to_vec(&marker).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn eviction_keeps_the_newest_within_both_bounds_and_leaves_failed_work_dirs() {
+        let root = tempfile::tempdir().unwrap();
+        kept(root.path(), "1.0", 100, 1000);
+        kept(root.path(), "2.0", 200, 1000);
+        kept(root.path(), "3.0", 300, 1000);
+        // A failed add's work dir has no marker: eviction never touches it.
+        std::fs::create_dir_all(root.path().join("4.0")).unwrap();
+        std::fs::write(root.path().join("4.0").join(SQUASHFS), b"partial").unwrap();
+
+        evict(
+            root.path(),
+            &KeepSettings {
+                releases: 2,
+                bytes: None,
+            },
+            &crate::NoProgress,
+        )
+        .unwrap();
+        let left = |v: &str| root.path().join(v).exists();
+        assert!(left("3.0") && left("2.0") && !left("1.0") && left("4.0"));
+
+        // A byte bound smaller than two downloads keeps only the newest.
+        evict(
+            root.path(),
+            &KeepSettings {
+                releases: 5,
+                bytes: Some(1500),
+            },
+            &crate::NoProgress,
+        )
+        .unwrap();
+        assert!(left("3.0") && !left("2.0") && left("4.0"));
+        // One larger than the bound alone is not kept at all.
+        evict(
+            root.path(),
+            &KeepSettings {
+                releases: 5,
+                bytes: Some(10),
+            },
+            &crate::NoProgress,
+        )
+        .unwrap();
+        assert!(!left("3.0") && left("4.0"));
+    }
 }

@@ -244,7 +244,9 @@ impl Registry {
         let mut retried = false;
         loop {
             let mut req = make();
-            if let Some(h) = self.auth.authorization(&self.http, scope).await? {
+            let header = self.auth.authorization(&self.http, scope).await?;
+            let sent = header.is_some();
+            if let Some(h) = header {
                 req = req.header(AUTHORIZATION, h);
             }
             let res = req
@@ -255,7 +257,7 @@ impl Registry {
                 && !retried
                 && self
                     .auth
-                    .challenged(res.headers().get(WWW_AUTHENTICATE), scope)
+                    .challenged(res.headers().get(WWW_AUTHENTICATE), scope, sent)
                     .await?
             {
                 retried = true;

@@ -108,6 +108,15 @@ impl RegistryProcess {
     /// Starts a registry on a free port (plain HTTP) whose `auth: token` trusts `token`'s
     /// signing certificate (`rootcertbundle`) and sends clients to its realm.
     pub fn start_with_token(token: &TokenServer) -> Result<RegistryProcess> {
+        Self::start_at_with_token(Ipv4Addr::LOCALHOST, None, token)
+    }
+
+    /// [`RegistryProcess::start_with_token`] on `ip` and `port` (a free one when `None`).
+    pub fn start_at_with_token(
+        ip: Ipv4Addr,
+        port: Option<u16>,
+        token: &TokenServer,
+    ) -> Result<RegistryProcess> {
         let auth = format!(
             "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
             token.realm(),
@@ -115,7 +124,7 @@ impl RegistryProcess {
             TokenServer::ISSUER,
             token.certificate().display()
         );
-        Self::start_with(Ipv4Addr::LOCALHOST, None, &auth)
+        Self::start_with(ip, port, &auth)
     }
 
     fn start_once(ip: Ipv4Addr, port: Option<u16>) -> Result<RegistryProcess> {

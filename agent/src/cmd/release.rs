@@ -76,7 +76,15 @@ pub fn run(cmd: ReleaseCmd, config: Option<&Path>) -> anyhow::Result<ExitCode> {
                 k8s: None,
             };
             let opts = ApplyOptions { force: a.force };
-            submit_or_run(config, &a.place, &command, rule, opts, a.foreground, a.format)
+            submit_or_run(
+                config,
+                &a.place,
+                &command,
+                rule,
+                opts,
+                a.foreground,
+                a.format,
+            )
         }
         ReleaseCmd::Remove(a) => {
             let command = format!("release remove {}", a.version);
@@ -92,7 +100,15 @@ pub fn run(cmd: ReleaseCmd, config: Option<&Path>) -> anyhow::Result<ExitCode> {
                 k8s: None,
             };
             let opts = ApplyOptions::default();
-            submit_or_run(config, &a.place, &command, rule, opts, a.foreground, a.format)
+            submit_or_run(
+                config,
+                &a.place,
+                &command,
+                rule,
+                opts,
+                a.foreground,
+                a.format,
+            )
         }
         ReleaseCmd::Run(ReleaseRunCmd::Add {
             url,
@@ -170,8 +186,7 @@ fn submit_or_run(
     };
     // Nothing to queue when the release is already as wanted.
     if !opts.force
-        && let Some((_, detail)) =
-            converge::block_on(converge::already_as_wanted(&ctx, &spec))?
+        && let Some((_, detail)) = converge::block_on(converge::already_as_wanted(&ctx, &spec))?
     {
         match format {
             Format::Json => outln!(
@@ -249,7 +264,14 @@ impl Progress for LineProgress {
 /// printed above it; a finished step's bar stays as its line.
 struct TtyProgress {
     verb: &'static str,
-    current: Mutex<Option<(Step, ProgressBar)>>,
+    current: Mutex<Option<Current>>,
+}
+
+/// The bar of the step under way; once images are counted, they are its message.
+struct Current {
+    step: Step,
+    bar: ProgressBar,
+    counting: bool,
 }
 
 impl TtyProgress {
@@ -260,7 +282,7 @@ impl TtyProgress {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Step, ProgressBar)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Current>> {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -271,7 +293,7 @@ impl TtyProgress {
 
     fn bytes_style() -> ProgressStyle {
         ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta} {wide_msg}",
+            "{prefix} {msg} [{bar:24}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
@@ -279,8 +301,8 @@ impl TtyProgress {
 
     /// Ends the current bar, leaving its last state as a line.
     fn finish(&self) {
-        if let Some((_, bar)) = self.lock().take() {
-            bar.finish();
+        if let Some(c) = self.lock().take() {
+            c.bar.finish();
         }
     }
 }
@@ -294,16 +316,18 @@ impl Drop for TtyProgress {
 impl Progress for TtyProgress {
     fn step(&self, step: Step, detail: &str) {
         let mut current = self.lock();
-        if let Some((s, bar)) = current.as_ref()
-            && *s == step
+        if let Some(c) = current.as_ref()
+            && c.step == step
             && step != Step::Ready
         {
             // The same step again (the next image): one bar for the whole step.
-            bar.set_message(detail.to_string());
+            if !c.counting {
+                c.bar.set_message(detail.to_string());
+            }
             return;
         }
-        if let Some((_, bar)) = current.take() {
-            bar.finish();
+        if let Some(c) = current.take() {
+            c.bar.finish();
         }
         if step == Step::Ready {
             if detail.is_empty() {
@@ -318,7 +342,11 @@ impl Progress for TtyProgress {
         bar.set_prefix(format!("{}: {step}", self.verb));
         bar.set_message(detail.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));
-        *current = Some((step, bar));
+        *current = Some(Current {
+            step,
+            bar,
+            counting: false,
+        });
     }
 
     fn percent(&self, _step: Step, _percent: u8, _detail: &str) {
@@ -327,31 +355,36 @@ impl Progress for TtyProgress {
 
     fn bytes(&self, step: Step, done: u64, total: Option<u64>) {
         let current = self.lock();
-        if let Some((s, bar)) = current.as_ref()
-            && *s == step
+        if let Some(c) = current.as_ref()
+            && c.step == step
         {
             if let Some(total) = total
-                && bar.length() != Some(total)
+                && c.bar.length() != Some(total)
             {
-                bar.set_style(Self::bytes_style());
-                bar.set_length(total);
+                if !c.counting {
+                    // The detail (a URL, a path) is too long to share the line with a bar.
+                    c.bar.set_message("");
+                }
+                c.bar.set_style(Self::bytes_style());
+                c.bar.set_length(total);
             }
-            bar.set_position(done);
+            c.bar.set_position(done);
         }
     }
 
     fn items(&self, step: Step, done: u64, total: u64) {
-        let current = self.lock();
-        if let Some((s, bar)) = current.as_ref()
-            && *s == step
+        let mut current = self.lock();
+        if let Some(c) = current.as_mut()
+            && c.step == step
         {
-            bar.set_message(format!("images {done}/{total}"));
+            c.counting = true;
+            c.bar.set_message(format!("{done}/{total} images"));
         }
     }
 
     fn info(&self, message: &str) {
         match self.lock().as_ref() {
-            Some((_, bar)) => bar.println(format!("  {message}")),
+            Some(c) => c.bar.println(format!("  {message}")),
             None => outln!("  {message}"),
         }
     }
