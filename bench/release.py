@@ -117,9 +117,16 @@ def build(work):
     return sqfs, pub, h.hexdigest(), images
 
 
+REQUESTS = []  # (method, path) of every request the source server got
+
+
 class Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *a):
         pass
+
+    def send_head(self):
+        REQUESTS.append((self.command, self.path))
+        return super().send_head()
 
 
 def serve(directory):
@@ -202,6 +209,7 @@ unsquashfs -q -n -d tree release.squashfs
         print(f"tenet release add: {tenet:.1f} s  ({tenet / pipeline:.2f}x the pipeline; target <= 0.8x)", flush=True)
 
         # A second add of the present release: a check, then nothing (no download, no upload).
+        asked = len(REQUESTS)
         times = []
         for _ in range(5):
             t = time.time()
@@ -209,7 +217,8 @@ unsquashfs -q -n -d tree release.squashfs
                 "--foreground", "--root", root, stdout=subprocess.DEVNULL)
             times.append(time.time() - t)
         times.sort()
-        print(f"tenet release add again (present: check only): median {times[2] * 1000:.0f} ms, max {times[-1] * 1000:.0f} ms", flush=True)
+        print(f"tenet release add again (present: check only): median {times[2] * 1000:.0f} ms, max {times[-1] * 1000:.0f} ms, "
+              f"{len(REQUESTS) - asked} requests to the source in 5 re-adds", flush=True)
 
         # check of the present release, a few times.
         pol = os.path.join(work, "policy")

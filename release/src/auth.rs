@@ -575,4 +575,102 @@ mod tests {
                 .unwrap()
         );
     }
+
+    /// A realm on loopback handing out numbered tokens that live `expires_in` seconds;
+    /// returns its URL and the scopes of the requests it got.
+    async fn realm(
+        expires_in: u64,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>) {
+        use axum::extract::RawQuery;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::get(move |RawQuery(q): RawQuery| {
+                let log = log.clone();
+                async move {
+                    let scopes: Vec<String> =
+                        reqwest::Url::parse(&format!("http://x/?{}", q.unwrap_or_default()))
+                            .unwrap()
+                            .query_pairs()
+                            .filter(|(k, _)| k == "scope")
+                            .map(|(_, v)| v.into_owned())
+                            .collect();
+                    let mut log = log.lock().unwrap();
+                    log.push(scopes);
+                    axum::Json(serde_json::json!({
+                        "token": format!("tok-{}", log.len()),
+                        "expires_in": expires_in
+                    }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}/token"), seen)
+    }
+
+    #[tokio::test]
+    async fn tokens_are_cached_per_scope_until_they_expire() {
+        let (url, seen) = realm(2).await;
+        let a = Auth::new("r:5000", false, None);
+        let http = reqwest::Client::new();
+        // Before a challenge, nothing is sent.
+        assert!(
+            a.authorization(&http, &Scope::pull("a"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let h = HeaderValue::from_str(&format!(r#"Bearer realm="{url}",service="r""#)).unwrap();
+        assert!(
+            a.challenged(Some(&h), &Scope::pull("a"), false)
+                .await
+                .unwrap()
+        );
+        let header = |v: Option<HeaderValue>| v.unwrap().to_str().unwrap().to_string();
+        let first = header(a.authorization(&http, &Scope::pull("a")).await.unwrap());
+        assert_eq!(first, "Bearer tok-1");
+        // Cached: the same scope asks nothing more.
+        assert_eq!(
+            header(a.authorization(&http, &Scope::pull("a")).await.unwrap()),
+            first
+        );
+        // A wider scope is asked for; it then serves the narrower one too.
+        let push = header(a.authorization(&http, &Scope::push("a")).await.unwrap());
+        assert_eq!(push, "Bearer tok-2");
+        // Another repository is another scope.
+        assert_eq!(
+            header(a.authorization(&http, &Scope::pull("b")).await.unwrap()),
+            "Bearer tok-3"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        // After 90% of expires_in the tokens are dropped and asked again.
+        tokio::time::sleep(Duration::from_millis(1900)).await;
+        assert_eq!(
+            header(a.authorization(&http, &Scope::pull("a")).await.unwrap()),
+            "Bearer tok-4"
+        );
+        // A token the registry refuses is dropped at once: the retry asks a fresh one.
+        assert!(
+            a.challenged(Some(&h), &Scope::pull("a"), true)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            header(a.authorization(&http, &Scope::pull("a")).await.unwrap()),
+            "Bearer tok-5"
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                vec!["repository:a:pull".to_string()],
+                vec!["repository:a:pull,push".to_string()],
+                vec!["repository:b:pull".to_string()],
+                vec!["repository:a:pull".to_string()],
+                vec!["repository:a:pull".to_string()],
+            ]
+        );
+    }
 }
