@@ -262,7 +262,7 @@ pub struct DequeueArgs {
 /// `tenet register`
 #[derive(Debug, Clone, Args)]
 pub struct RegisterArgs {
-    /// Collector base URL, e.g. https://collector.example:8443
+    /// Collector base URL, e.g. `https://collector.example:8443`
     #[arg(long, value_name = "URL")]
     pub collector: String,
     /// An admin token of the collector (`tenet-collector token create --admin`).
@@ -484,6 +484,11 @@ pub struct RunArgs {
     /// Run the raw action once per module, skipping the check/fixable/fix/check sequence.
     #[arg(long)]
     pub force: bool,
+    /// Accept a selection with no module (exit 0 with a warning). Without it, a run whose
+    /// selection holds no module exits 2, as OpenSVC does: nothing attached usually means a
+    /// mistake, not compliance.
+    #[arg(long)]
+    pub allow_empty: bool,
     #[command(flatten)]
     /// Templates `file` rules may name.
     pub templates: TemplateDirArgs,

@@ -7,8 +7,15 @@
 //! ```text
 //! collector/policy/<selection>.json   {"fetched_at", "hash", "policy"}
 //! collector/spool/<time>-<run_id>.json  results waiting for delivery
-//! collector/spool/rejected/            results the collector refused (kept for inspection)
+//! collector/spool/dead-letter/<file>.json         results the collector refused for good,
+//!                         with <file>.reason.json  {"status", "error", "at"}
 //! ```
+//!
+//! A run's results are cut to fit the collector's body limit before they are spooled (module
+//! logs and rule messages shortened, with a marker saying how much was cut), so one verbose
+//! module never makes a report undeliverable. A permanent refusal (a 4xx other than 401, 408
+//! and 429) moves that report to the dead-letter folder and delivery goes on with the next;
+//! anything else (unreachable, 5xx, 401, 408, 429) stops delivery and keeps the queue.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -413,11 +420,20 @@ impl AgentState {
         self.dir.join("spool")
     }
 
-    /// Writes a run's results to the spool (before any delivery attempt).
+    /// Writes a run's results to the spool (before any delivery attempt), cut to fit
+    /// [`REPORT_LIMIT`].
     pub fn spool_results(&self, run: &RunResults) -> anyhow::Result<PathBuf> {
         let t = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
         let path = self.spool().join(format!("{t:024}-{}.json", run.run_id));
-        write_private(&path, &serde_json::to_vec(run)?, 0o600)?;
+        let mut run = run.clone();
+        let cut = fit_report(&mut run, REPORT_LIMIT);
+        if cut > 0 {
+            tracing::warn!(
+                "run {}: {cut} bytes of module logs cut so the results fit the collector's limit",
+                run.run_id
+            );
+        }
+        write_private(&path, &serde_json::to_vec(&run)?, 0o600)?;
         Ok(path)
     }
 
@@ -439,19 +455,20 @@ impl AgentState {
     }
 
     /// Delivers every spooled result, oldest first, removing each once the collector
-    /// acknowledged it. Stops at the first unreachable error (the rest stays queued). A result
-    /// the collector refuses (4xx) moves to `spool/rejected/` so it does not block the queue.
+    /// acknowledged it. Stops at the first transient failure (unreachable, 5xx, 401, 408,
+    /// 429: the rest stays queued). A result the collector refuses for good (any other 4xx)
+    /// moves to `spool/dead-letter/` with the reason, so it does not block the queue.
     pub fn flush(&self, client: &CollectorClient) -> Flush {
         let mut out = Flush::default();
         for path in self.spooled() {
-            let body: serde_json::Value = match std::fs::read(&path)
+            let body = match std::fs::read(&path)
                 .map_err(anyhow::Error::from)
-                .and_then(|b| Ok(serde_json::from_slice(&b)?))
+                .and_then(|b| refit(b, REPORT_LIMIT))
             {
                 Ok(v) => v,
                 Err(e) => {
-                    tracing::warn!("{}: unreadable spooled results: {e}", path.display());
-                    self.reject(&path);
+                    tracing::warn!("{}: unreadable spooled results: {e:#}", path.display());
+                    self.dead_letter(&path, 0, &format!("unreadable: {e:#}"));
                     out.rejected += 1;
                     continue;
                 }
@@ -461,15 +478,15 @@ impl AgentState {
                     let _ = std::fs::remove_file(&path);
                     out.delivered += 1;
                 }
-                Err(CallError::Refused { status, message }) => {
+                Err(CallError::Refused { status, message }) if !transient(status) => {
                     tracing::warn!(
-                        "the collector refused {} ({status}): {message}; kept in spool/rejected",
+                        "the collector refused {} ({status}): {message}; moved to spool/dead-letter",
                         path.display()
                     );
-                    self.reject(&path);
+                    self.dead_letter(&path, status, &message);
                     out.rejected += 1;
                 }
-                Err(e @ CallError::Unreachable(_)) => {
+                Err(e) => {
                     out.error = Some(e.to_string());
                     break;
                 }
@@ -479,13 +496,136 @@ impl AgentState {
         out
     }
 
-    fn reject(&self, path: &Path) {
-        let dir = self.spool().join("rejected");
+    /// The dead-letter folder.
+    pub fn dead_letter_dir(&self) -> PathBuf {
+        self.spool().join("dead-letter")
+    }
+
+    fn dead_letter(&self, path: &Path, status: u16, reason: &str) {
+        let dir = self.dead_letter_dir();
         let _ = std::fs::create_dir_all(&dir);
-        if let Some(name) = path.file_name() {
-            let _ = std::fs::rename(path, dir.join(name));
+        let Some(name) = path.file_name() else { return };
+        let target = dir.join(name);
+        let why = serde_json::json!({"status": status, "error": reason, "at": now().0});
+        let reason_path = target.with_extension("reason.json");
+        // The reason first: a report in the folder always has its reason beside it.
+        if let Err(e) = write_private(&reason_path, why.to_string().as_bytes(), 0o600) {
+            tracing::warn!("{}: {e:#}", reason_path.display());
+        }
+        if let Err(e) = std::fs::rename(path, &target) {
+            tracing::warn!("moving {} to {}: {e}", path.display(), dir.display());
         }
     }
+}
+
+/// Largest serialized run report the agent posts: the collector's body limit, less a margin.
+pub const REPORT_LIMIT: usize = tenet_rulesets::api::BODY_LIMIT - 4096;
+
+/// Statuses after which a report is sent again later rather than set aside: the credentials
+/// (401), a timeout (408) or throttling (429) are not the report's fault.
+fn transient(status: u16) -> bool {
+    matches!(status, 401 | 408 | 429) || status >= 500
+}
+
+/// A spooled report as posted: cut to `limit` if it is over it (spooled by an older agent).
+fn refit(bytes: Vec<u8>, limit: usize) -> anyhow::Result<serde_json::Value> {
+    if bytes.len() > limit
+        && let Ok(mut run) = serde_json::from_slice::<RunResults>(&bytes)
+    {
+        fit_report(&mut run, limit);
+        return Ok(serde_json::to_value(run)?);
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// Cuts the longest texts of a report (action logs, rule messages) to a common length, each
+/// keeping its head and tail around a marker, until the serialized report fits `limit`.
+/// Returns the bytes cut.
+pub fn fit_report(run: &mut RunResults, limit: usize) -> usize {
+    let size = |r: &RunResults| serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
+    let mut cut = 0;
+    let mut current = size(run);
+    // Each round aims at the excess; escaping and markers may leave some: a few rounds do.
+    for _ in 0..8 {
+        if current <= limit {
+            break;
+        }
+        let excess = current - limit;
+        let mut lens: Vec<usize> = texts(run).map(|t| t.len()).collect();
+        if lens.is_empty() {
+            break;
+        }
+        lens.sort_unstable();
+        // The largest cap c with sum(max(0, len - c)) >= excess + marker room.
+        let need = excess + 96 * lens.len().min(64);
+        let cap = water_level(&lens, need);
+        for text in texts_mut(run) {
+            if text.len() > cap {
+                cut += truncate_middle(text, cap);
+            }
+        }
+        let next = size(run);
+        if next >= current {
+            break;
+        }
+        current = next;
+    }
+    cut
+}
+
+/// The text fields a report may shorten.
+fn texts(run: &RunResults) -> impl Iterator<Item = &String> {
+    run.modules.iter().flat_map(|m| {
+        m.actions
+            .iter()
+            .map(|a| &a.log)
+            .chain(m.rules.iter().flatten().map(|r| &r.message))
+    })
+}
+
+fn texts_mut(run: &mut RunResults) -> impl Iterator<Item = &mut String> {
+    run.modules.iter_mut().flat_map(|m| {
+        m.actions
+            .iter_mut()
+            .map(|a| &mut a.log)
+            .chain(m.rules.iter_mut().flatten().map(|r| &mut r.message))
+    })
+}
+
+/// For sorted `lens`, the largest cap whose cuts total at least `need` bytes (0 if none).
+fn water_level(lens: &[usize], need: usize) -> usize {
+    let cuts = |cap: usize| -> usize { lens.iter().map(|l| l.saturating_sub(cap)).sum() };
+    let (mut lo, mut hi) = (0usize, *lens.last().unwrap_or(&0));
+    if cuts(0) < need {
+        return 0;
+    }
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if cuts(mid) >= need {
+            lo = mid
+        } else {
+            hi = mid - 1
+        }
+    }
+    lo
+}
+
+/// Keeps `cap` bytes of `text` (its head and tail, on character boundaries) around a marker;
+/// returns the bytes removed.
+fn truncate_middle(text: &mut String, cap: usize) -> usize {
+    let len = text.len();
+    let mut head = cap / 2;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = len - (cap - cap / 2);
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    let removed = tail - head;
+    let marker = format!("\n[... tenet: {removed} bytes cut to fit the collector's limit ...]\n");
+    text.replace_range(head..tail, &marker);
+    removed
 }
 
 /// Outcome of [`AgentState::flush`].
@@ -550,6 +690,56 @@ mod tests {
     fn segments_are_encoded() {
         assert_eq!(url_segment("spdc.node"), "spdc.node");
         assert_eq!(url_segment("a b/c"), "a%20b%2Fc");
+    }
+
+    fn report(logs: &[usize]) -> RunResults {
+        serde_json::from_value(serde_json::json!({
+            "run_id": "r", "agent_version": "t", "action": "check", "policy_hash": "h",
+            "modules": logs.iter().enumerate().map(|(i, n)| serde_json::json!({
+                "module": format!("m{i}"), "moduleset": "ms", "status": "ok",
+                "actions": [{"action": "check", "exit_code": 0, "log": "é".repeat(*n / 2), "duration_ms": 1}],
+            })).collect::<Vec<_>>(),
+            "summary": {"ok": logs.len(), "nok": 0, "na": 0}, "duration_ms": 1
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_report_is_cut_to_fit_and_says_so() {
+        let mut run = report(&[3_000_000, 200, 500_000, 40]);
+        let cut = fit_report(&mut run, REPORT_LIMIT);
+        let size = serde_json::to_vec(&run).unwrap().len();
+        assert!(size <= REPORT_LIMIT, "{size}");
+        assert!(cut > 2_000_000, "{cut}");
+        let log = &run.modules[0].actions[0].log;
+        assert!(
+            log.contains("bytes cut to fit the collector's limit"),
+            "{}",
+            &log[..100]
+        );
+        assert!(log.starts_with('é') && log.ends_with('é'));
+        // Short logs are untouched; the report still has every module.
+        assert_eq!(run.modules[1].actions[0].log.len(), 200);
+        assert_eq!(run.modules[3].actions[0].log.len(), 40);
+        assert_eq!(run.modules.len(), 4);
+    }
+
+    #[test]
+    fn a_report_that_fits_is_left_alone() {
+        let mut run = report(&[1000, 2000]);
+        let before = run.clone();
+        assert_eq!(fit_report(&mut run, REPORT_LIMIT), 0);
+        assert_eq!(run, before);
+    }
+
+    #[test]
+    fn only_refusals_that_are_the_reports_fault_are_permanent() {
+        for s in [400, 403, 404, 409, 413, 415, 422] {
+            assert!(!transient(s), "{s}");
+        }
+        for s in [401, 408, 429, 500, 503] {
+            assert!(transient(s), "{s}");
+        }
     }
 
     #[test]

@@ -2,8 +2,6 @@
 //! push sends, with its spellings (`os_vendor` = `Debian`, `Red Hat`, ...), and the installed
 //! packages. Filtersets are evaluated against these.
 
-use std::path::Path;
-
 use tenet_modules::Host;
 use tenet_rulesets::NodeFacts;
 use tenet_rulesets::indexmap::IndexMap;
@@ -22,8 +20,8 @@ pub fn gather(host: &Host) -> NodeFacts {
         "os_name".into(),
         std::env::consts::OS.replace("linux", "Linux"),
     );
-    let os_release = read_os_release(&host.root().join("etc/os-release"))
-        .or_else(|| read_os_release(&host.root().join("usr/lib/os-release")));
+    let os_release = read_os_release(host, "/etc/os-release")
+        .or_else(|| read_os_release(host, "/usr/lib/os-release"));
     if let Some(rel) = &os_release {
         let get = |k: &str| rel.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.clone());
         let id = get("ID").unwrap_or_default();
@@ -43,7 +41,7 @@ pub fn gather(host: &Host) -> NodeFacts {
         node.insert("mem_bytes".into(), sys.total_memory().to_string());
     }
     // Site facts an operator sets by hand (team_responsible, environment, ...).
-    if let Ok(text) = std::fs::read_to_string(host.node_config())
+    if let Ok(Some(text)) = host.read_to_string(&host.node_config_file())
         && let Ok(table) = text.parse::<toml::Table>()
         && let Some(toml::Value::Table(f)) = table.get("facts")
     {
@@ -68,8 +66,9 @@ pub fn gather(host: &Host) -> NodeFacts {
     }
 }
 
-fn read_os_release(path: &Path) -> Option<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path).ok()?;
+/// `os-release` of the managed system (read inside the root prefix, like every file of it).
+fn read_os_release(host: &Host, abs: &str) -> Option<Vec<(String, String)>> {
+    let text = host.read_to_string(&host.path(abs).ok()?).ok()??;
     Some(
         text.lines()
             .filter_map(|l| l.split_once('='))

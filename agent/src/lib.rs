@@ -34,7 +34,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Runs the agent with these arguments (argv[0] included).
+/// Runs the agent with these arguments (`argv[0]` included).
 pub fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
     // A task of `tenet daemon`: die with it, so no work goes on that nobody supervises or
     // reports (the daemon reports an interrupted action as failed when it restarts).

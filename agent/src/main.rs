@@ -19,8 +19,10 @@ fn main() -> ExitCode {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("TENET_LOG")
         .unwrap_or_else(|_| if daemon { "info" } else { "warn" }.into());
+    // Colours only on a terminal: logs to a file or the journal stay plain text.
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if std::env::var("TENET_LOG_FORMAT").is_ok_and(|f| f == "json") {
         fmt.json().init();

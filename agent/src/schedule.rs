@@ -1,5 +1,5 @@
 //! Task schedules in the OpenSVC grammar, with the semantics of the OpenSVC 2.1 agent
-//! (`opensvc/core/scheduler.py`, see `shared/reference/opensvc-agent.md` §4.3).
+//! (`opensvc/core/scheduler.py`; the user documentation is `docs/schedules.md`).
 //!
 //! ```text
 //! value        := "" | "@0" | <sched> | JSON list of <sched>        # "", "@0", null: never

@@ -19,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod policy;
+pub mod retention;
 pub mod store;
 
 pub use api::merge;
@@ -74,4 +75,53 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> Result<(), Error> {
             let _ = std::fs::remove_file(&tmp);
             io(e)
         })
+}
+
+/// Parses a duration with a unit: `500ms`, `10s`, `5m`, `2h`, `30d`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("{text:?}: expected a number with a unit (500ms, 10s, 5m, 2h, 30d)")
+    })?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
+            ));
+        }
+    }
+    .ok_or_else(|| format!("{text:?}: too large"))?;
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(
+            super::parse_duration("30d"),
+            Ok(Duration::from_secs(30 * 86400))
+        );
+        assert_eq!(
+            super::parse_duration("500ms"),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(super::parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(super::parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(
+            super::parse_duration("5 weeks")
+                .unwrap_err()
+                .contains("unit")
+        );
+        assert!(super::parse_duration("d").is_err());
+    }
 }

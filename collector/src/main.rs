@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -47,6 +48,8 @@ enum Command {
         /// again (OpenSVC: 20).
         #[arg(long, default_value_t = 20, value_name = "SECS")]
         ack_timeout: u64,
+        #[command(flatten)]
+        limits: Box<Limits>,
     },
     /// Import a policy (OpenSVC export JSON, Tenet TOML file or folder) into the database, all
     /// or nothing. Objects are merged by name: a new name is added, an existing name is
@@ -86,6 +89,50 @@ enum Command {
     },
 }
 
+/// Bounds on what clients may hold (see "Limits" in docs/collector.md). Durations take a
+/// unit: `500ms`, `10s`, `5m`, `2h`, `30d` (a bare number is seconds).
+#[derive(Debug, clap::Args)]
+struct Limits {
+    /// Time a client has, from connecting (or, on a kept-alive HTTP/1 connection, from its
+    /// first byte), to send its request headers in full.
+    #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
+    header_read_timeout: Duration,
+    /// Time from the request headers to the response, body upload included (a body still
+    /// arriving gets 408, a handler still running 503).
+    #[arg(long, default_value = "60s", value_parser = duration, value_name = "DURATION")]
+    request_timeout: Duration,
+    /// A connection with no request running and no byte moving for this long is closed.
+    #[arg(long, default_value = "60s", value_parser = duration, value_name = "DURATION")]
+    idle_timeout: Duration,
+    /// Time a client has to complete the TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
+    tls_handshake_timeout: Duration,
+    /// Connections open at once. At the cap, a new connection closes the one idle longest
+    /// (no request in a handler), so /health still gets through a flood of slow clients.
+    /// Default 4096, lowered to fit the open-file limit (raised to its hard limit at start)
+    /// less a reserve for the database.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// After SIGTERM: how long requests in flight may take before the collector exits anyway
+    /// (it exits at most one second after this).
+    #[arg(long, default_value = "30s", value_parser = duration, value_name = "DURATION")]
+    shutdown_grace: Duration,
+    /// Bytes the policy cache may hold (`K`, `M`, `G` suffixes); one node holds at most an
+    /// eighth of it.
+    #[arg(long, default_value = "256M", value_parser = size, value_name = "BYTES")]
+    policy_cache_size: usize,
+    /// Full run reports are kept this long (each node's and service's latest run, and each
+    /// module's latest status, are kept whatever their age).
+    #[arg(long, default_value = "30d", value_parser = duration, value_name = "DURATION")]
+    retention: Duration,
+    /// Daily compliance aggregates (trend charts) are kept this long.
+    #[arg(long, default_value = "400d", value_parser = duration, value_name = "DURATION")]
+    trend_retention: Duration,
+    /// Time between two pruning rounds (the first runs at start).
+    #[arg(long, default_value = "10m", value_parser = duration, value_name = "DURATION")]
+    prune_interval: Duration,
+}
+
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
     /// Create a token and print it (once: only its digest is stored).
@@ -114,6 +161,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("TENET_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
+        // Colours only on a terminal: logs to a file or the journal stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
@@ -141,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             template_dir,
             notify_timeout,
             ack_timeout,
+            limits,
         } => {
             let store = open(&db)?;
             let templates = match &template_dir {
@@ -158,8 +208,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (Some(c), Some(k)) => Some(tenet_collector::api::tls_config(&c, &k)?),
                 _ => None,
             };
-            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            runtime.block_on(async move {
+            let fd_limit = match tenet_collector::api::raise_fd_limit() {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!("cannot read or raise the open-file limit: {e}");
+                    1024
+                }
+            };
+            let options = tenet_collector::api::ServeOptions {
+                header_read_timeout: limits.header_read_timeout,
+                request_timeout: limits.request_timeout,
+                idle_timeout: limits.idle_timeout,
+                tls_handshake_timeout: limits.tls_handshake_timeout,
+                max_connections: tenet_collector::api::max_connections_for(
+                    fd_limit,
+                    limits.max_connections,
+                ),
+                shutdown_grace: limits.shutdown_grace,
+            };
+            if limits
+                .max_connections
+                .is_some_and(|n| n > options.max_connections)
+            {
+                tracing::warn!(
+                    "--max-connections {} lowered to {} (open-file limit {fd_limit})",
+                    limits.max_connections.unwrap_or_default(),
+                    options.max_connections
+                );
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .max_blocking_threads(tenet_collector::api::MAX_BLOCKING_THREADS)
+                .build()
+                .context("starting the runtime")?;
+            let served = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("binding {listen}"))?;
@@ -167,8 +249,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let scheme = if tls.is_some() { "https" } else { "http" };
                 // On stdout, so scripts and tests started with port 0 learn the port.
                 println!("tenet-collector listening on {scheme}://{addr}");
-                tracing::info!("listening on {scheme}://{addr}, database {}", db.display());
+                tracing::info!(
+                    "listening on {scheme}://{addr}, database {}, at most {} connections",
+                    db.display(),
+                    options.max_connections
+                );
+                if limits.retention < Duration::from_secs(86400) {
+                    anyhow::bail!("--retention must be at least 1d (days are rolled up before their runs are pruned)");
+                }
+                tenet_collector::retention::spawn(
+                    store.clone() as Arc<dyn Store>,
+                    tenet_collector::retention::Retention {
+                        window: limits.retention,
+                        trends: limits.trend_retention,
+                        interval: limits.prune_interval,
+                        ..Default::default()
+                    },
+                    tenet_collector::retention::system_clock(),
+                )
+                .context("starting the retention thread")?;
                 let state = tenet_collector::api::AppState::new(store)
+                    .with_policy_cache(limits.policy_cache_size)
                     .with_templates(templates)
                     .with_action_timing(tenet_collector::api::ActionTiming {
                         notify_timeout: std::time::Duration::from_secs(notify_timeout),
@@ -177,10 +278,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // Actions queued before a restart and not yet notified.
                 state.actions.sweep();
                 let app = tenet_collector::api::router(state);
-                tenet_collector::api::serve(listener, app, tls, shutdown_signal()).await?;
-                tracing::info!("stopped");
+                tenet_collector::api::serve(listener, app, tls, options, shutdown_signal()).await?;
                 anyhow::Ok(())
-            })?;
+            });
+            // Blocking work still running (a store call waiting on a lock, an import) is not
+            // waited for beyond the grace period: its transaction rolls back with the process.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            served?;
+            tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { file, db } => {
@@ -254,6 +359,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A byte count: `1048576`, `512K`, `256M`, `2G`.
+fn size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1usize << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{text:?}: expected a byte count such as 256M"))
+}
+
+/// `500ms`, `10s`, `5m`, `2h`, `30d`, or a number of seconds.
+fn duration(text: &str) -> Result<Duration, String> {
+    tenet_collector::parse_duration(text)
 }
 
 /// Resolves on SIGTERM or SIGINT.

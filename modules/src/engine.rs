@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tenet_rulesets::subst::{SubstContext, substitute};
+use tenet_rulesets::subst::{self, SubstContext};
 use tenet_rulesets::{Policy, PolicyRuleset, VarValue, Variable};
 use tenet_templates::Library;
 
@@ -487,20 +487,11 @@ pub fn load_variable(
     (class.load)(&value, rule_ctx).map_err(|e| format!("{at}: {e}"))
 }
 
-/// `%%ENV:X%%` substitution of a value, then JSON parsing (text values stay strings).
+/// `%%ENV:X%%` substitution of a value ([`tenet_rulesets::subst::substitute_value`]): JSON
+/// values (and texts that are JSON) get replacements inside their strings only, so a variable
+/// never changes a rule's structure; other texts stay strings.
 pub fn substitute_value(value: &VarValue, ctx: &SubstContext<'_>) -> Result<Value, String> {
-    match value {
-        VarValue::Json(v) => {
-            let text = serde_json::to_string(v).map_err(|e| e.to_string())?;
-            let text = substitute(&text, ctx, true).map_err(|e| e.to_string())?;
-            serde_json::from_str(&text)
-                .map_err(|e| format!("value is not valid JSON after substitution: {e}"))
-        }
-        VarValue::Text(t) => {
-            let text = substitute(t, ctx, false).map_err(|e| e.to_string())?;
-            Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
-        }
-    }
+    subst::substitute_value(value, ctx).map_err(|e| e.to_string())
 }
 
 impl Runner for AutoRunner {

@@ -11,6 +11,9 @@
 //!
 //! Invariants:
 //! - `check` has no side effects: classes check through a read-only [`host::HostView`].
+//! - Nothing a class reads or writes lies outside the root prefix: paths are
+//!   [`rooted::RootedPath`]s resolved inside it at each use (symbolic links as if the root
+//!   prefix were `/`), and classes reach files only through the host's helpers.
 //! - `fix` writes files atomically (temporary file + fsync + rename) and backs up what it
 //!   replaces; fixing a compliant rule changes nothing.
 //! - One module's failure (crash, timeout, bad rule, unknown class) never stops the run.
@@ -21,10 +24,12 @@ pub mod engine;
 pub mod error;
 pub mod host;
 pub mod object;
+pub mod rooted;
 pub mod script;
 pub mod status;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{Error, Result};
-pub use host::{Host, HostView};
+pub use host::{Host, HostView, RootedPath};
 pub use status::{Log, Status};

@@ -118,6 +118,12 @@ impl Log {
         }
     }
 
+    /// Whether this log drops everything: a class may then skip work that only explains
+    /// (diffs, digests).
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// Records an informational line.
     pub fn info(&mut self, text: impl Into<String>) {
         self.push(Stream::Out, text.into());

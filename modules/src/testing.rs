@@ -325,7 +325,7 @@ impl Netns {
     pub fn new(tag: &str) -> Netns {
         let name = format!("tenet-test-{}-{tag}", std::process::id());
         // A namespace left behind by a killed earlier run with the same pid and tag.
-        let _ = std::process::Command::new("ip")
+        let _ = tenet_release::testing::tool("ip")
             .args(["netns", "del", &name])
             .stderr(std::process::Stdio::null())
             .status();
@@ -381,7 +381,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
+        let _ = tenet_release::testing::tool("ip")
             .args(["netns", "del", &self.name])
             .status();
     }

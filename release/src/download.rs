@@ -1296,7 +1296,7 @@ mod tests {
     #[test]
     fn the_http_client_takes_a_pem_ca_file_and_refuses_garbage() {
         let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("openssl")
+        let out = crate::testing::tool("openssl")
             .args([
                 "req",
                 "-x509",

@@ -897,10 +897,7 @@ mod tests {
     }
 
     fn skopeo(args: &[&str]) -> Vec<u8> {
-        let out = std::process::Command::new("skopeo")
-            .args(args)
-            .output()
-            .unwrap();
+        let out = crate::testing::tool("skopeo").args(args).output().unwrap();
         assert!(
             out.status.success(),
             "skopeo {args:?}: {}",
@@ -1390,7 +1387,7 @@ mod tests {
             token.requests()
         );
         // Confirmed by skopeo with the same credentials.
-        let out = std::process::Command::new("skopeo")
+        let out = crate::testing::tool("skopeo")
             .args(["inspect", "--tls-verify=false", "--creds", "lir:s3cret-pw"])
             .arg(format!("docker://{}/team/app:v1", reg.addr()))
             .output()

@@ -439,12 +439,71 @@ impl ReleaseRule {
     }
 }
 
-/// `path` under the root prefix (`/` leaves it as it is; a relative path stays relative).
+/// The host path of `path`, an absolute path of the managed system, under the root prefix,
+/// its symbolic links resolved as the managed system would resolve them: an absolute target
+/// starts again at the root prefix, `..` stops at it. The result never leaves the root prefix,
+/// whatever links the tree holds; components that do not exist are appended as they are (a
+/// work dir to create). `/` leaves the path as it is; a relative path stays relative.
+///
+/// The path is resolved once, here: the code that later opens it resolves it again as the
+/// host does, so a link planted in between could still redirect that use. These are files the
+/// operator configures (keys, CA, password files, kubeconfig, the work dir), not files a
+/// managed system's user controls. (tenet-modules resolves the paths of its classes with
+/// `openat2(RESOLVE_IN_ROOT)` at each use; this crate depends on no tenet crate.)
 pub fn under_root(root: &Path, path: &str) -> PathBuf {
-    match Path::new(path).strip_prefix("/") {
-        Ok(rel) if root != Path::new("/") => root.join(rel),
-        _ => PathBuf::from(path),
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    if root == Path::new("/") || !path.starts_with('/') {
+        return PathBuf::from(path);
     }
+    let parts = |p: &Path| -> VecDeque<OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n.to_os_string()),
+                std::path::Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect()
+    };
+    // The resolved directories below the root; never a link, never `..`.
+    let mut names: Vec<OsString> = Vec::new();
+    let mut todo = parts(Path::new(path));
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            names.pop();
+            continue;
+        }
+        let here: PathBuf = root.join(names.iter().collect::<PathBuf>()).join(&name);
+        match std::fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() && links < 40 => {
+                links += 1;
+                let Ok(target) = std::fs::read_link(&here) else {
+                    names.push(name);
+                    continue;
+                };
+                if target.is_absolute() {
+                    names.clear();
+                }
+                for c in parts(&target).into_iter().rev() {
+                    todo.push_front(c);
+                }
+            }
+            Ok(_) => names.push(name),
+            Err(_) => {
+                // Not there: the rest is taken as written (`..` still stopping at the root).
+                names.push(name);
+                for rest in todo.drain(..) {
+                    if rest == ".." {
+                        names.pop();
+                    } else {
+                        names.push(rest);
+                    }
+                }
+            }
+        }
+    }
+    root.join(names.iter().collect::<PathBuf>())
 }
 
 #[cfg(test)]
@@ -546,6 +605,53 @@ registry_password_file = "/etc/tenet/lir.password"
             err.contains("node.toml: [release]") && err.contains("release"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn paths_are_resolved_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(root.join("srv")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("k.pub"), "-----BEGIN outside\n").unwrap();
+        let link = |t: &Path, at: &str| std::os::unix::fs::symlink(t, root.join(at)).unwrap();
+        link(&outside, "etc");
+        link(Path::new("../../outside"), "srv/rel");
+        link(Path::new("/srv/rel"), "chain");
+        link(Path::new("../../../../../.."), "up");
+        let inside = root.join(outside.strip_prefix("/").unwrap());
+        assert_eq!(under_root(&root, "/etc/k.pub"), inside.join("k.pub"));
+        assert_eq!(
+            under_root(&root, "/srv/rel/k.pub"),
+            root.join("outside/k.pub")
+        );
+        assert_eq!(
+            under_root(&root, "/chain/k.pub"),
+            root.join("outside/k.pub")
+        );
+        assert_eq!(under_root(&root, "/up/srv/x"), root.join("srv/x"));
+        assert_eq!(under_root(&root, "/new/../../x"), root.join("x"));
+        assert_eq!(
+            under_root(Path::new("/"), "/etc/k.pub"),
+            Path::new("/etc/k.pub")
+        );
+        assert_eq!(under_root(&root, "rel/x"), Path::new("rel/x"));
+        // The key behind the link is not read from outside the root.
+        let s = settings(
+            "[release]\nregistries = [\"http://127.0.0.1:5000\"]\npublic_key = \"/etc/k.pub\"\n",
+        );
+        let err = rule("version = \"1\"\nsource = \"https://x\"")
+            .resolve(&s, Path::new("/var/t"), &root)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("public_key"), "{err}");
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("k.pub"), "-----BEGIN inside\n").unwrap();
+        let spec = rule("version = \"1\"\nsource = \"https://x\"")
+            .resolve(&s, Path::new("/var/t"), &root)
+            .unwrap();
+        assert_eq!(spec.public_key_pem.as_deref(), Some("-----BEGIN inside\n"));
     }
 
     #[test]

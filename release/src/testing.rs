@@ -19,6 +19,50 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::image::{OCI_CONFIG, OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST, sha256_digest, sha256_hex};
 
+/// The Debian package that provides each external program the tests run.
+const TOOL_PACKAGES: &[(&str, &str)] = &[
+    ("docker-registry", "docker-registry"),
+    ("skopeo", "skopeo"),
+    ("rsync", "rsync"),
+    ("mksquashfs", "squashfs-tools"),
+    ("unsquashfs", "squashfs-tools"),
+    ("dnsmasq", "dnsmasq-base"),
+    ("ip", "iproute2"),
+    ("openssl", "openssl"),
+    ("unshare", "util-linux"),
+    ("mount", "mount"),
+    ("dpkg-deb", "dpkg"),
+    ("python3", "python3"),
+    ("script", "bsdutils"),
+];
+
+/// A `Command` for an external program a test needs. When the program is not on `PATH` the
+/// test fails at once with one line naming the Debian package to install (and the script
+/// that installs them all), instead of an obscure spawn error later.
+pub fn tool(program: &str) -> Command {
+    // /usr/sbin and /sbin too: dnsmasq lives there, off a non-root user's PATH.
+    let dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]);
+    let found = dirs.map(|d| d.join(program)).find(|p| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    });
+    let Some(found) = found else {
+        let package = TOOL_PACKAGES
+            .iter()
+            .find(|(p, _)| *p == program)
+            .map_or(program, |(_, package)| package);
+        panic!(
+            "{program} not found on PATH: install the Debian package {package} \
+             (scripts/install-test-deps installs every package the tests use)"
+        );
+    };
+    Command::new(found)
+}
+
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1:0", e))?;
     Ok(l.local_addr()
@@ -148,7 +192,7 @@ impl RegistryProcess {
         let log_path = dir.path().join("registry.log");
         let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
         let log2 = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
-        let mut child = Command::new("docker-registry")
+        let mut child = tool("docker-registry")
             .arg("serve")
             .arg(&cfg)
             .stdin(Stdio::null())
@@ -281,27 +325,27 @@ impl TokenServer {
         let der_key = dir.path().join("token.p8");
         let der_cert = dir.path().join("token.der");
         must(
-            Command::new("openssl")
+            tool("openssl")
                 .args(["genpkey", "-algorithm", "EC"])
                 .args(["-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
                 .arg(&key),
         )?;
         must(
-            Command::new("openssl")
+            tool("openssl")
                 .args(["req", "-x509", "-new", "-key"])
                 .arg(&key)
                 .args(["-subj", "/CN=tenet test token signer", "-days", "2", "-out"])
                 .arg(&cert),
         )?;
         must(
-            Command::new("openssl")
+            tool("openssl")
                 .args(["pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-in"])
                 .arg(&key)
                 .arg("-out")
                 .arg(&der_key),
         )?;
         must(
-            Command::new("openssl")
+            tool("openssl")
                 .args(["x509", "-outform", "DER", "-in"])
                 .arg(&cert)
                 .arg("-out")
@@ -558,7 +602,7 @@ impl RsyncDaemon {
         );
         let cfg = dir.path().join("rsyncd.conf");
         std::fs::write(&cfg, conf).map_err(|e| Error::io(&cfg, e))?;
-        let mut child = Command::new("rsync")
+        let mut child = tool("rsync")
             .arg("--daemon")
             .arg("--no-detach")
             .arg(format!("--config={}", cfg.display()))
@@ -866,13 +910,13 @@ pub fn signing_key(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let public = dir.join("signing.pub");
     if !key.exists() {
         must(
-            Command::new("openssl")
+            tool("openssl")
                 .args(["genpkey", "-algorithm", "EC"])
                 .args(["-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
                 .arg(&key),
         )?;
         must(
-            Command::new("openssl")
+            tool("openssl")
                 .args(["pkey", "-pubout", "-in"])
                 .arg(&key)
                 .arg("-out")
@@ -934,7 +978,7 @@ pub fn build_release(dir: &Path, recipe: &ReleaseRecipe) -> Result<BuiltRelease>
     std::fs::write(&m, manifest).map_err(|e| io(&m, e))?;
     let squashfs = dir.join(format!("{}.squashfs", recipe.version));
     let _ = std::fs::remove_file(&squashfs);
-    must(Command::new("mksquashfs").arg(&tree).arg(&squashfs).args([
+    must(tool("mksquashfs").arg(&tree).arg(&squashfs).args([
         "-noappend",
         "-quiet",
         "-no-progress",
@@ -943,7 +987,7 @@ pub fn build_release(dir: &Path, recipe: &ReleaseRecipe) -> Result<BuiltRelease>
     let (key, public_key) = signing_key(dir)?;
     let signature = dir.join(format!("{}.squashfs.sig", recipe.version));
     must(
-        Command::new("openssl")
+        tool("openssl")
             .args(["dgst", "-sha256", "-sign"])
             .arg(&key)
             .arg("-out")

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::NodeFacts;
 
+/// Largest request body the collector accepts (but for imports): a run's results must fit in
+/// it, and the agent cuts module logs to make them fit.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
 /// `POST /api/v1/nodes` request (admin): register a node by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -321,17 +321,9 @@ pub fn from_json(text: &str, path: &str) -> Result<Bundle> {
     })?;
     let mut bundle = Bundle::default();
     let mut origins = Origins::new();
-    let mut claim = |kind: ObjectKind, name: &str, at: String| -> Result<()> {
-        match origins.get(&(kind, name.to_string())) {
-            Some(first) => Err(Error::Invalid {
-                context: format!("{at}: {kind} {name}"),
-                message: format!("duplicate name (first defined at {first})"),
-            }),
-            None => {
-                origins.insert((kind, name.to_string()), at);
-                Ok(())
-            }
-        }
+    let doc_index = origins.add_doc(path, text);
+    let mut claim = |kind: ObjectKind, name: &str, raw: &RawValue| -> Result<()> {
+        origins.claim(doc_index, kind, name, src.offset_of(raw))
     };
 
     for (i, raw) in doc.filtersets.iter().enumerate() {
@@ -388,7 +380,7 @@ pub fn from_json(text: &str, path: &str) -> Result<Bundle> {
                 test,
             });
         }
-        claim(ObjectKind::Filterset, &w.fset_name, src.raw_at(raw))?;
+        claim(ObjectKind::Filterset, &w.fset_name, raw)?;
         bundle.filtersets.insert(
             w.fset_name.clone(),
             Filterset {
@@ -435,7 +427,7 @@ pub fn from_json(text: &str, path: &str) -> Result<Bundle> {
                 updated: v.var_updated,
             });
         }
-        claim(ObjectKind::Ruleset, &w.ruleset_name, src.raw_at(raw))?;
+        claim(ObjectKind::Ruleset, &w.ruleset_name, raw)?;
         bundle.rulesets.insert(
             w.ruleset_name.clone(),
             Ruleset {
@@ -457,7 +449,7 @@ pub fn from_json(text: &str, path: &str) -> Result<Bundle> {
     for (i, raw) in doc.modulesets.iter().enumerate() {
         let what = || format!("moduleset {}", raw_name(raw, "modset_name", i));
         let w: ModulesetWire = src.parse(raw, &what)?;
-        claim(ObjectKind::Moduleset, &w.modset_name, src.raw_at(raw))?;
+        claim(ObjectKind::Moduleset, &w.modset_name, raw)?;
         bundle.modulesets.insert(
             w.modset_name.clone(),
             Moduleset {

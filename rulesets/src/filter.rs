@@ -7,51 +7,136 @@
 
 use crate::error::{Error, Result};
 use crate::model::*;
+use std::collections::{HashMap, HashSet};
 
 /// Whether the filterset named `filterset` matches the facts. Errors when it (or a nested
-/// filterset) does not exist, or when nesting loops.
+/// filterset) does not exist, or when nesting loops. To evaluate several filtersets against
+/// the same facts, keep one [`Evaluator`]: shared nested filtersets are then evaluated once.
 pub fn matches(bundle: &Bundle, filterset: &str, facts: &NodeFacts) -> Result<bool> {
-    let mut path = Vec::new();
-    eval_set(bundle, filterset, facts, &mut path)
+    Evaluator::new(bundle, facts).matches(filterset)
 }
 
-fn eval_set<'a>(
+/// Filterset evaluation against one set of facts, memoised: each filterset is evaluated at
+/// most once, however many filtersets nest it (a "diamond" `f(i) = f(i+1) AND f(i+1)` costs
+/// one evaluation per level, not 2^depth). Nesting is walked with an explicit stack, so a
+/// chain of any depth cannot overflow the thread's stack (bundles that were validated are
+/// limited to [`crate::model::MAX_NESTING_DEPTH`] levels anyway).
+pub struct Evaluator<'a> {
     bundle: &'a Bundle,
+    facts: &'a NodeFacts,
+    memo: HashMap<&'a str, bool>,
+    evaluations: usize,
+}
+
+/// One filterset being evaluated: where it is in its entries, and its accumulator.
+struct Frame<'a> {
     name: &'a str,
-    facts: &NodeFacts,
-    path: &mut Vec<&'a str>,
-) -> Result<bool> {
-    if path.contains(&name) {
-        let mut cycle: Vec<&str> = path.clone();
-        cycle.push(name);
-        return Err(Error::Invalid {
-            context: format!("filterset {name}"),
-            message: format!("nesting cycle: {}", cycle.join(" -> ")),
-        });
+    entries: &'a [FilterEntry],
+    next: usize,
+    acc: Option<bool>,
+}
+
+impl<'a> Evaluator<'a> {
+    /// An evaluator with an empty memo.
+    pub fn new(bundle: &'a Bundle, facts: &'a NodeFacts) -> Self {
+        Evaluator {
+            bundle,
+            facts,
+            memo: HashMap::new(),
+            evaluations: 0,
+        }
     }
-    let fs = bundle.filtersets.get(name).ok_or_else(|| Error::NotFound {
-        kind: "filterset",
-        name: name.to_string(),
-    })?;
-    path.push(name);
-    let mut acc: Option<bool> = None;
-    for entry in &fs.filters {
-        let x = match &entry.test {
-            FilterTest::Filter(f) => eval_filter(f, facts),
-            FilterTest::Filterset(child) => eval_set(bundle, child, facts, path)?,
-        };
-        acc = Some(match (acc, entry.logical_op) {
-            // The first entry starts the accumulator; a NOT op negates it.
-            (None, LogicalOp::And | LogicalOp::Or) => x,
-            (None, LogicalOp::AndNot | LogicalOp::OrNot) => !x,
-            (Some(a), LogicalOp::And) => a && x,
-            (Some(a), LogicalOp::Or) => a || x,
-            (Some(a), LogicalOp::AndNot) => a && !x,
-            (Some(a), LogicalOp::OrNot) => a || !x,
-        });
+
+    /// How many filtersets were evaluated so far (each at most once).
+    pub fn evaluations(&self) -> usize {
+        self.evaluations
     }
-    path.pop();
-    Ok(acc.unwrap_or(false))
+
+    /// Whether the filterset named `name` matches; see [`matches()`].
+    pub fn matches(&mut self, name: &str) -> Result<bool> {
+        if let Some(m) = self.memo.get(name) {
+            return Ok(*m);
+        }
+        let root = self.frame(name)?;
+        // The names of `stack`, to find a cycle without scanning it.
+        let mut on_stack: HashSet<&'a str> = HashSet::from([root.name]);
+        let mut stack: Vec<Frame<'a>> = vec![root];
+        // The result of the frame just finished, for its parent's pending entry.
+        let mut returned: Option<bool> = None;
+        while let Some(top) = stack.last_mut() {
+            let entry = top.entries.get(top.next);
+            let x = match (returned.take(), entry) {
+                (Some(x), _) => x,
+                (None, None) => {
+                    // Every entry done: memoise, and hand the result to the parent.
+                    let (name, done) = (top.name, top.acc.unwrap_or(false));
+                    stack.pop();
+                    on_stack.remove(name);
+                    self.memo.insert(name, done);
+                    self.evaluations += 1;
+                    if stack.is_empty() {
+                        return Ok(done);
+                    }
+                    returned = Some(done);
+                    continue;
+                }
+                (None, Some(entry)) => match &entry.test {
+                    FilterTest::Filter(f) => eval_filter(f, self.facts),
+                    FilterTest::Filterset(child) => match self.memo.get(child.as_str()) {
+                        Some(m) => *m,
+                        None => {
+                            // Evaluate the child first; this entry stays pending until then.
+                            if on_stack.contains(child.as_str()) {
+                                let at = stack.iter().position(|f| f.name == child).unwrap_or(0);
+                                let mut cycle: Vec<&str> =
+                                    stack[at..].iter().map(|f| f.name).collect();
+                                cycle.push(child);
+                                return Err(Error::Invalid {
+                                    context: format!("filterset {child}"),
+                                    message: format!("nesting cycle: {}", cycle.join(" -> ")),
+                                });
+                            }
+                            let frame = self.frame(child)?;
+                            on_stack.insert(frame.name);
+                            stack.push(frame);
+                            continue;
+                        }
+                    },
+                },
+            };
+            let Some(top) = stack.last_mut() else { break };
+            let logical_op = top.entries[top.next].logical_op;
+            top.acc = Some(match (top.acc, logical_op) {
+                // The first entry starts the accumulator; a NOT op negates it.
+                (None, LogicalOp::And | LogicalOp::Or) => x,
+                (None, LogicalOp::AndNot | LogicalOp::OrNot) => !x,
+                (Some(a), LogicalOp::And) => a && x,
+                (Some(a), LogicalOp::Or) => a || x,
+                (Some(a), LogicalOp::AndNot) => a && !x,
+                (Some(a), LogicalOp::OrNot) => a || !x,
+            });
+            top.next += 1;
+        }
+        // Not reached: the root frame returns when it finishes.
+        Ok(false)
+    }
+
+    fn frame(&self, name: &str) -> Result<Frame<'a>> {
+        let (key, fs) =
+            self.bundle
+                .filtersets
+                .get_key_value(name)
+                .ok_or_else(|| Error::NotFound {
+                    kind: "filterset",
+                    name: name.to_string(),
+                })?;
+        Ok(Frame {
+            name: key.as_str(),
+            entries: &fs.filters,
+            next: 0,
+            acc: None,
+        })
+    }
 }
 
 /// One filter against the facts. Unknown tables never match.
@@ -140,6 +225,54 @@ enum Tok {
 /// SQL `LIKE`, case-insensitive like MySQL's default collation: `%` any run, `_` one
 /// character, `\` escapes the next character.
 pub fn like(text: &str, pattern: &str) -> bool {
+    if text.is_ascii() && pattern.is_ascii() {
+        // The common case, without allocating: package names and facts are ASCII, and this
+        // runs once per package per filter.
+        like_ascii(text.as_bytes(), pattern.as_bytes())
+    } else {
+        like_general(text, pattern)
+    }
+}
+
+/// [`like`] on ASCII text and pattern, reading the pattern in place (`\x` is one literal).
+fn like_ascii(text: &[u8], pat: &[u8]) -> bool {
+    let (mut t, mut p) = (0, 0);
+    // Where to resume after the last `%`: (pattern index after it, text index it swallowed to).
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        let step = match pat.get(p) {
+            Some(b'%') => {
+                p += 1;
+                star = Some((p, t));
+                continue;
+            }
+            Some(b'_') => Some(1),
+            Some(b'\\') => {
+                // A trailing backslash is a literal backslash.
+                let (c, len) = pat.get(p + 1).map_or((b'\\', 1), |c| (*c, 2));
+                c.eq_ignore_ascii_case(&text[t]).then_some(len)
+            }
+            Some(c) => c.eq_ignore_ascii_case(&text[t]).then_some(1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(len), _) => {
+                t += 1;
+                p += len;
+            }
+            (None, Some((sp, st))) => {
+                p = sp;
+                t = st + 1;
+                star = Some((sp, st + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    pat[p..].iter().all(|&c| c == b'%')
+}
+
+/// [`like`] for any text: Unicode lower-casing, patterns as tokens.
+fn like_general(text: &str, pattern: &str) -> bool {
     let text: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
     let mut pat = Vec::new();
     let mut chars = pattern.chars().flat_map(char::to_lowercase);
@@ -342,6 +475,91 @@ mod tests {
         ));
     }
 
+    /// Issue 12 item 3: a chain far deeper than any limit (bundles built in code are not
+    /// validated) evaluates on a small stack: the walk is iterative.
+    #[test]
+    fn a_deep_chain_evaluates_without_recursion() {
+        const N: usize = 200_000;
+        let linux = || FilterTest::Filter(filter("nodes", "os_name", FilterOp::Eq, "Linux"));
+        let mut sets: Vec<(String, Vec<FilterEntry>)> = (0..N - 1)
+            .map(|i| {
+                let child = FilterTest::Filterset(format!("f{}", i + 1));
+                (format!("f{i}"), vec![entry(LogicalOp::AndNot, child)])
+            })
+            .collect();
+        sets.push((format!("f{}", N - 1), vec![entry(LogicalOp::And, linux())]));
+        let b = bundle(sets.iter().map(|(n, e)| (n.as_str(), e.clone())).collect());
+        let facts = facts();
+        let out = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let mut eval = Evaluator::new(&b, &facts);
+                (eval.matches("f0").ok(), eval.evaluations())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        // f(N-1) is true; each level above negates: f0 = true iff N-1 is even.
+        assert_eq!(out, (Some((N - 1).is_multiple_of(2)), N));
+    }
+
+    /// Issue 12 item 3: `f(i) = f(i+1) AND f(i+1)` over 40 levels was 2^40 evaluations; with
+    /// the memo each filterset is evaluated once.
+    #[test]
+    fn a_diamond_evaluates_each_filterset_once() {
+        const LEVELS: usize = 40;
+        let linux = || FilterTest::Filter(filter("nodes", "os_name", FilterOp::Eq, "Linux"));
+        let mut sets: Vec<(String, Vec<FilterEntry>)> = (0..LEVELS)
+            .map(|i| {
+                let child = || FilterTest::Filterset(format!("d{}", i + 1));
+                (
+                    format!("d{i}"),
+                    vec![
+                        entry(LogicalOp::And, child()),
+                        entry(LogicalOp::And, child()),
+                    ],
+                )
+            })
+            .collect();
+        sets.push((format!("d{LEVELS}"), vec![entry(LogicalOp::And, linux())]));
+        let b = bundle(sets.iter().map(|(n, e)| (n.as_str(), e.clone())).collect());
+        let facts = facts();
+        let mut eval = Evaluator::new(&b, &facts);
+        assert!(eval.matches("d0").unwrap_or(false));
+        assert_eq!(eval.evaluations(), LEVELS + 1);
+        // Already known: answered from the memo.
+        assert!(eval.matches("d7").unwrap_or(false));
+        assert_eq!(eval.evaluations(), LEVELS + 1);
+        let mut other = facts.clone();
+        other.node.insert("os_name".into(), "SunOS".into());
+        let mut eval = Evaluator::new(&b, &other);
+        assert!(!eval.matches("d0").unwrap_or(true));
+        assert_eq!(eval.evaluations(), LEVELS + 1);
+    }
+
+    #[test]
+    fn a_cycle_below_a_shared_filterset_is_named() {
+        let b = bundle(vec![
+            (
+                "top",
+                vec![
+                    entry(LogicalOp::And, FilterTest::Filterset("a".into())),
+                    entry(LogicalOp::And, FilterTest::Filterset("a".into())),
+                ],
+            ),
+            (
+                "a",
+                vec![entry(LogicalOp::And, FilterTest::Filterset("b".into()))],
+            ),
+            (
+                "b",
+                vec![entry(LogicalOp::Or, FilterTest::Filterset("a".into()))],
+            ),
+        ]);
+        let e = matches(&b, "top", &facts()).unwrap_err().to_string();
+        assert_eq!(e, "filterset a: nesting cycle: a -> b -> a");
+    }
+
     fn arb_op() -> impl Strategy<Value = FilterOp> {
         prop_oneof![
             Just(FilterOp::Eq),
@@ -420,6 +638,18 @@ mod tests {
             let filters = entries.into_iter().map(|(l, f)| entry(l, FilterTest::Filter(f))).collect();
             let b = bundle(vec![("s", filters)]);
             prop_assert!(matches(&b, "s", &facts).is_ok());
+        }
+
+        #[test]
+        fn ascii_like_agrees_with_the_general_one(
+            text in "[a-cA-C%_\\\\]{0,8}",
+            pat in "[a-cA-C%_\\\\]{0,8}",
+        ) {
+            prop_assert_eq!(
+                like_ascii(text.as_bytes(), pat.as_bytes()),
+                like_general(&text, &pat),
+                "{:?} LIKE {:?}", text, pat
+            );
         }
 
         #[test]

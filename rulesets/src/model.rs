@@ -328,7 +328,8 @@ impl Bundle {
     /// Checks the bundle is consistent: every map key equals its object's name, every referenced
     /// ruleset / moduleset / filterset exists, every contextual ruleset has a filterset, and
     /// ruleset, moduleset and filterset nesting have no cycles. Errors are
-    /// [`crate::Error::Invalid`] naming the object at fault.
+    /// [`crate::Error::Invalid`] naming the object at fault. Nesting deeper than
+    /// [`MAX_NESTING_DEPTH`] is refused too, naming the top of the chain.
     pub fn validate(&self) -> crate::Result<()> {
         check(self).map_err(|p| crate::Error::Invalid {
             context: format!("{} {}", p.kind, p.name),
@@ -487,7 +488,112 @@ pub(crate) fn check(bundle: &Bundle) -> Result<(), Problem> {
     ) {
         return Err(p);
     }
+    let graphs: [(ObjectKind, Vec<&str>, &Edges); 3] = [
+        (
+            ObjectKind::Ruleset,
+            bundle.rulesets.keys().map(String::as_str).collect(),
+            &rs_edges,
+        ),
+        (
+            ObjectKind::Moduleset,
+            bundle.modulesets.keys().map(String::as_str).collect(),
+            &ms_edges,
+        ),
+        (
+            ObjectKind::Filterset,
+            bundle.filtersets.keys().map(String::as_str).collect(),
+            &fs_edges,
+        ),
+    ];
+    for (kind, names, edges) in graphs {
+        if let Some(path) = too_deep(&names, edges, MAX_NESTING_DEPTH) {
+            let message = format!(
+                "nesting depth {} exceeds the limit of {MAX_NESTING_DEPTH}: {}",
+                path.len(),
+                abbreviated(&path)
+            );
+            return Err(problem(kind, &path[0], message));
+        }
+    }
     Ok(())
+}
+
+/// The children of an object of a nesting graph, by name.
+type Edges<'e> = dyn Fn(&str) -> Vec<String> + 'e;
+
+/// How deep rulesets, modulesets and filtersets may nest: the longest chain of nesting from
+/// any object, the object itself included (a filterset without nested filtersets has depth
+/// 1). Deeper bundles are refused at load and by the collector's import and edits. Evaluation
+/// is iterative and memoised, so this bounds the size of what a node is sent and shown (a
+/// moduleset tree is printed indented by depth), not the evaluator's stack.
+pub const MAX_NESTING_DEPTH: usize = 100;
+
+/// `a -> b -> c`, or `a -> b -> c -> ... (N more) -> y -> z` for a long chain.
+fn abbreviated(path: &[String]) -> String {
+    if path.len() <= 8 {
+        return path.join(" -> ");
+    }
+    format!(
+        "{} -> ... ({} more) -> {}",
+        path[..3].join(" -> "),
+        path.len() - 5,
+        path[path.len() - 2..].join(" -> ")
+    )
+}
+
+/// The longest nesting chain of the first object (in `nodes` order) whose depth exceeds
+/// `limit`, as a path from it. Each object's depth is computed once (memoised, iterative), so
+/// wide and deep graphs cost their size. Expects an acyclic graph (cycles are refused first);
+/// an edge back onto the current path is ignored rather than followed.
+fn too_deep(
+    nodes: &[&str],
+    edges: &dyn Fn(&str) -> Vec<String>,
+    limit: usize,
+) -> Option<Vec<String>> {
+    use std::collections::{HashMap, HashSet};
+    // Depth, and the child the deepest chain goes through.
+    let mut depth: HashMap<String, (usize, Option<String>)> = HashMap::new();
+    for &start in nodes {
+        if !depth.contains_key(start) {
+            let mut on_path: HashSet<String> = HashSet::from([start.to_string()]);
+            let mut path: Vec<(String, std::vec::IntoIter<String>)> =
+                vec![(start.to_string(), edges(start).into_iter())];
+            while let Some((_, children)) = path.last_mut() {
+                match children.next() {
+                    Some(child) => {
+                        if !depth.contains_key(&child) && !on_path.contains(&child) {
+                            on_path.insert(child.clone());
+                            let grand = edges(&child).into_iter();
+                            path.push((child, grand));
+                        }
+                    }
+                    None => {
+                        let Some((done, _)) = path.pop() else { break };
+                        // Reversed: on equal depths the first listed child is kept.
+                        let deepest = edges(&done)
+                            .into_iter()
+                            .rev()
+                            .filter_map(|c| depth.get(&c).map(|d| (d.0, c)))
+                            .max_by_key(|(d, _)| *d);
+                        let entry = match deepest {
+                            Some((d, c)) => (d + 1, Some(c)),
+                            None => (1, None),
+                        };
+                        on_path.remove(&done);
+                        depth.insert(done, entry);
+                    }
+                }
+            }
+        }
+        if depth.get(start).is_some_and(|d| d.0 > limit) {
+            let mut chain = vec![start.to_string()];
+            while let Some((_, Some(next))) = chain.last().and_then(|n| depth.get(n)) {
+                chain.push(next.clone());
+            }
+            return Some(chain);
+        }
+    }
+    None
 }
 
 /// A cycle of the graph as a path `a, b, ..., a`, if any. Iterative, so deep nesting cannot
@@ -536,15 +642,85 @@ fn find_cycle(nodes: &[&str], edges: &dyn Fn(&str) -> Vec<String>) -> Option<Vec
     None
 }
 
-/// Where each object of a loaded bundle was defined (`file:line:column`), for messages.
-pub(crate) type Origins = std::collections::HashMap<(ObjectKind, String), String>;
+/// Where each object of a loaded bundle was defined, for messages: the document and the byte
+/// offset, turned into `file:line:column` only when a message needs it. Computing positions
+/// eagerly rescanned the text for every object, which made loading quadratic (100,000
+/// filtersets took minutes).
+pub(crate) struct Origins<'a> {
+    /// The documents of the load: (path, text).
+    docs: Vec<(&'a str, &'a str)>,
+    /// (document index, byte offset) of each object.
+    at: std::collections::HashMap<(ObjectKind, String), (usize, usize)>,
+}
+
+impl<'a> Origins<'a> {
+    pub(crate) fn new() -> Self {
+        Origins {
+            docs: Vec::new(),
+            at: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Registers a document; the index names it in [`Origins::claim`].
+    pub(crate) fn add_doc(&mut self, path: &'a str, text: &'a str) -> usize {
+        self.docs.push((path, text));
+        self.docs.len() - 1
+    }
+
+    /// The (path, text) of a document.
+    pub(crate) fn doc(&self, doc: usize) -> (&'a str, &'a str) {
+        self.docs.get(doc).copied().unwrap_or(("?", ""))
+    }
+
+    /// `path:line:column` of an offset of a document.
+    pub(crate) fn position(&self, doc: usize, offset: usize) -> String {
+        match self.docs.get(doc) {
+            Some((path, text)) => {
+                let (l, c) = line_col(text, offset);
+                format!("{path}:{l}:{c}")
+            }
+            None => String::from("?"),
+        }
+    }
+
+    /// Records where an object is defined; a name already defined (in this document or an
+    /// earlier one) is an error naming both places.
+    pub(crate) fn claim(
+        &mut self,
+        doc: usize,
+        kind: ObjectKind,
+        name: &str,
+        offset: usize,
+    ) -> crate::Result<()> {
+        match self.at.get(&(kind, name.to_string())) {
+            Some(&(first_doc, first)) => Err(crate::Error::Invalid {
+                context: format!("{}: {kind} {name}", self.position(doc, offset)),
+                message: format!(
+                    "duplicate name (first defined at {})",
+                    self.position(first_doc, first)
+                ),
+            }),
+            None => {
+                self.at.insert((kind, name.to_string()), (doc, offset));
+                Ok(())
+            }
+        }
+    }
+
+    /// `path:line:column` where an object was defined.
+    fn of(&self, kind: ObjectKind, name: &str) -> Option<String> {
+        self.at
+            .get(&(kind, name.to_string()))
+            .map(|&(doc, offset)| self.position(doc, offset))
+    }
+}
 
 /// [`Bundle::validate`], naming the file and position of the object at fault.
 pub(crate) fn validate_at(bundle: &Bundle, origins: &Origins, fallback: &str) -> crate::Result<()> {
     check(bundle).map_err(|p| {
         let at = origins
-            .get(&(p.kind, p.name.clone()))
-            .map_or(fallback, String::as_str);
+            .of(p.kind, &p.name)
+            .unwrap_or_else(|| fallback.to_string());
         crate::Error::Invalid {
             context: format!("{at}: {} {}", p.kind, p.name),
             message: p.message,
@@ -635,6 +811,39 @@ mod tests {
         for (text, want) in cases {
             let e = bundle(text).map(|_| ()).unwrap_err().to_string();
             assert!(e.starts_with("v.toml:") && e.contains(want), "{e}");
+        }
+        // One level over the depth limit, for each kind; the limit itself loads.
+        let chain = |kind: &str, key: &str, n: usize| {
+            (0..n)
+                .map(|i| {
+                    let child = match (i + 1 < n, kind) {
+                        (false, _) => String::new(),
+                        (true, "filterset") => {
+                            format!("filter = [{{ filterset = \"x{}\" }}]\n", i + 1)
+                        }
+                        (true, _) => format!("{key} = [\"x{}\"]\n", i + 1),
+                    };
+                    format!("[[{kind}]]\nname = \"x{i}\"\n{child}")
+                })
+                .collect::<String>()
+        };
+        for (kind, key) in [
+            ("filterset", ""),
+            ("ruleset", "rulesets"),
+            ("moduleset", "modulesets"),
+        ] {
+            assert!(
+                bundle(&chain(kind, key, MAX_NESTING_DEPTH)).is_ok(),
+                "{kind}"
+            );
+            let e = bundle(&chain(kind, key, MAX_NESTING_DEPTH + 1))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("v.toml:1:1: {kind} x0: nesting depth 101 exceeds the limit of 100: x0 -> x1 -> x2 -> ... (96 more) -> x99 -> x100")),
+                "{e}"
+            );
         }
         let mut b = Bundle::default();
         b.rulesets.insert(

@@ -7,7 +7,7 @@ use crate::model::*;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 /// What to resolve: which modulesets, and for which service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,21 +93,14 @@ pub const REASON_EXPLICIT_VIA_MODULESET: &str = "explicit attachment via modules
 pub const REASON_CONTEXTUAL_VIA_MODULESET: &str =
     "(matching non-public contextual ruleset shown via moduleset)";
 
-/// Filterset results, computed once per resolution.
+/// Filterset results, each filterset evaluated once per resolution (nested ones included).
 struct Matcher<'a> {
-    bundle: &'a Bundle,
-    facts: &'a NodeFacts,
-    cache: HashMap<&'a str, bool>,
+    eval: filter::Evaluator<'a>,
 }
 
 impl<'a> Matcher<'a> {
-    fn matches(&mut self, filterset: &'a str) -> Result<bool> {
-        if let Some(m) = self.cache.get(filterset) {
-            return Ok(*m);
-        }
-        let m = filter::matches(self.bundle, filterset, self.facts)?;
-        self.cache.insert(filterset, m);
-        Ok(m)
+    fn matches(&mut self, filterset: &str) -> Result<bool> {
+        self.eval.matches(filterset)
     }
 
     /// Whether a contextual ruleset's filterset matches (no filterset: never).
@@ -169,7 +162,10 @@ impl Policy {
                         modulesets: Vec::new(),
                     });
                 entry.autofix |= m.autofix;
-                if !entry.modulesets.contains(&ms.name) {
+                // `modulesets` holds each moduleset once and is walked in order, so only the
+                // last one can be this one (a module listed twice in it): no scan, which was
+                // quadratic for a module shared by many modulesets.
+                if entry.modulesets.last() != Some(&ms.name) {
                     entry.modulesets.push(ms.name.clone());
                 }
             }
@@ -185,9 +181,7 @@ impl Policy {
         }
 
         let mut matcher = Matcher {
-            bundle,
-            facts,
-            cache: HashMap::new(),
+            eval: filter::Evaluator::new(bundle, facts),
         };
         // (name, moduleset binding, reason), in order, each binding once.
         let mut bindings: Vec<(String, Option<String>, String)> = Vec::new();
@@ -624,6 +618,39 @@ modules = [{ name = "m2" }, { name = "shared", autofix = true }]
             Policy::resolve(&b, &NodeFacts::default(), &sel),
             Err(Error::NotFound { .. })
         ));
+    }
+
+    /// A module listed twice in one moduleset names it once; a module shared by many
+    /// modulesets names each once, in order (without the scan that made this quadratic).
+    #[test]
+    fn a_module_names_each_of_its_modulesets_once() {
+        let mut b = Bundle::default();
+        for i in 0..2_000 {
+            let name = format!("ms{i}");
+            let module = |autofix| ModuleRef {
+                name: "shared".into(),
+                autofix,
+            };
+            b.modulesets.insert(
+                name.clone(),
+                Moduleset {
+                    name,
+                    modules: vec![module(false), module(i == 7)],
+                    children: vec![],
+                    rulesets: vec![],
+                    meta: Meta::default(),
+                },
+            );
+        }
+        let p = Policy::resolve(&b, &NodeFacts::default(), &Selection::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shared = p
+            .module("shared")
+            .cloned()
+            .unwrap_or_else(|| panic!("no shared"));
+        let want: Vec<String> = (0..2_000).map(|i| format!("ms{i}")).collect();
+        assert_eq!(shared.modulesets, want);
+        assert!(shared.autofix);
     }
 
     #[test]

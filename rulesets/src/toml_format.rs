@@ -260,12 +260,13 @@ impl Src<'_> {
     }
 }
 
-/// Parses one document into `bundle`, recording where each object starts in `origins`.
+/// Parses document `doc` of `origins` into `bundle`, recording where each object starts.
 /// Duplicate names (within the document or with objects already in `bundle`) are errors naming
 /// both places.
-fn parse_into(text: &str, path: &str, bundle: &mut Bundle, origins: &mut Origins) -> Result<()> {
+fn parse_into(doc: usize, bundle: &mut Bundle, origins: &mut Origins) -> Result<()> {
+    let (path, text) = origins.doc(doc);
     let src = Src { path, text };
-    let doc: FileToml = toml::from_str(text).map_err(|e| {
+    let parsed: FileToml = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         let message = e.message().trim_end().to_string();
         Error::Parse {
@@ -277,20 +278,10 @@ fn parse_into(text: &str, path: &str, bundle: &mut Bundle, origins: &mut Origins
         }
     })?;
     let mut claim = |kind: ObjectKind, name: &str, offset: usize| -> Result<()> {
-        let at = src.at(offset);
-        match origins.get(&(kind, name.to_string())) {
-            Some(first) => Err(Error::Invalid {
-                context: format!("{at}: {kind} {name}"),
-                message: format!("duplicate name (first defined at {first})"),
-            }),
-            None => {
-                origins.insert((kind, name.to_string()), at);
-                Ok(())
-            }
-        }
+        origins.claim(doc, kind, name, offset)
     };
 
-    for r in doc.ruleset {
+    for r in parsed.ruleset {
         let start = r.span().start;
         let r = r.into_inner();
         let name = r.name.get_ref().clone();
@@ -339,7 +330,7 @@ fn parse_into(text: &str, path: &str, bundle: &mut Bundle, origins: &mut Origins
         );
     }
 
-    for f in doc.filterset {
+    for f in parsed.filterset {
         let start = f.span().start;
         let f = f.into_inner();
         let name = f.name.get_ref().clone();
@@ -424,7 +415,7 @@ fn parse_into(text: &str, path: &str, bundle: &mut Bundle, origins: &mut Origins
         );
     }
 
-    for m in doc.moduleset {
+    for m in parsed.moduleset {
         let start = m.span().start;
         let m = m.into_inner();
         let name = m.name.get_ref().clone();
@@ -622,7 +613,8 @@ fn render(doc: &FileToml) -> Result<String> {
 pub fn from_toml_str(text: &str, path: &str) -> Result<Bundle> {
     let mut bundle = Bundle::default();
     let mut origins = Origins::new();
-    parse_into(text, path, &mut bundle, &mut origins)?;
+    let doc = origins.add_doc(path, text);
+    parse_into(doc, &mut bundle, &mut origins)?;
     validate_at(&bundle, &origins, path)?;
     Ok(bundle)
 }
@@ -639,16 +631,17 @@ pub fn load_file(path: &Path) -> Result<Bundle> {
 pub fn load_dir(dir: &Path) -> Result<Bundle> {
     let mut files = Vec::new();
     collect_toml_files(dir, &mut files)?;
+    // Every text is kept until the bundle is validated, so that a message can still point
+    // into any of them.
+    let texts = files
+        .iter()
+        .map(|f| Ok((f.display().to_string(), read(f)?)))
+        .collect::<Result<Vec<(String, String)>>>()?;
     let mut bundle = Bundle::default();
     let mut origins = Origins::new();
-    for file in &files {
-        let text = read(file)?;
-        parse_into(
-            &text,
-            &file.display().to_string(),
-            &mut bundle,
-            &mut origins,
-        )?;
+    for (path, text) in &texts {
+        let doc = origins.add_doc(path, text);
+        parse_into(doc, &mut bundle, &mut origins)?;
     }
     validate_at(&bundle, &origins, &dir.display().to_string())?;
     Ok(bundle)

@@ -1,4 +1,4 @@
-//! The OpenSVC fixtures of `shared/fixtures/opensvc-spd` through both formats and resolution,
+//! The OpenSVC fixtures of `tests/fixtures/opensvc-spd` through both formats and resolution,
 //! plus property tests that random bundles survive both formats.
 
 use proptest::prelude::*;
@@ -8,10 +8,7 @@ use tenet_rulesets::export::{from_json, to_json};
 use tenet_rulesets::toml_format::{from_toml_str, load_dir, to_toml_string, write_dir};
 use tenet_rulesets::*;
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/opensvc-spd"
-);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/opensvc-spd");
 
 fn fixture_text(name: &str) -> String {
     let path = format!("{FIXTURES}/{name}");

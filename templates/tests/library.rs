@@ -474,7 +474,7 @@ fn the_bridge_template_computes_the_address_as_the_network_script() {
     let export: Value = serde_json::from_str(
         &std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/fixtures/opensvc-spd/node-export.json"),
+                .join("../tests/fixtures/opensvc-spd/node-export.json"),
         )
         .unwrap(),
     )

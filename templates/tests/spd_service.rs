@@ -1,5 +1,5 @@
 //! The shipped `spd-service` form against the OpenSVC collector form it translates
-//! (`shared/fixtures/opensvc-spd/service-form.yaml`):
+//! (`tests/fixtures/opensvc-spd/service-form.yaml`):
 //!
 //! - golden: the fixture inputs render byte for byte `service-form.expected.conf`;
 //! - oracle: for random valid inputs, the output equals what the form's own JavaScript
@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use tenet_templates::{Error, ErrorKind, FormOptions, Library};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/opensvc-spd")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/opensvc-spd")
 }
 
 fn read(name: &str) -> String {

@@ -53,7 +53,16 @@ impl CollectorProcess {
         Self::start_with(db, 0, extra)
     }
 
+    /// Starts a collector on a free port with extra `serve` options and environment.
+    pub fn start_with_env(db: &Path, extra: &[&str], env: &[(&str, &str)]) -> CollectorProcess {
+        Self::start_full(db, 0, extra, env)
+    }
+
     fn start_with(db: &Path, port: u16, extra: &[&str]) -> CollectorProcess {
+        Self::start_full(db, port, extra, &[])
+    }
+
+    fn start_full(db: &Path, port: u16, extra: &[&str], env: &[(&str, &str)]) -> CollectorProcess {
         let log = db.with_extension(format!("serve-{}.log", std::process::id()));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -71,6 +80,7 @@ impl CollectorProcess {
                 .args(extra)
                 .env_remove("TENET_COLLECTOR_DB")
                 .env("TENET_LOG", "info")
+                .envs(env.iter().copied())
                 .stdout(Stdio::piped())
                 .stderr(stderr.try_clone().expect("log fd"))
                 .spawn()
@@ -121,6 +131,47 @@ impl CollectorProcess {
             let _ = c.kill();
             let _ = c.wait();
             panic!("the collector did not stop within 30 s of SIGTERM");
+        }
+    }
+
+    /// The process id (while running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Resident memory, in KiB (`VmRSS` of /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Open file descriptors.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Whether the process is still running (reaping it if it exited).
+    pub fn running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn sigterm(&self) {
+        if let Some(c) = &self.child {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
     }
 
@@ -297,7 +348,7 @@ pub fn results(run_id: &str) -> Value {
 /// (ca.pem, server.pem, server.key).
 pub fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let run = |args: &[&str]| {
-        let out = Command::new("openssl")
+        let out = crate::tool("openssl")
             .args(args)
             .current_dir(dir)
             .output()

@@ -1,7 +1,7 @@
 //! # tenet-tests: end-to-end tests of the `tenet` binary
 //!
 //! A small DSL the tests in `tests/` share:
-//! - [`tenet_bin`] and [`fixtures_dir`] locate the binary under test and `shared/fixtures`;
+//! - [`tenet_bin`] and [`fixtures_dir`] locate the binary under test and `tests/fixtures`;
 //! - [`TestRoot`] builds a throw-away managed system (a root prefix in a temporary directory:
 //!   `etc/passwd`, `etc/group`, `proc/sys` files, a dpkg database, `etc/sysctl.conf`, ...);
 //! - [`Tenet`] runs the binary (optionally inside a private mount namespace, or with
@@ -28,6 +28,7 @@ use serde_json::Value;
 pub mod collector;
 pub mod lir;
 pub use tenet_modules::testing::{Entry, Netns, diff_snapshots, require_root, snapshot};
+pub use tenet_release::testing::tool;
 
 /// The `tenet` binary of this build: `target/<profile>/tenet`, next to the `deps` directory the
 /// running test executable lives in.
@@ -51,23 +52,31 @@ fn workspace_bin(package: &str, name: &str) -> PathBuf {
         deps
     };
     let bin = profile_dir.join(name);
-    // `cargo test --workspace` builds binaries only for the tests of their own package, so on
-    // a fresh checkout a binary may not exist yet: build it once, with the same cargo and
-    // profile, before the first test uses it.
+    // `cargo test --workspace` builds both binaries in its own build step (the agent and
+    // collector packages have integration tests), so they are normally fresh here. A narrower
+    // run (`cargo test -p tenet-tests`) may find one missing or older than the sources: then
+    // build it, once, visibly. (Always running a nested `cargo build -p` would rebuild it with
+    // that package's own feature set, unlike the workspace's, and churn the target dir.)
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !built.iter().any(|b| b == name) {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", package, "--bin", name])
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
-        if profile_dir.file_name() == Some(OsStr::new("release")) {
-            cmd.arg("--release");
+    // A test that re-runs its own executable to measure it sets this once it built them.
+    let prebuilt = std::env::var_os("TENET_E2E_PREBUILT").is_some_and(|v| v == "1");
+    if !prebuilt && !built.iter().any(|b| b == name) {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        if binary_is_stale(&bin, &workspace) {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            eprintln!("tenet-tests: building the {name} binary (cargo build -p {package})");
+            cmd.args(["build", "-p", package, "--bin", name])
+                .current_dir(&workspace);
+            if profile_dir.file_name() == Some(OsStr::new("release")) {
+                cmd.arg("--release");
+            }
+            let status = cmd
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
+            assert!(status.success(), "building the {name} binary failed");
         }
-        let status = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
-        assert!(status.success(), "building the {name} binary failed");
         built.push(name.to_string());
     }
     assert!(
@@ -78,14 +87,51 @@ fn workspace_bin(package: &str, name: &str) -> PathBuf {
     bin
 }
 
-/// `shared/fixtures` of the project (next to the workspace).
+/// `bin` is missing, or older than a source file or manifest of a workspace crate the
+/// binaries are built from.
+fn binary_is_stale(bin: &Path, workspace: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return true;
+    };
+    fn newer(path: &Path, than: std::time::SystemTime) -> bool {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return false;
+        };
+        if meta.is_dir() {
+            return std::fs::read_dir(path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| newer(&e.path(), than));
+        }
+        meta.modified().is_ok_and(|m| m > than)
+    }
+    let crates = [
+        "rulesets",
+        "templates",
+        "release",
+        "modules",
+        "agent",
+        "collector",
+    ];
+    newer(&workspace.join("Cargo.toml"), built)
+        || newer(&workspace.join("Cargo.lock"), built)
+        || crates.iter().any(|c| {
+            ["src", "Cargo.toml", "library", "build.rs"]
+                .iter()
+                .any(|part| newer(&workspace.join(c).join(part), built))
+        })
+}
+
+/// `tests/fixtures` of the project: the data tests use (OpenSVC exports, forms, MachineConfigs)
+/// and the OpenSVC-convention module scripts written for the tests.
 pub fn fixtures_dir() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     assert!(d.is_dir(), "fixtures directory {} not found", d.display());
     d.canonicalize().unwrap_or(d)
 }
 
-/// `shared/fixtures/opensvc-spd`: the sharded-database deployment exports and module scripts.
+/// `tests/fixtures/opensvc-spd`: the sharded-database deployment exports and module scripts.
 pub fn spd_fixtures() -> PathBuf {
     fixtures_dir().join("opensvc-spd")
 }
@@ -369,6 +415,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "TENET_ADMIN_TOKEN",
     "TENET_COLLECTOR_DB",
     "TENET_TEMPLATE_DIR",
+    "TENET_RESOLVE",
 ];
 
 impl Tenet {
@@ -493,7 +540,7 @@ impl Tenet {
     pub fn command(&self) -> Command {
         let mut cmd = match (&self.setup, &self.hostname, &self.netns) {
             (None, None, Some(ns)) => {
-                let mut c = Command::new("ip");
+                let mut c = tool("ip");
                 c.args(["netns", "exec", ns])
                     .arg(tenet_bin())
                     .args(&self.args);
@@ -509,7 +556,7 @@ impl Tenet {
                     netns.is_none(),
                     "in_netns cannot be combined with a private mount or UTS namespace"
                 );
-                let mut c = Command::new("unshare");
+                let mut c = tool("unshare");
                 c.args(["-m", "--propagation", "private"]);
                 let mut steps = Vec::new();
                 if let Some(h) = hostname {

@@ -1,8 +1,6 @@
 //! `check` never writes: it runs on a read-only bind mount of a non-compliant root (in a
 //! private mount namespace) and reports nok results, not write errors.
 
-use std::process::Command;
-
 use tenet_tests::*;
 
 fn shell_quote(p: &std::path::Path) -> String {
@@ -10,6 +8,7 @@ fn shell_quote(p: &std::path::Path) -> String {
 }
 
 #[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
 fn check_on_a_read_only_root_reports_nok_and_writes_nothing() {
     if !require_root("check_on_a_read_only_root_reports_nok_and_writes_nothing") {
         return; // mount namespaces and bind mounts need root
@@ -23,7 +22,7 @@ fn check_on_a_read_only_root_reports_nok_and_writes_nothing() {
     let ro = format!("mount --bind {r} {r} && mount -o remount,bind,ro {r}");
 
     // The mount really is read-only in such a namespace.
-    let probe = Command::new("unshare")
+    let probe = tenet_tests::tool("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c"])
         .arg(format!("{ro} && touch {r}/probe"))
         .output()
@@ -80,6 +79,7 @@ fn check_on_a_read_only_root_reports_nok_and_writes_nothing() {
 }
 
 #[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
 fn script_checks_on_a_read_only_root_write_nothing() {
     if !require_root("script_checks_on_a_read_only_root_write_nothing") {
         return;

@@ -1072,3 +1072,93 @@ fn forms_render_a_service_configuration_that_its_nodes_pull() {
         run.describe()
     );
 }
+
+/// `n` filtersets `{prefix}0` → `{prefix}1` → ... (each nests the next; the last matches
+/// every node), as one TOML document.
+fn filterset_chain(prefix: &str, n: usize) -> String {
+    let mut doc = String::new();
+    for i in 0..n {
+        doc.push_str(&format!("[[filterset]]\nname = \"{prefix}{i}\"\n"));
+        if i + 1 < n {
+            doc.push_str(&format!(
+                "filter = [{{ filterset = \"{prefix}{}\" }}]\n",
+                i + 1
+            ));
+        } else {
+            doc.push_str(
+                "filter = [{ table = \"nodes\", field = \"nodename\", op = \"LIKE\", value = \"%\" }]\n",
+            );
+        }
+    }
+    doc
+}
+
+/// Issue 12 item 3: a 10,000-deep filterset chain used to be accepted, then overflow the
+/// stack of every policy fetch (and again after a restart). Now the import is refused with a
+/// 400 naming the filterset, edits that would go over the limit too, and a chain at the limit
+/// is served.
+#[test]
+fn bad_input_nesting_beyond_the_limit_is_refused_and_the_collector_stays_up() {
+    let dir = tempdir();
+    let (server, token) = collector(dir.path());
+    let admin = server.client().admin(&token);
+    let before = admin.get("/api/v1/export").expect(200).body;
+
+    let a = admin.call(
+        "POST",
+        "/api/v1/import",
+        Some(filterset_chain("deep", 10_000).into_bytes()),
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+    let msg = a.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("filterset deep0")
+            && msg.contains("nesting depth 10000 exceeds the limit of 100"),
+        "{msg}"
+    );
+    assert_eq!(admin.get("/api/v1/export").expect(200).body, before);
+    server.client().get("/health").expect(200);
+
+    // At the limit: accepted, and a public contextual ruleset on it reaches a node.
+    let doc = filterset_chain("ok", 100)
+        + "[[ruleset]]\nname = \"deep.rs\"\ntype = \"contextual\"\npublic = true\n\
+           filterset = \"ok0\"\n[[ruleset.variable]]\nname = \"deep_var\"\nvalue = \"yes\"\n";
+    admin
+        .call("POST", "/api/v1/import", Some(doc.into_bytes()))
+        .expect(200);
+    let (id, secret) = admin.register("node-deep");
+    admin
+        .call(
+            "POST",
+            &format!("/api/v1/nodes/{id}/modulesets/{NODE_MS}"),
+            None,
+        )
+        .expect(200);
+    let node = server.client().node(&id, &secret);
+    let policy = node
+        .get(&format!("/api/v1/nodes/{id}/policy"))
+        .expect(200)
+        .json();
+    let names: Vec<&str> = policy["rulesets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"deep.rs"), "{names:?}");
+
+    // One more level through an admin edit: 400 naming the new top of the chain.
+    let a = admin
+        .post(
+            "/api/v1/filtersets",
+            &json!({"name": "over", "filters": [{"filterset": "ok0"}]}),
+        )
+        .expect(400);
+    let msg = a.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("filterset over") && msg.contains("nesting depth 101"),
+        "{msg}"
+    );
+    admin.get("/api/v1/filtersets/over").expect(404);
+    node.get(&format!("/api/v1/nodes/{id}/policy")).expect(200);
+}

@@ -72,6 +72,7 @@ fn install_compat_creates_object_aliases_of_the_binary() {
 }
 
 #[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
 fn fixture_scripts_check_and_fix_through_compat_objects() {
     if !require_root("fixture_scripts_check_and_fix_through_compat_objects") {
         return; // scripts must be root-owned; mount namespaces
@@ -276,6 +277,7 @@ fn expected_cnf(fmt: &str, server_id: i64, peer_id: i64) -> String {
 }
 
 #[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
 fn service_script_writes_per_pod_database_configs() {
     if !require_root("service_script_writes_per_pod_database_configs") {
         return; // root-owned scripts, files owned by uid/gid 999

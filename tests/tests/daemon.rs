@@ -285,6 +285,7 @@ fn now_epoch() -> f64 {
 }
 
 #[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
 fn queued_actions_run_in_order_one_at_a_time_and_results_reach_the_collector() {
     if !require_root("queued_actions_run_in_order_one_at_a_time_and_results_reach_the_collector") {
         return; // script modules must be owned by root
@@ -431,6 +432,7 @@ fn queued_actions_run_in_order_one_at_a_time_and_results_reach_the_collector() {
 }
 
 #[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
 fn a_daemon_killed_during_an_action_reports_it_failed_on_restart_and_never_reruns_it() {
     if !require_root(
         "a_daemon_killed_during_an_action_reports_it_failed_on_restart_and_never_reruns_it",
@@ -486,6 +488,7 @@ fn a_daemon_killed_during_an_action_reports_it_failed_on_restart_and_never_rerun
 }
 
 #[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
 fn sigterm_lets_the_running_task_finish_within_the_grace_period() {
     if !require_root("sigterm_lets_the_running_task_finish_within_the_grace_period") {
         return;
@@ -520,6 +523,7 @@ fn sigterm_lets_the_running_task_finish_within_the_grace_period() {
 }
 
 #[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
 fn a_window_missed_while_the_daemon_was_down_runs_once_at_start_up_late() {
     if !require_root("a_window_missed_while_the_daemon_was_down_runs_once_at_start_up_late") {
         return;

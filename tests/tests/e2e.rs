@@ -29,3 +29,7 @@ mod templated_files;
 mod node_library;
 // Writes staged within a module: later rules see them, the commit leaves nothing temporary.
 mod staged_writes;
+// Issue 12 point 2: writes never escape --root through symbolic links (both resolvers).
+mod root_containment;
+// Issue 12 item 1: `%%ENV:X%%` substitution never changes a rule's structure.
+mod substitution;

@@ -149,6 +149,7 @@ fn all(status: &str) -> Vec<(&'static str, &str)> {
 }
 
 #[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
 fn spdc_node_bundle_checks_like_the_export_with_its_scripts() {
     if !require_root("spdc_node_bundle_checks_like_the_export_with_its_scripts") {
         return; // root-owned scripts, UTS and mount namespaces

@@ -161,6 +161,7 @@ fn check_reports_which_rules_are_nok_and_why() {
 }
 
 #[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
 fn fix_converges_and_a_second_fix_changes_nothing() {
     if !require_root("fix_converges_and_a_second_fix_changes_nothing") {
         return; // files owned by root:root and dpkg --root need root
@@ -286,6 +287,7 @@ fn host_dpkg_log_lines() -> usize {
 }
 
 #[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
 fn package_fix_under_a_root_leaves_the_host_dpkg_log_alone() {
     if !require_root("package_fix_under_a_root_leaves_the_host_dpkg_log_alone") {
         return; // dpkg --root needs root

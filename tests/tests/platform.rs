@@ -320,6 +320,7 @@ impl Drop for ChildGuard {
 /// test in a network namespace of its own answers a DNS query for api.<domain> (and apps
 /// wildcards) with the configured IP. The values come from the environment of the run.
 #[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
 fn sno_dnsmasq_answers_with_the_node_ip_after_fix() {
     if !require_root("sno_dnsmasq_answers_with_the_node_ip_after_fix") {
         return;
@@ -357,7 +358,7 @@ fn sno_dnsmasq_answers_with_the_node_ip_after_fix() {
     let conf = root.under_root("/etc/dnsmasq.d/single-node.conf");
     let pid_file = var.path().join("dnsmasq.pid");
     let log = var.path().join("dnsmasq.log");
-    let child = Command::new("ip")
+    let child = tenet_tests::tool("ip")
         .args([
             "netns",
             "exec",
@@ -425,7 +426,7 @@ routes = [
 "#;
 
 fn ip_out(ns: &str, args: &[&str]) -> String {
-    let out = Command::new("ip")
+    let out = tenet_tests::tool("ip")
         .args(["-n", ns])
         .args(args)
         .output()
@@ -439,7 +440,7 @@ fn ip_out(ns: &str, args: &[&str]) -> String {
 }
 
 fn host_links() -> Vec<String> {
-    let out = Command::new("ip")
+    let out = tenet_tests::tool("ip")
         .args(["-o", "link", "show"])
         .output()
         .unwrap();
@@ -457,6 +458,7 @@ fn host_links() -> Vec<String> {
 /// nothing, check is ok, drift (an address deleted, a port detached, STP on) is listed
 /// difference by difference, fix converges, check is ok; the host's links are untouched.
 #[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
 fn bridge_converges_in_a_network_namespace() {
     if !require_root("bridge_converges_in_a_network_namespace") {
         return;

@@ -5,7 +5,6 @@
 //! independently with `skopeo` and the registries' HTTP API.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use tenet_release::testing::{
@@ -187,10 +186,10 @@ fn recipe<'a>(version: &'a str, shared_seed: u64, unique_seed: u64) -> ReleaseRe
 }
 
 fn skopeo(args: &[&str]) -> std::process::Output {
-    Command::new("skopeo")
+    tenet_tests::tool("skopeo")
         .args(args)
         .output()
-        .expect("skopeo runs (.ci/run installs it)")
+        .expect("skopeo runs")
 }
 
 fn skopeo_tags(registry: &RegistryProcess, repo: &str) -> Vec<String> {
@@ -533,7 +532,7 @@ fn a_bad_signature_is_refused_and_nothing_is_pushed() {
     std::fs::create_dir_all(&other).unwrap();
     let (key, _) = signing_key(&other).unwrap();
     must(
-        Command::new("openssl")
+        tenet_tests::tool("openssl")
             .args(["dgst", "-sha256", "-sign"])
             .arg(&key)
             .arg("-out")
@@ -1054,7 +1053,7 @@ fn a_registry_behind_tls_and_htpasswd_is_used_with_its_ca_and_credentials_only()
     std::fs::create_dir_all(&certs).unwrap();
     let (ca, cert, key) = tenet_tests::collector::make_tls(&certs);
     // A bcrypt htpasswd entry, as `htpasswd -B` writes it.
-    let entry = must(Command::new("python3").args([
+    let entry = must(tenet_tests::tool("python3").args([
         "-W",
         "ignore",
         "-c",
@@ -1590,11 +1589,11 @@ fn a_terminal_gets_live_progress_bars() {
         built.sha256,
         lir.root.display()
     );
-    let out = Command::new("script")
+    let out = tenet_tests::tool("script")
         .args(["-qefc", &cmd, "/dev/null"])
         .env("TERM", "xterm")
         .output()
-        .expect("script (util-linux) runs");
+        .expect("script runs");
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

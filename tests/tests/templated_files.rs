@@ -165,6 +165,7 @@ fn pod_ids(pod: i64) -> (i64, i64, i64) {
 /// fixture's module script 50-spdc.svc.db.cnf (run unmodified through the compat objects)
 /// produce identical trees on two temporary roots: same paths, content, modes and owners.
 #[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
 fn native_spdc_svc_ruleset_writes_exactly_what_the_script_writes() {
     if !require_root("native_spdc_svc_ruleset_writes_exactly_what_the_script_writes") {
         return; // root-owned scripts; files owned by uid/gid 999

@@ -232,6 +232,20 @@ fn run_action(
     let Some(action) = action else {
         return print_env(&policy, &config, a.policy.format);
     };
+    if engine::plan(&policy, &config).is_empty() {
+        let what = match (&a.module, &a.policy.moduleset) {
+            (Some(m), _) => format!("the modules {}", m.join(",")),
+            (None, Some(ms)) => format!("the modulesets {}", ms.join(",")),
+            (None, None) => "this node's policy (nothing attached, or no module in it)".into(),
+        };
+        if !a.allow_empty {
+            eprintln!(
+                "tenet: no module to run in {what}; attach a moduleset, or pass --allow-empty to accept an empty run"
+            );
+            return Ok(ExitCode::from(USAGE));
+        }
+        eprintln!("tenet: warning: no module to run in {what}");
+    }
     let started_at = crate::collector::now_text();
     let started = std::time::SystemTime::now();
     let report = engine::run(&policy, &host, action, &config, |m| {
@@ -315,7 +329,7 @@ pub fn report_flush(f: &crate::collector::Flush) {
             tracing::info!("{} result(s) delivered to the collector", f.delivered)
         }
         None => eprintln!(
-            "tenet: {} result(s) delivered, {} refused by the collector (kept under spool/rejected)",
+            "tenet: {} result(s) delivered, {} refused by the collector (moved to spool/dead-letter with the reason)",
             f.delivered, f.rejected
         ),
         Some(e) => eprintln!(

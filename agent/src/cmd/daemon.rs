@@ -162,6 +162,7 @@ pub fn tasks(a: &TasksArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
                     State::Queued => "queued",
                     State::Running => "running",
                     State::Done => "done",
+                    State::Nok => "nok",
                     State::Failed => "failed",
                 };
                 let origin = format!("{:?}", t.origin).to_lowercase();

@@ -65,7 +65,7 @@ pub fn run(args: &ObjectArgs) -> anyhow::Result<ExitCode> {
     object(class, &args.prefix, &args.action)
 }
 
-/// `files.py PREFIX ACTION` (argv[0] alias).
+/// `files.py PREFIX ACTION` (`argv[0]` alias).
 pub fn run_alias(class: &'static ClassEntry, args: &[String]) -> anyhow::Result<ExitCode> {
     match args {
         [prefix, action] => object(class, prefix, action),

@@ -159,17 +159,34 @@ pub fn svc_pull(a: &SvcPullArgs, config: Option<&Path>) -> anyhow::Result<ExitCo
             }));
         }
     };
-    let path = match &a.output {
-        Some(p) => p.clone(),
-        None => a
-            .root
-            .join("etc/tenet/services")
-            .join(format!("{}.conf", a.service)),
+    let (path, unchanged) = match &a.output {
+        Some(path) => {
+            let unchanged = std::fs::read(path).is_ok_and(|old| old == text.as_bytes());
+            if !unchanged {
+                write_private(path, text.as_bytes(), 0o644)?;
+            }
+            (path.clone(), unchanged)
+        }
+        None => {
+            // A file of the managed system: resolved inside the root prefix like the files
+            // classes write (a link out of the root cannot redirect it), replaced atomically.
+            let mut host = Host::new(&a.root);
+            if let Some(v) = cfg.var_dir() {
+                host = host.with_var_dir(v);
+            }
+            let file = host.path(format!("/etc/tenet/services/{}.conf", a.service))?;
+            let unchanged = host
+                .read(&file)
+                .ok()
+                .flatten()
+                .is_some_and(|old| old == text.as_bytes());
+            if !unchanged {
+                host.write_atomic(&file, text.as_bytes(), Some(0o644), None)?;
+                host.sync()?;
+            }
+            (file.real(), unchanged)
+        }
     };
-    let unchanged = std::fs::read(&path).is_ok_and(|old| old == text.as_bytes());
-    if !unchanged {
-        write_private(&path, text.as_bytes(), 0o644)?;
-    }
     match a.format {
         Format::Json => outln!(
             "{}",

@@ -13,7 +13,7 @@
 //! - **Runner**: one task at a time, FIFO; each task is a child process (`tenet compliance
 //!   ...`, `tenet pushasset ...`), its output captured; records in `<var>/daemon/tasks.json`
 //!   (see [`tasks`]), listed by `tenet tasks`.
-//! - **Actions**: a TCP listener (`listener_addr`:`listener_port`, default `0.0.0.0:1214`)
+//! - **Actions**: a TCP listener (`listener_addr`:`listener_port`, default `127.0.0.1:1214`)
 //!   accepts only the bytes `dequeue_actions`; then (and at start-up, and on the poll
 //!   schedule) the daemon dequeues its actions from the collector, records them in the
 //!   [`journal`], acknowledges them, runs each through the runner and posts `{id, ret,
@@ -254,7 +254,12 @@ impl Daemon {
                 "compliance_auto".into(),
                 config_str(&cfg, "compliance", "schedule").unwrap_or("~02:00-06:00".into()),
                 sched_dir.join("last_comp_check"),
-                Some(vec!["compliance".into(), "auto".into()]),
+                // A scheduled run on a node with nothing attached yet is not an error.
+                Some(vec![
+                    "compliance".into(),
+                    "auto".into(),
+                    "--allow-empty".into(),
+                ]),
             ),
             (
                 "pushasset".into(),
@@ -293,6 +298,7 @@ impl Daemon {
                 Some(vec![
                     "compliance".into(),
                     "auto".into(),
+                    "--allow-empty".into(),
                     "--service".into(),
                     svc.clone(),
                 ]),
@@ -423,14 +429,10 @@ impl Daemon {
     }
 
     fn trim_history(&mut self) {
-        let finished = self
-            .tasks
-            .iter()
-            .filter(|t| matches!(t.state, State::Done | State::Failed))
-            .count();
+        let finished = self.tasks.iter().filter(|t| t.state.is_finished()).count();
         let mut extra = finished.saturating_sub(tasks::KEEP_FINISHED);
         self.tasks.retain(|t| {
-            if extra > 0 && matches!(t.state, State::Done | State::Failed) {
+            if extra > 0 && t.state.is_finished() {
                 extra -= 1;
                 false
             } else {
@@ -597,7 +599,11 @@ impl Daemon {
         let ok = o.code == 0;
         let (name, action_id) = match self.task_mut(id) {
             Some(t) => {
-                t.state = if ok { State::Done } else { State::Failed };
+                t.state = if o.error.is_some() {
+                    State::Failed
+                } else {
+                    State::of_exit(&t.command, o.code)
+                };
                 t.exit_code = Some(o.code);
                 t.ended_at = Some(tasks::now_text());
                 t.pid = None;
@@ -1274,7 +1280,7 @@ fn listener_addr(cfg: &NodeConfig) -> anyhow::Result<Option<SocketAddr>> {
         .table
         .get("listener_addr")
         .and_then(|v| v.as_str())
-        .unwrap_or("0.0.0.0");
+        .unwrap_or("127.0.0.1");
     let ip: std::net::IpAddr = addr.parse().with_context(|| {
         format!(
             "{}: listener_addr: {addr:?} is not an IP address",

@@ -31,8 +31,33 @@ pub enum State {
     Running,
     /// Exited 0.
     Done,
-    /// Exited non-zero, was killed, or never started.
+    /// A compliance run that completed and found something nok (exit 1): the node needs
+    /// attention, the task itself did not fail.
+    Nok,
+    /// Exited non-zero (a compliance run: 2 or more), was killed, or never started.
     Failed,
+}
+
+impl State {
+    /// The task has ended (done, nok or failed).
+    pub fn is_finished(self) -> bool {
+        matches!(self, State::Done | State::Nok | State::Failed)
+    }
+
+    /// The end state of a task that ran `command` (`tenet compliance auto ...`) and exited
+    /// with `code`: exit 1 of a compliance run means "nok", not a failure of the task.
+    pub fn of_exit(command: &str, code: i32) -> State {
+        let mut words = command.split_whitespace().skip_while(|w| *w == "tenet");
+        let compliance_run = words.next() == Some("compliance")
+            && words
+                .next()
+                .is_some_and(|a| ["check", "fix", "fixable", "auto"].contains(&a));
+        match code {
+            0 => State::Done,
+            1 if compliance_run => State::Nok,
+            _ => State::Failed,
+        }
+    }
 }
 
 /// One task.
@@ -149,4 +174,29 @@ pub fn alive(pid: u32) -> bool {
 /// Writes a private durable file (the journal and last-run stamps use it).
 pub fn write_durable(path: &Path, content: &[u8]) -> anyhow::Result<()> {
     write_private(path, content, 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::State;
+
+    #[test]
+    fn a_compliance_run_that_found_nok_is_nok_not_failed() {
+        let auto = "tenet compliance auto --allow-empty";
+        assert_eq!(State::of_exit(auto, 0), State::Done);
+        assert_eq!(State::of_exit(auto, 1), State::Nok);
+        assert_eq!(State::of_exit(auto, 2), State::Failed);
+        assert_eq!(
+            State::of_exit("tenet compliance check --module m", 1),
+            State::Nok
+        );
+        // Exit 1 of anything else is a failure of the task.
+        assert_eq!(State::of_exit("tenet pushasset", 1), State::Failed);
+        assert_eq!(
+            State::of_exit("tenet compliance list modules", 1),
+            State::Failed
+        );
+        assert_eq!(State::of_exit("tenet release add x", 1), State::Failed);
+        assert!(State::Nok.is_finished());
+    }
 }

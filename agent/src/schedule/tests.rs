@@ -1,5 +1,5 @@
 //! Table-driven schedule tests: every vector of OpenSVC's `tests/corelib/test_scheduler.py`
-//! (b2.1) and every example of `shared/reference/opensvc-agent.md` §4.3, then wrap-around
+//! (b2.1) and every example of its schedule documentation (`usr/share/doc/schedule`), then wrap-around
 //! ranges, exclusions, month days (first/last/negative), week and month modulo, intervals,
 //! `next` and the `~` splay bounds.
 

@@ -1063,3 +1063,44 @@ pub async fn audit_log(
     let store = state.store.clone();
     Ok(Json(blocking(move || store.audit_log(limit)).await?).into_response())
 }
+
+/// Query of `GET /api/v1/compliance/daily`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DailyQuery {
+    /// Days back from today (default 30, at most 3660).
+    days: Option<u32>,
+    /// One module instead of whole nodes.
+    module: Option<String>,
+}
+
+/// `GET /api/v1/compliance/daily[?days=30][&module=M]` (admin): compliance per day from the
+/// daily aggregates, oldest first, each day with its compliant share.
+pub async fn compliance_daily(
+    State(state): State<AppState>,
+    _admin: Admin,
+    query: Result<Query<DailyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let days = i64::from(q.days.unwrap_or(30).min(3660));
+    let since = (time::OffsetDateTime::now_utc() - time::Duration::days(days)).date();
+    let f = time::macros::format_description!("[year]-[month]-[day]");
+    let since = since.format(&f).unwrap_or_default();
+    let store = state.store.clone();
+    let rows = blocking(move || store.compliance_daily(&since, q.module.as_deref())).await?;
+    let out: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|r| {
+            let share = if r.subjects > 0 {
+                r.compliant as f64 / r.subjects as f64
+            } else {
+                0.0
+            };
+            serde_json::json!({
+                "day": r.day, "subjects": r.subjects, "compliant": r.compliant,
+                "share": share, "ok": r.ok, "nok": r.nok, "na": r.na,
+            })
+        })
+        .collect();
+    Ok(Json(out).into_response())
+}

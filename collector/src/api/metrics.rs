@@ -28,20 +28,27 @@ struct Histogram {
 /// Request counters and latency histograms.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    requests: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
 }
 
 impl Metrics {
-    fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        *self
-            .requests
-            .lock()
-            .expect("metrics")
-            .entry((route.to_string(), method.to_string(), status))
-            .or_default() += 1;
+    fn observe(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
+        {
+            let mut requests = self.requests.lock().expect("metrics");
+            let key = (route.to_string(), method, status);
+            match requests.get_mut(&key) {
+                Some(n) => *n += 1,
+                None => {
+                    requests.insert(key, 1);
+                }
+            }
+        }
         let mut latency = self.latency.lock().expect("metrics");
-        let h = latency.entry(route.to_string()).or_default();
+        if !latency.contains_key(route) {
+            latency.insert(route.to_string(), Histogram::default());
+        }
+        let h = latency.get_mut(route).expect("inserted above");
         h.count += 1;
         h.sum += seconds;
         for (i, le) in BUCKETS.iter().enumerate() {
@@ -53,23 +60,42 @@ impl Metrics {
 }
 
 /// Middleware recording every request under its route template (`/api/v1/nodes/{node}/policy`),
-/// never under the concrete path, so node ids do not explode the label set.
+/// never under the concrete path, and its method as one of nine standard ones or `other`: the
+/// label set is bounded by the routes, whatever clients send.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let start = Instant::now();
     let resp = next.run(req).await;
     state.metrics.observe(
         &route,
-        &method,
+        method,
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),
     );
     resp
+}
+
+/// The method label: a standard method, else `other` (a client may invent any number of
+/// methods; each label combination is kept for the life of the process).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 fn escape(label: &str) -> String {
@@ -140,5 +166,40 @@ pub async fn render(State(state): State<AppState>) -> Response {
         "tenet_policy_cache_entries {}",
         state.policies.cached()
     );
+    out.push_str(
+        "# HELP tenet_policy_cache_bytes Bytes held by the policy cache.\n# TYPE tenet_policy_cache_bytes gauge\n",
+    );
+    let _ = writeln!(out, "tenet_policy_cache_bytes {}", state.policies.bytes());
+    out.push_str(
+        "# HELP tenet_auth_failure_addresses Source addresses with recent failed authentications.\n# TYPE tenet_auth_failure_addresses gauge\n",
+    );
+    let _ = writeln!(
+        out,
+        "tenet_auth_failure_addresses {}",
+        state.throttle.tracked()
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let m = Metrics::default();
+        for i in 0..1000 {
+            let method = axum::http::Method::from_bytes(format!("X{i}").as_bytes()).unwrap();
+            m.observe("unmatched", method_label(&method), 405, 0.001);
+        }
+        m.observe(
+            "unmatched",
+            method_label(&axum::http::Method::GET),
+            404,
+            0.001,
+        );
+        let requests = m.requests.lock().unwrap();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[&("unmatched".to_string(), "other", 405)], 1000);
+    }
 }

@@ -5,13 +5,14 @@
 mod actions;
 mod admin;
 mod forms;
+mod limits;
 mod metrics;
 mod node;
 mod releases;
+mod serve;
+mod throttle;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
@@ -28,10 +29,16 @@ use crate::store::{NodeAuth, Store};
 
 pub use actions::{ActionTiming, NOTIFICATION, Notifier};
 pub use admin::{merge, parse_import};
+pub use limits::DISCARD_LIMIT;
 pub use metrics::Metrics;
+pub use serve::{
+    DEFAULT_MAX_CONNECTIONS, FD_RESERVE, MAX_BLOCKING_THREADS, ServeOptions, max_connections_for,
+    raise_fd_limit, serve,
+};
+pub use throttle::AuthThrottle;
 
 /// Largest request body accepted by default (results, facts, edits).
-pub const BODY_LIMIT: usize = 1024 * 1024;
+pub const BODY_LIMIT: usize = tenet_rulesets::api::BODY_LIMIT;
 /// Largest request body accepted by `POST /api/v1/import`.
 pub const IMPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
@@ -48,6 +55,8 @@ pub struct AppState {
     pub templates: Arc<tenet_templates::Library>,
     /// Notifies nodes of their queued actions.
     pub actions: Arc<Notifier>,
+    /// Failed authentications per source address.
+    pub throttle: Arc<AuthThrottle>,
 }
 
 impl AppState {
@@ -58,8 +67,15 @@ impl AppState {
             actions: Arc::new(Notifier::new(store.clone(), ActionTiming::default())),
             store,
             metrics: Arc::new(Metrics::default()),
+            throttle: Arc::new(AuthThrottle::default()),
             templates: tenet_templates::Library::shared_builtin(),
         }
+    }
+
+    /// A policy cache of at most `bytes`.
+    pub fn with_policy_cache(mut self, bytes: usize) -> Self {
+        self.policies = Arc::new(Policies::with_budget(self.store.clone(), bytes));
+        self
     }
 
     /// Uses this template library (shipped templates plus an extra directory).
@@ -166,6 +182,7 @@ pub fn router(state: AppState) -> Router {
         .route("/nodes/{node}/actions/result", post(actions::result))
         .route("/policies/{hash}", get(admin::policy_snapshot))
         .route("/audit", get(admin::audit_log))
+        .route("/compliance/daily", get(admin::compliance_daily))
         .route(
             "/nodes/{node}/releases/{version}",
             put(releases::put_release),
@@ -179,37 +196,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(reject_oversized))
+        .layer(axum::middleware::from_fn(limits::bounded_body))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
         ))
         .with_state(state)
-}
-
-/// Answers 413 at once to a request announcing a body over its route's limit, before reading
-/// a byte of it (the body limit alone would read up to the limit first).
-async fn reject_oversized(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let limit = if req.uri().path() == "/api/v1/import" {
-        IMPORT_BODY_LIMIT
-    } else {
-        BODY_LIMIT
-    };
-    let announced = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = announced
-        && len > limit as u64
-    {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body of {len} bytes is over the limit of {limit} bytes"),
-        )
-        .into_response();
-    }
-    next.run(req).await
 }
 
 async fn health() -> &'static str {
@@ -225,90 +217,6 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then lets requests in flight finish
-/// (for at most 30 s). With `tls`, every connection is TLS.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    match tls {
-        None => {
-            // The peer address is recorded (a node is notified where it pushed facts from).
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-        }
-        Some(config) => serve_tls(listener, app, config, shutdown).await,
-    }
-}
-
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    config: Arc<rustls::ServerConfig>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
-
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let service = TowerToHyperService::new(
-                    app.clone()
-                        .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
-                );
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!("TLS handshake with {peer} failed: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!("TLS handshake with {peer} timed out");
-                            return;
-                        }
-                    };
-                    let builder = Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!("connection with {peer}: {e}");
-                    }
-                });
-            }
-            _ = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still running 30 s after shutdown; stopping anyway");
-    }
-    Ok(())
 }
 
 /// Loads a PEM certificate chain and private key into a TLS server configuration.
@@ -342,6 +250,8 @@ pub fn tls_config(
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds for `Retry-After` (429).
+    retry_after: Option<u64>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -356,6 +266,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -399,6 +310,10 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -469,27 +384,53 @@ impl FromRequestParts<AppState> for Caller {
                 "authentication required: an admin bearer token or node credentials (HTTP Basic node_id:secret)",
             ));
         };
-        let presented = value
-            .to_str()
-            .ok()
-            .and_then(auth::parse_authorization)
-            .ok_or_else(|| ApiError::unauthorized("malformed Authorization header"))?;
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        // A throttled address is refused before its credentials cost anything.
+        if let Err(secs) = state.throttle.check(peer) {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed authentications from this address: retry in {secs} s"),
+            );
+            e.retry_after = Some(secs);
+            return Err(e);
+        }
+        let Some(presented) = value.to_str().ok().and_then(auth::parse_authorization) else {
+            state
+                .throttle
+                .failed(peer, "malformed Authorization header");
+            return Err(ApiError::unauthorized("malformed Authorization header"));
+        };
         let store = state.store.clone();
         match presented {
             Presented::Bearer(token) => {
                 let digest = auth::digest(&token);
                 match blocking(move || store.admin_token(&digest)).await? {
                     Some(name) => Ok(Caller::Admin { token: name }),
-                    None => Err(ApiError::unauthorized("invalid admin token")),
+                    None => {
+                        state.throttle.failed(peer, "invalid admin token");
+                        Err(ApiError::unauthorized("invalid admin token"))
+                    }
                 }
             }
             Presented::Basic { user, secret } => {
+                let who = throttle::quoted(&user);
                 let found = blocking(move || store.node_auth(&user)).await?;
                 match found {
                     Some(node) if auth::verify(&secret, &node.secret_hash) => {
                         Ok(Caller::Node(node))
                     }
-                    _ => Err(ApiError::unauthorized("invalid node credentials")),
+                    found => {
+                        let what = if found.is_some() {
+                            format!("wrong secret for node {who}")
+                        } else {
+                            format!("unknown node {who}")
+                        };
+                        state.throttle.failed(peer, &what);
+                        Err(ApiError::unauthorized("invalid node credentials"))
+                    }
                 }
             }
         }

@@ -144,7 +144,7 @@ pub async fn get_policy(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        served.json,
+        served.json.clone(),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&etag) {

@@ -295,12 +295,67 @@ pub trait Store: Send + Sync + 'static {
         state: &str,
         doc: &serde_json::Value,
     ) -> Result<()>;
+    // Retention (see `crate::retention`).
+
+    /// The last day rolled up into daily aggregates, and the day of the oldest run kept.
+    fn retention_state(&self) -> Result<(Option<String>, Option<String>)>;
+    /// Rolls up `day` (`YYYY-MM-DD`, UTC; `next` is the day after) into the daily aggregates
+    /// and records it as done. Reads on a read connection; writes in one short write.
+    fn rollup_day(&self, day: &str, next: &str) -> Result<u64>;
+    /// Deletes up to `limit` runs received before `before` (never a node's or service's
+    /// latest), with their module results. Returns how many.
+    fn prune_runs(&self, before: &str, limit: u32) -> Result<u64>;
+    /// Deletes up to `limit` daily aggregate rows of days before `before_day`.
+    fn prune_daily(&self, before_day: &str, limit: u32) -> Result<u64>;
+    /// Compliance per day since `since_day`: of every node and service, or of one module.
+    fn compliance_daily(
+        &self,
+        since_day: &str,
+        module: Option<&str>,
+    ) -> Result<Vec<DailyCompliance>>;
+
     /// Release statuses, of one node and/or one version, by node name then version.
     fn release_statuses(
         &self,
         node_id: Option<&str>,
         version: Option<&str>,
     ) -> Result<Vec<ReleaseRow>>;
+}
+
+/// One aggregate row of a day: of a node (`key` = node id, `service`) or of a module (`key`
+/// = module name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyRow {
+    /// Node id or module name.
+    pub key: String,
+    /// The service ("" for the node itself, and for modules).
+    pub service: String,
+    /// Runs that day (nodes only).
+    pub runs: i64,
+    /// Modules (or nodes, for a module) ending ok in their last run of the day.
+    pub ok: i64,
+    /// Ending nok.
+    pub nok: i64,
+    /// Ending n/a.
+    pub na: i64,
+}
+
+/// Compliance of one day, for trend charts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyCompliance {
+    /// The day (`YYYY-MM-DD`, UTC).
+    pub day: String,
+    /// Nodes and services that reported that day (or had the module).
+    pub subjects: i64,
+    /// Of them, those with no module nok at their last run of the day (or with the module ok
+    /// or n/a).
+    pub compliant: i64,
+    /// Module statuses ok, summed.
+    pub ok: i64,
+    /// Module statuses nok, summed.
+    pub nok: i64,
+    /// Module statuses n/a, summed.
+    pub na: i64,
 }
 
 /// Where to notify a node of queued actions.

@@ -9,6 +9,8 @@
 
 #[path = "sqlite_actions.rs"]
 mod actions;
+#[path = "sqlite_retention.rs"]
+mod retention;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
@@ -25,8 +27,9 @@ use tenet_rulesets::{
 };
 
 use super::{
-    AttachKind, Attachments, AuditEntry, BundleEdit, EditOutcome, Gauges, NodeAuth, NodeSummary,
-    NotifyTarget, ReleaseRow, RunSummary, ServiceConfig, Store, Target, now_text,
+    AttachKind, Attachments, AuditEntry, BundleEdit, DailyCompliance, EditOutcome, Gauges,
+    NodeAuth, NodeSummary, NotifyTarget, ReleaseRow, RunSummary, ServiceConfig, Store, Target,
+    now_text,
 };
 use crate::error::{Error, Result};
 use tenet_rulesets::action::{Action, ActionResult, DequeuedAction};
@@ -268,6 +271,8 @@ CREATE TABLE release_status (
 CREATE INDEX release_status_version ON release_status (version);
 "#,
     ),
+    // Retention: daily aggregates and the index pruning scans (issue 13).
+    (5, retention::MIGRATION),
 ];
 
 /// The latest schema version.
@@ -293,7 +298,8 @@ pub struct SqliteStore {
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch(
-        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;
+         PRAGMA journal_size_limit = 67108864;",
     )
 }
 
@@ -1685,6 +1691,44 @@ impl Store for SqliteStore {
         })
     }
 
+    fn retention_state(&self) -> Result<(Option<String>, Option<String>)> {
+        self.read(retention::state)
+    }
+
+    fn rollup_day(&self, day: &str, next: &str) -> Result<u64> {
+        let (nodes, modules) = self.read(|c| retention::compute(c, day, next))?;
+        let n = (nodes.len() + modules.len()) as u64;
+        // Small writes, so result posts queued meanwhile wait for one chunk at most.
+        for chunk in nodes.chunks(500) {
+            let (d, chunk) = (day.to_string(), chunk.to_vec());
+            self.write(move |c| retention::write(c, &d, &chunk, &[]))?;
+        }
+        let d = day.to_string();
+        self.write(move |c| {
+            retention::write(c, &d, &[], &modules)?;
+            retention::mark(c, &d)
+        })?;
+        Ok(n)
+    }
+
+    fn prune_runs(&self, before: &str, limit: u32) -> Result<u64> {
+        let b = before.to_string();
+        self.write(move |c| retention::prune_runs(c, &b, limit))
+    }
+
+    fn prune_daily(&self, before_day: &str, limit: u32) -> Result<u64> {
+        let b = before_day.to_string();
+        self.write(move |c| retention::prune_daily(c, &b, limit))
+    }
+
+    fn compliance_daily(
+        &self,
+        since_day: &str,
+        module: Option<&str>,
+    ) -> Result<Vec<DailyCompliance>> {
+        self.read(|c| retention::daily(c, since_day, module))
+    }
+
     fn release_statuses(
         &self,
         node_id: Option<&str>,
@@ -1728,7 +1772,7 @@ mod tests {
 
     fn fixture_bundle() -> Bundle {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/fixtures/opensvc-spd/node-export.json");
+            .join("../tests/fixtures/opensvc-spd/node-export.json");
         tenet_rulesets::load_path(&path).expect("fixture loads")
     }
 

@@ -767,6 +767,7 @@ mod tests {
     /// The class contract in a network namespace of its own: from nothing (a veth pair and
     /// no bridge) to the fixture's br0, routes included; then drift is reported line by line.
     #[test]
+    #[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
     fn contract_in_a_network_namespace() {
         if !require_root("bridge::contract_in_a_network_namespace") {
             return;

@@ -21,7 +21,7 @@
 
 use serde::Deserialize;
 
-use super::file::{Attrs, Mode, Owner, de_gid, de_uid, target, wrong_kind};
+use super::file::{Attrs, Mode, Owner, de_gid, de_uid, target, through_link, wrong_kind};
 use crate::class::Class;
 use crate::host::{Host, HostView};
 use crate::status::{Log, Status};
@@ -92,7 +92,10 @@ fn check_props(rule: &FilePropRule, host: &HostView, log: &mut Log) -> Result<bo
     let attrs = Attrs::resolve(host, rule.mode, rule.uid.as_ref(), rule.gid.as_ref())?;
     let Some(meta) = host.metadata(&real).map_err(|e| e.to_string())? else {
         let what = if dir { "directory" } else { "file" };
-        return Err(format!("missing (expected a {what})"));
+        return Err(format!(
+            "missing (expected a {what}){}",
+            through_link(host, &real)
+        ));
     };
     if let Some(msg) = wrong_kind(&meta, dir) {
         return Err(msg);

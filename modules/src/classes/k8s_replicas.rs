@@ -250,7 +250,13 @@ fn validate(rule: K8sReplicasRule) -> Result<K8sReplicasRule, String> {
 /// The deployment of the rule, its kubeconfig taken under the root prefix.
 fn deployment_ref(rule: &K8sReplicasRule, host: &HostView) -> Result<DeploymentRef, String> {
     let kubeconfig = match &rule.kubeconfig {
-        Some(k) => Some(host.path(k).map_err(|e| format!("kubeconfig: {e}"))?),
+        // Handed to the Kubernetes client, which opens it itself: its links are resolved
+        // inside the root prefix first.
+        Some(k) => Some(
+            host.path(k)
+                .and_then(|p| host.resolved_real(&p))
+                .map_err(|e| format!("kubeconfig: {e}"))?,
+        ),
         None => None,
     };
     Ok(DeploymentRef {
@@ -425,7 +431,7 @@ mod tests {
                           "kubeconfig": "/etc/kubernetes/missing.conf"});
         let (st, log) = testing::check::<K8sReplicas>(&host, rule);
         assert_eq!(st, Status::Nok);
-        let want = format!("kubernetes kubeconfig {}", host.path("/etc/kubernetes/missing.conf").unwrap().display());
+        let want = format!("kubernetes kubeconfig {}", host.path("/etc/kubernetes/missing.conf").unwrap().real().display());
         assert!(log[0].starts_with(&want), "{log:#?}");
     }
 

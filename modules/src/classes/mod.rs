@@ -12,6 +12,9 @@ macro_rules! classes {
     };
 }
 
+#[cfg(test)]
+mod root_containment;
+
 classes! {
     sysctl::Sysctl,
     sysfs::Sysfs,

@@ -93,7 +93,7 @@ impl Class for Mount {
         let want_path = normalize(&rule.path);
         let table = match host.path("/proc/self/mountinfo").and_then(|p| {
             host.read_to_string(&p)
-                .map(|t| t.ok_or_else(|| p.display().to_string()))
+                .map(|t| t.ok_or_else(|| p.real().display().to_string()))
         }) {
             Ok(Ok(text)) => parse_mountinfo(&text),
             Ok(Err(p)) => {

@@ -295,7 +295,7 @@ fn verdict(rule: &NodeConfRule, cur: Option<&toml::Value>) -> Result<String, Str
 /// Reads the node config; a missing file is an empty table.
 fn load(host: &HostView) -> Result<toml::Table, String> {
     let path = host.node_config();
-    match host.read_to_string(path) {
+    match host.read_to_string(&host.node_config_file()) {
         Ok(None) => Ok(toml::Table::new()),
         Ok(Some(text)) => text
             .parse::<toml::Table>()
@@ -345,10 +345,15 @@ fn fix_rule(rule: &NodeConfRule, host: &Host, log: &mut Log) -> Result<(), Strin
         }
     };
     let text = toml::to_string(&table).map_err(|e| format!("cannot serialize the config: {e}"))?;
-    let exists = host.metadata(path).map_err(|e| e.to_string())?.is_some();
-    host.write_atomic(path, text.as_bytes(), (!exists).then_some(0o600), None)
+    let file = host.node_config_file();
+    let exists = host.metadata(&file).map_err(|e| e.to_string())?.is_some();
+    let written = host
+        .write_atomic(&file, text.as_bytes(), (!exists).then_some(0o600), None)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     log.info(format!("nodeconf: {what} in {}", path.display()));
+    if let Some(note) = written.hard_link_note(&path.display().to_string()) {
+        log.info(note);
+    }
     Ok(())
 }
 

@@ -16,7 +16,7 @@
 //!   `rpm --root <root> -qa`. Fix uses `rpm --root <root> -i` with a package directory, else
 //!   `dnf` (or `yum`) on `/`; removes with `dnf -y remove` on `/`, `rpm --root <root> -e`
 //!   elsewhere.
-//! - neither: not applicable ("no package database found under <root>").
+//! - neither: not applicable ("no package database found under `<root>`").
 //!
 //! Differences from OpenSVC:
 //! - Names are validated (`[a-zA-Z0-9][a-zA-Z0-9+._-]*`, optional `:arch`); anything else,
@@ -41,7 +41,6 @@
 
 use std::cmp::Ordering;
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -250,6 +249,13 @@ impl Class for Package {
             }
         };
 
+        if backend == Backend::Dpkg && !host.is_real_root() {
+            // `dpkg --log` (see dpkg_root_args) refuses to run when its log cannot be opened.
+            if let Err(e) = host.path("/var/log").and_then(|d| host.create_dir_all(&d)) {
+                log.err(e.to_string());
+                return Status::Nok;
+            }
+        }
         let missing = missing(rule, &installed);
         if !missing.is_empty() {
             let plan = match install_plan(backend, &missing, view) {
@@ -759,11 +765,14 @@ fn removal_command(
 fn dpkg_root_args(host: &HostView) -> [OsString; 2] {
     let mut root = OsString::from("--root=");
     root.push(host.root());
-    let log_dir = host.root().join("var/log");
-    // Only reached from fix; dpkg refuses to run when its log cannot be opened.
-    let _ = std::fs::create_dir_all(&log_dir);
+    // dpkg opens the log itself: its links resolved inside the root prefix first. Fix
+    // creates the directory (dpkg refuses to run when its log cannot be opened).
+    let log_path = host
+        .path("/var/log/dpkg.log")
+        .and_then(|p| host.resolved_real(&p))
+        .unwrap_or_else(|_| host.root().join("var/log/dpkg.log"));
     let mut log = OsString::from("--log=");
-    log.push(log_dir.join("dpkg.log"));
+    log.push(log_path);
     [root, log]
 }
 
@@ -869,14 +878,9 @@ fn package_files(
         Backend::Dpkg => "deb",
         Backend::Rpm => "rpm",
     };
-    let entries = std::fs::read_dir(dir)
+    let paths = host
+        .package_files(ext)
         .map_err(|e| format!("cannot read the package directory {}: {e}", dir.display()))?;
-    let mut paths: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == ext) && p.is_file())
-        .collect();
-    paths.sort();
     let mut out = Vec::new();
     for path in paths {
         if let Some(fact) = read_package_file(backend, &path, host) {
@@ -1003,11 +1007,7 @@ fn search_path() -> OsString {
 }
 
 fn which(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&search_path())
-        .map(|d| d.join(program))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    crate::host::find_program(program, std::env::split_paths(&search_path()))
 }
 
 fn command(program: &str) -> Command {

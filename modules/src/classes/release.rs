@@ -42,12 +42,12 @@ pub struct Release;
 
 fn spec(rule: &ReleaseRule, host: &HostView) -> Result<(Context, ReleaseSpec), String> {
     let cfg_path = host.node_config();
-    let table = match std::fs::read_to_string(cfg_path) {
-        Ok(text) => text
+    let table = match host.read_to_string(&host.node_config_file()) {
+        Ok(Some(text)) => text
             .parse::<toml::Table>()
             .map_err(|e| format!("{}: {e}", cfg_path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
-        Err(e) => return Err(format!("{}: {e}", cfg_path.display())),
+        Ok(None) => toml::Table::new(),
+        Err(e) => return Err(e.to_string()),
     };
     let settings = settings_from_config(&table, &cfg_path.display().to_string())
         .map_err(|e| e.to_string())?;

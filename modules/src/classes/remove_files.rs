@@ -9,7 +9,12 @@
 //! check: a pattern that matches nothing is n/a (as in OpenSVC, so a fixed rule reads n/a
 //! afterwards, not ok); one that matches is nok, each match listed. fix removes each match: a
 //! file, symlink or special file is unlinked (a symlink is never followed), a directory is
-//! removed recursively. fixable is n/a.
+//! removed recursively; each is first saved under `<var>/backup/<session>/` (moved there, or
+//! copied when the var dir is on another file system). fixable is n/a.
+//!
+//! Patterns are expanded inside the root prefix: a symlinked directory on the way is followed
+//! as the managed system would follow it (an absolute target starts again at the root
+//! prefix, `..` stops at it), so no match ever lies outside the root prefix.
 //!
 //! Safety (OpenSVC declares a blacklist of `/` and `/root` but never applies it). A pattern is
 //! refused, nok and nothing removed, when:
@@ -17,20 +22,12 @@
 //! - it designates the root itself (`/`, `//`, `/.`) or `/root`;
 //! - one of its matches is a top-level entry of the root other than a regular file (so `/*`,
 //!   `/us*` or `/ro?t` are refused as soon as they reach `/usr`, `/root` or a top-level link
-//!   such as `/bin -> usr/bin`; a top-level regular file may be removed);
-//! - one of its matches lies outside the root prefix once symlinked directories are resolved.
+//!   such as `/bin -> usr/bin`; a top-level regular file may be removed).
 //!
 //! Other differences from OpenSVC: `**` is the same as `*` (as in Python's non-recursive
 //! glob); `.` and `..` are never matches; unreadable directories are skipped silently as
-//! Python's glob does. Removed files are not backed up.
+//! Python's glob does. Removed files are backed up (OpenSVC does not).
 
-use std::ffi::OsStr;
-use std::fs;
-use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-
-use glob::{MatchOptions, Pattern};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -98,8 +95,7 @@ impl Class for RemoveFiles {
         }
         for path in &found.paths {
             log.err(format!(
-                "{}: exists (matches {}), to be removed",
-                found.shown(path),
+                "{path}: exists (matches {}), to be removed",
                 rule.pattern
             ));
         }
@@ -116,10 +112,13 @@ impl Class for RemoveFiles {
         };
         let mut status = Status::Ok;
         for path in &found.paths {
-            match remove(path) {
-                Ok(()) => log.info(format!("{}: removed", found.shown(path))),
+            match host.path(path).and_then(|p| host.remove(&p)) {
+                Ok(_) => log.info(format!(
+                    "{path}: removed (saved under {})",
+                    host.var_dir().join("backup").join(host.session()).display()
+                )),
                 Err(e) => {
-                    log.err(format!("{}: cannot remove: {e}", found.shown(path)));
+                    log.err(format!("{path}: cannot remove: {e}"));
                     status = Status::Nok;
                 }
             }
@@ -130,94 +129,43 @@ impl Class for RemoveFiles {
 
 /// What a pattern matches under a root prefix.
 struct Matches {
-    /// The root prefix as a string, without its trailing `/` (empty for `/`).
-    root: String,
-    /// The matches (real paths), in glob order.
-    paths: Vec<PathBuf>,
+    /// The matches (paths of the managed system), sorted.
+    paths: Vec<String>,
 }
 
 impl Matches {
     /// Expands `pattern` under the host's root, refusing dangerous patterns and matches.
     fn find(pattern: &str, host: &HostView) -> Result<Matches, String> {
         let pattern = normalize(pattern)?;
-        let root = host
-            .root()
-            .to_str()
-            .ok_or("the root prefix is not valid UTF-8")?
-            .trim_end_matches('/')
-            .to_owned();
-        // The glob crate's `require_literal_leading_dot` also hides dot files from `.*`, so
-        // hidden entries are filtered below, as Python does it.
-        let options = MatchOptions {
-            case_sensitive: true,
-            require_literal_separator: true,
-            require_literal_leading_dot: false,
-        };
-        let full = format!("{}{pattern}", Pattern::escape(&root));
-        let walk = glob::glob_with(&full, options).map_err(|e| format!("invalid pattern: {e}"))?;
-        let mut found = Matches {
-            root,
-            paths: Vec::new(),
-        };
-        // Unreadable directories (`Err` items) are skipped, as Python's glob does.
-        for path in walk.flatten() {
-            if hidden(found.relative(&path), &pattern) {
-                continue;
-            }
-            found.refuse_unsafe(host.root(), &path)?;
-            found.paths.push(path);
+        let paths = host.glob(&pattern).map_err(|e| e.to_string())?;
+        for path in &paths {
+            refuse_unsafe(host, path)?;
         }
-        Ok(found)
+        Ok(Matches { paths })
     }
+}
 
-    /// The part of a real path below the root prefix, as bytes (`/etc/x`).
-    fn relative<'a>(&self, path: &'a Path) -> &'a [u8] {
-        let bytes = path.as_os_str().as_bytes();
-        bytes.get(self.root.len()..).unwrap_or(bytes)
+/// Refuses the root itself and top-level entries that are not regular files.
+fn refuse_unsafe(host: &HostView, shown: &str) -> Result<(), String> {
+    let depth = shown.split('/').filter(|s| !s.is_empty()).count();
+    let refuse = |why: &str| {
+        Err(format!(
+            "matches {shown}, {why}; refusing the whole pattern"
+        ))
+    };
+    if depth == 0 {
+        return refuse("the root itself");
     }
-
-    /// A real path as the managed system sees it.
-    fn shown(&self, path: &Path) -> String {
-        let rel = OsStr::from_bytes(self.relative(path)).to_string_lossy();
-        if rel.is_empty() {
-            "/".into()
-        } else {
-            rel.into_owned()
+    if depth == 1 {
+        let is_file = host
+            .path(shown)
+            .and_then(|p| host.metadata(&p))
+            .is_ok_and(|m| m.is_some_and(|m| m.file_type().is_file()));
+        if !is_file {
+            return refuse("a top-level directory or link");
         }
     }
-
-    /// Refuses the root itself, top-level entries that are not regular files, and paths that
-    /// escape the root through a symlinked directory.
-    fn refuse_unsafe(&self, root: &Path, path: &Path) -> Result<(), String> {
-        let shown = self.shown(path);
-        let depth = self
-            .relative(path)
-            .split(|b| *b == b'/')
-            .filter(|s| !s.is_empty())
-            .count();
-        let refuse = |why: &str| {
-            Err(format!(
-                "matches {shown}, {why}; refusing the whole pattern"
-            ))
-        };
-        if depth == 0 {
-            return refuse("the root itself");
-        }
-        if depth == 1 {
-            let is_file = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
-            if !is_file {
-                return refuse("a top-level directory or link");
-            }
-        }
-        let inside = match (path.parent().map(fs::canonicalize), fs::canonicalize(root)) {
-            (Some(Ok(parent)), Ok(root)) => parent.starts_with(root),
-            _ => false,
-        };
-        if !inside {
-            return refuse("which is outside the root prefix through a symlinked directory");
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Checks a pattern and rewrites it without empty or `.` components and with `**` as `*`.
@@ -251,37 +199,14 @@ fn normalize(pattern: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// Whether a match (below the root) is one Python's glob would not give: a `.` or `..` entry,
-/// or a name starting with `.` where the pattern's component does not start with `.`.
-/// `pattern` is normalized, so its components and the match's pair up one to one.
-fn hidden(rel: &[u8], pattern: &str) -> bool {
-    let names = rel.split(|b| *b == b'/').filter(|s| !s.is_empty());
-    let parts = pattern.split('/').filter(|s| !s.is_empty());
-    names.zip(parts).any(|(name, part)| {
-        name == b"." || name == b".." || (name.starts_with(b".") && !part.starts_with('.'))
-    })
-}
-
-/// Removes one match: a directory recursively (its symlinks are unlinked, not followed),
-/// anything else, symlinks included, unlinked. Already gone is fine.
-fn remove(path: &Path) -> io::Result<()> {
-    let result = match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) => Err(e),
-    };
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::class::ClassEntry;
     use crate::testing::{check, diff_snapshots, fix, snapshot};
     use serde_json::json;
+    use std::fs;
+    use std::path::Path;
 
     fn host(dir: &Path) -> Host {
         Host::new(dir).with_var_dir(dir.join("var/lib/tenet"))
@@ -412,21 +337,43 @@ mod tests {
     }
 
     #[test]
-    fn escapes_through_symlinked_directories_are_refused() {
+    fn symlinked_directories_are_followed_inside_the_root() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         fs::write(outside.path().join("victim"), "keep").unwrap();
         let root = dir.path().join("root-prefix");
         fs::create_dir_all(root.join("etc")).unwrap();
         std::os::unix::fs::symlink(outside.path(), root.join("etc/link")).unwrap();
+        std::os::unix::fs::symlink("../../../..", root.join("etc/up")).unwrap();
         let h = host(&root);
-        let (st, log) = fix::<RemoveFiles>(&h, json!("/etc/link/*"));
-        assert_eq!(st, Status::Nok);
-        assert!(
-            log.iter().any(|l| l.contains("outside the root prefix")),
-            "{log:?}"
-        );
+        // The absolute target is taken under the root prefix, where nothing matches.
+        for pattern in ["/etc/link/*", "/etc/link/victim", "/etc/up/victim"] {
+            let (st, log) = fix::<RemoveFiles>(&h, json!(pattern));
+            assert_eq!(st, Status::NotApplicable, "{pattern}: {log:?}");
+        }
         assert!(outside.path().join("victim").exists());
+        // Where the target exists under the root prefix, that is what goes.
+        let inside = root.join(outside.path().strip_prefix("/").unwrap());
+        fs::create_dir_all(&inside).unwrap();
+        fs::write(inside.join("victim"), "in the root").unwrap();
+        fs::write(root.join("victim2"), "in the root").unwrap();
+        let (st, log) = fix::<RemoveFiles>(&h, json!(["/etc/link/vic*", "/etc/up/victim2"]));
+        assert_eq!(st, Status::Ok, "{log:?}");
+        assert!(!inside.join("victim").exists() && !root.join("victim2").exists());
+        assert_eq!(
+            fs::read_to_string(outside.path().join("victim")).unwrap(),
+            "keep"
+        );
+        // Both are saved, under the path the pattern matched.
+        let saved = root.join("var/lib/tenet/backup").join(h.session());
+        assert_eq!(
+            fs::read_to_string(saved.join("etc/link/victim")).unwrap(),
+            "in the root"
+        );
+        assert_eq!(
+            fs::read_to_string(saved.join("etc/up/victim2")).unwrap(),
+            "in the root"
+        );
     }
 
     #[test]

@@ -16,9 +16,6 @@
 //!   replace it (OpenSVC fails on it too, less clearly).
 
 use std::ffi::OsStr;
-use std::fs;
-use std::io;
-use std::path::Path;
 
 use serde::Deserialize;
 
@@ -83,8 +80,14 @@ impl Class for Symlink {
                 Status::Nok
             }
             Current::Missing => {
+                let why = host
+                    .path(&rule.symlink)
+                    .ok()
+                    .and_then(|p| host.dangling_link(&p))
+                    .map(|why| format!(": {why}"))
+                    .unwrap_or_default();
                 log.err(format!(
-                    "{}: missing (expected a symlink to {})",
+                    "{}: missing (expected a symlink to {}){why}",
                     rule.symlink, rule.target
                 ));
                 Status::Nok
@@ -107,7 +110,7 @@ impl Class for Symlink {
                 return Status::Nok;
             }
         };
-        if let Err(e) = place_link(host, &real, &rule.target) {
+        if let Err(e) = host.symlink(&real, &rule.target) {
             log.err(format!(
                 "{}: cannot link to {}: {e}",
                 rule.symlink, rule.target
@@ -135,36 +138,13 @@ fn inspect(rule: &SymlinkRule, host: &HostView) -> Result<Current, String> {
     let real = host.path(&rule.symlink).map_err(|e| e.to_string())?;
     match host.metadata(&real).map_err(|e| e.to_string())? {
         None => Ok(Current::Missing),
-        Some(meta) if meta.file_type().is_symlink() => fs::read_link(&real)
-            .map(Current::Link)
-            .map_err(|e| format!("cannot read the link: {e}")),
+        Some(meta) if meta.file_type().is_symlink() => match host.read_link(&real) {
+            Ok(Some(t)) => Ok(Current::Link(t)),
+            Ok(None) => Ok(Current::Missing),
+            Err(e) => Err(format!("cannot read the link: {e}")),
+        },
         Some(meta) => Err(format!("is {}, not a symlink", kind(&meta))),
     }
-}
-
-/// Makes `link` (a real path) a symlink to `target`: a temporary link in the same directory,
-/// renamed over `link`, then the directory synced. An existing symlink is replaced in one
-/// step; the parent directories are created.
-pub(crate) fn place_link(host: &Host, link: &Path, target: &str) -> io::Result<()> {
-    let (Some(parent), Some(name)) = (link.parent(), link.file_name()) else {
-        return Err(io::Error::other("not a valid link path"));
-    };
-    host.create_dir_all(parent).map_err(io::Error::other)?;
-    let tmp = parent.join(format!(
-        ".{}.tenet-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    // A leftover from an interrupted run is ours to remove, but only if it is a link.
-    if fs::symlink_metadata(&tmp).is_ok_and(|m| m.file_type().is_symlink()) {
-        fs::remove_file(&tmp)?;
-    }
-    std::os::unix::fs::symlink(target, &tmp)?;
-    if let Err(e) = fs::rename(&tmp, link) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::File::open(parent)?.sync_all()
 }
 
 #[cfg(test)]
@@ -172,7 +152,9 @@ mod tests {
     use super::*;
     use crate::testing::{assert_class_contract, check, fix};
     use serde_json::json;
+    use std::fs;
     use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
 
     fn host(dir: &Path) -> Host {
         Host::new(dir).with_var_dir(dir.join("var/lib/tenet"))

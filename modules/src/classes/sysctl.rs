@@ -43,7 +43,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::class::{Class, parse_rule};
-use crate::host::{Host, HostView};
+use crate::host::{Host, HostView, RootedPath};
 use crate::status::{Log, Status};
 
 /// The comparison a rule asks for.
@@ -425,8 +425,8 @@ fn out_of_range(key: &str, idx: usize, what: &str, values: &[String], from: &str
 struct Live {
     /// `/proc/sys/...`, for messages.
     logical: String,
-    /// The root-prefixed path.
-    real: PathBuf,
+    /// The path under the root prefix.
+    real: RootedPath,
     /// The file content as read.
     raw: String,
     /// Its whitespace-separated elements.
@@ -447,7 +447,7 @@ fn read_live(host: &HostView, key: &str) -> Result<Live, String> {
         }),
         Ok(None) => Err(format!(
             "sysctl {key}: unknown key (not present in {})",
-            real.display()
+            real.real().display()
         )),
         Err(e) => Err(format!("sysctl {key}: cannot read the live value: {e}")),
     }
@@ -560,8 +560,10 @@ fn resolve(host: &HostView, logical: &Path) -> Result<Option<PathBuf>, String> {
         match meta {
             None => return Ok(None),
             Some(m) if m.file_type().is_symlink() => {
-                let target =
-                    std::fs::read_link(&real).map_err(|e| format!("{}: {e}", real.display()))?;
+                let target = host
+                    .read_link(&real)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("{}: vanished", real.real().display()))?;
                 let joined = if target.is_absolute() {
                     target
                 } else {

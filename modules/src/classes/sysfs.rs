@@ -162,7 +162,7 @@ fn current(rule: &SysfsRule, host: &HostView) -> Result<String, String> {
         Ok(None) => Err(format!(
             "sysfs {}: no such attribute ({} does not exist)",
             rule.path,
-            real.display()
+            real.real().display()
         )),
         Err(e) => Err(format!("sysfs {}: cannot read: {e}", rule.path)),
     }

@@ -87,21 +87,7 @@ const SUFFIXES: [&str; 11] = [
 /// Whether systemd runs the managed system: the root prefix is `/` and `/run/systemd/system`
 /// exists (what `sd_booted()` tests). `Err` says why not.
 pub fn systemd_running(host: &HostView) -> Result<(), String> {
-    if !host.is_real_root() {
-        return Err(format!(
-            "the root prefix is {}, not /: the running systemd does not manage it",
-            host.root().display()
-        ));
-    }
-    if !Path::new("/run/systemd/system").is_dir() {
-        let pid1 = std::fs::read_to_string("/proc/1/comm")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into());
-        return Err(format!(
-            "systemd is not running (PID 1 is {pid1}, /run/systemd/system is missing)"
-        ));
-    }
-    Ok(())
+    host.systemd_booted()
 }
 
 impl Class for SystemdUnit {
@@ -277,9 +263,11 @@ fn link_state(host: &HostView, abs: &str) -> Result<LinkState, String> {
     let real = host.path(abs).map_err(|e| e.to_string())?;
     match host.metadata(&real).map_err(|e| e.to_string())? {
         None => Ok(LinkState::Missing),
-        Some(m) if m.file_type().is_symlink() => std::fs::read_link(&real)
-            .map(LinkState::Link)
-            .map_err(|e| format!("{abs}: {e}")),
+        Some(m) if m.file_type().is_symlink() => match host.read_link(&real) {
+            Ok(Some(t)) => Ok(LinkState::Link(t)),
+            Ok(None) => Ok(LinkState::Missing),
+            Err(e) => Err(format!("{abs}: {e}")),
+        },
         Some(m) => Ok(LinkState::NotALink(super::file::kind(&m))),
     }
 }
@@ -365,10 +353,10 @@ fn inspect(rule: &SystemdUnitRule, host: &HostView) -> Result<State, String> {
     let wanted: BTreeSet<&String> = install_links.iter().map(|(l, _)| l).collect();
     let mut stray_links = Vec::new();
     let etc_dir = host.path(ETC).map_err(|e| e.to_string())?;
-    if let Ok(rd) = std::fs::read_dir(&etc_dir) {
-        let mut dirs: Vec<String> = rd
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
+    if let Ok(Some(names)) = host.read_dir_names(&etc_dir) {
+        let mut dirs: Vec<String> = names
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
             .filter(|n| n.ends_with(".wants") || n.ends_with(".requires"))
             .collect();
         dirs.sort();
@@ -571,7 +559,7 @@ fn fix_rule(rule: &SystemdUnitRule, host: &Host, log: &mut Log) -> Result<(), St
             ));
         }
         let real = host.path(format!("{ETC}/{name}")).map_err(|e| e.to_string())?;
-        super::symlink::place_link(host, &real, "/dev/null")
+        host.symlink(&real, "/dev/null")
             .map_err(|e| format!("{ETC}/{name}: {e}"))?;
         log.info(format!("unit {name}: masked ({ETC}/{name} -> /dev/null)"));
         changed = true;
@@ -591,7 +579,7 @@ fn fix_rule(rule: &SystemdUnitRule, host: &Host, log: &mut Log) -> Result<(), St
                     return Err(format!("{l} is a {k}; refusing to replace it"));
                 }
                 let real = host.path(l).map_err(|e| e.to_string())?;
-                super::symlink::place_link(host, &real, &unit_path)
+                host.symlink(&real, &unit_path)
                     .map_err(|e| format!("{l}: {e}"))?;
                 log.info(format!("unit {name}: created {l} -> {unit_path}"));
                 changed = true;
