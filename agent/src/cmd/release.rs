@@ -8,8 +8,8 @@
 //!
 //! An add of a release already present (a remove of one already absent) whose check is clean
 //! does nothing and says so, before anything is queued; `--force` runs it anyway. Progress
-//! is a live bar per step on a terminal ([`TtyProgress`], indicatif) and one line per step
-//! otherwise ([`LineProgress`], what logs and the daemon's task list read).
+//! is a live bar per step on a terminal (`TtyProgress`, indicatif) and one line per step
+//! otherwise (`LineProgress`, what logs and the daemon's task list read).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
