@@ -222,7 +222,7 @@ struct Targets {
 
 async fn targets(
     spec: &ReleaseSpec,
-    k8s: Option<&(DeploymentRef, kube::Client)>,
+    k8s: Option<&(DeploymentRef, crate::k8s::Client)>,
     progress: &dyn Progress,
 ) -> Result<Targets> {
     let mut registries = Vec::new();
@@ -309,7 +309,7 @@ fn deployment(k: &K8sSettings) -> DeploymentRef {
 async fn scale_up(
     spec: &ReleaseSpec,
     progress: &dyn Progress,
-) -> Result<Option<(DeploymentRef, kube::Client, i32)>> {
+) -> Result<Option<(DeploymentRef, crate::k8s::Client, i32)>> {
     let Some(k) = &spec.k8s else {
         return Ok(None);
     };
@@ -335,7 +335,7 @@ async fn scale_up(
 
 async fn scale_back(
     spec: &ReleaseSpec,
-    k8s: &Option<(DeploymentRef, kube::Client, i32)>,
+    k8s: &Option<(DeploymentRef, crate::k8s::Client, i32)>,
     progress: &dyn Progress,
 ) -> Result<()> {
     if let (Some(k), Some((dep, client, before))) = (&spec.k8s, k8s)

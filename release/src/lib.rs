@@ -31,8 +31,16 @@ pub mod download;
 pub mod error;
 pub mod filestore;
 pub mod image;
+#[cfg(feature = "k8s")]
 pub mod k8s;
-#[cfg(any(test, feature = "fake-kube"))]
+/// Built without the `k8s` feature: the same API, each call an error saying so.
+#[cfg(not(feature = "k8s"))]
+pub mod k8s {
+    pub use crate::k8s_absent::*;
+}
+#[cfg(not(feature = "k8s"))]
+mod k8s_absent;
+#[cfg(all(feature = "k8s", any(test, feature = "fake-kube")))]
 pub mod k8s_fake;
 pub mod manifest;
 pub mod progress;
