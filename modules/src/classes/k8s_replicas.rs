@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(st, Status::Nok, "{log:#?}");
         assert!(
             log.iter()
-                .any(|l| l.contains("timed out") && l.contains("expected 2 ready, 1 ready")),
+                .any(|l| l.contains("timed out") && l.contains("expected 2 ready and no surplus pod, 1 ready")),
             "{log:#?}"
         );
         // The spec is right now; a second fix only waits again, it does not scale again.
