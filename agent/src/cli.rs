@@ -71,7 +71,9 @@ pub enum ReleaseCmd {
     /// Make release VERSION present: download URL, verify its digest and signature, unpack,
     /// sync its files to the file stores, push its images to the registries, replicate.
     /// Registries, file stores and the public key come from `[release]` in the node
-    /// configuration.
+    /// configuration. A release already present whose check is clean is left alone (no
+    /// download, no upload; `--force` runs every step). On a terminal, each step shows a
+    /// live progress bar; piped or logged, one line per step.
     #[command(disable_version_flag = true)]
     Add(ReleaseAddArgs),
     /// Make release VERSION absent: untag its images and remove its files everywhere, then run
@@ -109,6 +111,10 @@ pub struct ReleaseAddArgs {
     /// The squashfs sha256 (else the server's Digest header must give it).
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
+    /// Run every step even when the release is already present and its check is clean
+    /// (without it, such an add does nothing and says so).
+    #[arg(long)]
+    pub force: bool,
     /// Run now in this process instead of queueing a daemon task.
     #[arg(long)]
     pub foreground: bool,
@@ -163,6 +169,9 @@ pub enum ReleaseRunCmd {
         /// sha256.
         #[arg(long)]
         sha256: Option<String>,
+        /// Run every step even when present.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         #[allow(missing_docs)]
         place: ReleasePlace,
@@ -271,7 +280,8 @@ pub struct RegisterArgs {
         value_name = "TOKEN"
     )]
     pub token: String,
-    /// The node name to register (default: this host's short name).
+    /// The node name to register (default: the short form of TENET_NODENAME if set, else of
+    /// this host's name, as in the node facts).
     #[arg(long, value_name = "NODE")]
     pub name: Option<String>,
     /// The team (publication group) the collector assigns the node to: it may attach the
@@ -288,6 +298,11 @@ pub struct RegisterArgs {
     /// which is then pinned (accepted byte for byte, if valid now and naming the host).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Keep trying for up to SECS seconds (once a second) while the collector is unreachable
+    /// or answers with a server error, as when it is still starting. A refusal (bad token,
+    /// bad name, ...) is final at once.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub wait: u64,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,

@@ -154,13 +154,14 @@ impl NodeConfig {
         self.str_key("var_dir").map(PathBuf::from)
     }
 
-    /// The notification listener port (default 1214, OpenSVC's).
+    /// The notification listener port (default
+    /// [`DEFAULT_LISTENER_PORT`](tenet_rulesets::api::DEFAULT_LISTENER_PORT), OpenSVC's).
     pub fn listener_port(&self) -> u16 {
         self.table
             .get("listener_port")
             .and_then(toml::Value::as_integer)
             .and_then(|p| u16::try_from(p).ok())
-            .unwrap_or(1214)
+            .unwrap_or(tenet_rulesets::api::DEFAULT_LISTENER_PORT)
     }
 
     /// Services hosted by this node.

@@ -6,13 +6,19 @@ use tenet_modules::Host;
 use tenet_rulesets::NodeFacts;
 use tenet_rulesets::indexmap::IndexMap;
 
+/// The node's name: `TENET_NODENAME` when set (OpenSVC's agents honour a nodename override
+/// too), else the host name of the system under `host`'s root prefix.
+pub fn nodename(host: &Host) -> String {
+    std::env::var("TENET_NODENAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| host.hostname().to_string())
+}
+
 /// Gathers facts for the system under `host`'s root prefix.
 pub fn gather(host: &Host) -> NodeFacts {
     let mut node: IndexMap<String, String> = IndexMap::new();
-    let nodename = std::env::var("TENET_NODENAME")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| host.hostname().to_string());
+    let nodename = nodename(host);
     let short = nodename.split('.').next().unwrap_or(&nodename).to_string();
     node.insert("nodename".into(), short);
     node.insert("fqdn".into(), nodename);

@@ -219,7 +219,15 @@ fn populate(db: &Path, nodes: usize) -> Vec<(String, String)> {
                         .unwrap();
                     let f = facts(n);
                     let hash = format!("{n}");
-                    store.put_facts(id, &f, &hash, 1214, &[]).unwrap();
+                    store
+                        .put_facts(
+                            id,
+                            &f,
+                            &hash,
+                            tenet_rulesets::api::DEFAULT_LISTENER_PORT,
+                            &[],
+                        )
+                        .unwrap();
                     let t = Target::Node(id.clone());
                     store
                         .attach(&t, AttachKind::Moduleset, &format!("ms{}", n % 25), "bench")

@@ -6,9 +6,11 @@
 //! service, a `?moduleset=` list, deduplicated and sorted) keyed by what the node's row says
 //! (policy generation, facts hash, attachment versions), so a fleet fetching an unchanged
 //! policy costs one credentials lookup and one generation read per request. Each request points
-//! to a *content* entry keyed by the inputs of the resolution themselves (generation, facts,
-//! selected modulesets and rulesets, service), held once behind an `Arc` and shared by every
-//! node with equal inputs. Memory is bounded in bytes ([`DEFAULT_CACHE_BYTES`], `serve
+//! to a *content* entry: the resolved policy without its `facts` member, keyed by the digest of
+//! its bytes, held once behind an `Arc` and shared by every node that resolved to the same
+//! modulesets, modules, rulesets and service (nodes of one role, whatever their names and
+//! other facts). The request entry keeps the node's own facts JSON; a response is the shared
+//! part with those facts put back in (the `facts` member then comes last). Memory is bounded in bytes ([`DEFAULT_CACHE_BYTES`], `serve
 //! --policy-cache-size`): past the budget, the nodes used least recently lose their entries
 //! (a clock: a node used since it was last considered gets a second chance). One node holds
 //! at most [`MAX_PER_NODE`] requests and an eighth of the budget; a new facts hash, generation
@@ -42,6 +44,34 @@ pub struct Served {
     pub json: Bytes,
 }
 
+/// What nodes share: a resolved policy's JSON object without its `facts` member.
+#[derive(Debug)]
+struct Shared {
+    hash: String,
+    /// `{"modulesets":…,"hash":"…"}`: a JSON object, never empty.
+    body: Bytes,
+}
+
+impl Shared {
+    /// The full policy: the shared object with `facts` added as its last member.
+    fn with_facts(&self, facts: &[u8]) -> Served {
+        let body = &self.body[..self.body.len() - 1];
+        let mut json = Vec::with_capacity(self.body.len() + facts.len() + 10);
+        json.extend_from_slice(body);
+        json.extend_from_slice(if body.len() > 1 {
+            b",\"facts\":"
+        } else {
+            b"\"facts\":"
+        });
+        json.extend_from_slice(facts);
+        json.push(b'}');
+        Served {
+            hash: self.hash.clone(),
+            json: Bytes::from(json),
+        }
+    }
+}
+
 /// What a node's row says about a request: equal keys, equal policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct RequestKey {
@@ -71,17 +101,32 @@ impl RequestKey {
     }
 }
 
-/// SHA-256 of the inputs of a resolution.
+/// SHA-256 of a [`Shared`] body.
 type ContentKey = [u8; 32];
 
 struct Blob {
-    served: Arc<Served>,
+    shared: Arc<Shared>,
     size: usize,
     refs: usize,
 }
 
+/// One request of a node: what its row said, the shared content, the node's facts JSON.
+#[derive(Clone)]
+struct Entry {
+    key: RequestKey,
+    content: ContentKey,
+    facts: Bytes,
+}
+
+impl Entry {
+    /// Bytes the entry itself holds (its content is counted once, in its blob).
+    fn size(&self) -> usize {
+        self.key.size() + self.facts.len()
+    }
+}
+
 struct NodeEntries {
-    entries: Vec<(RequestKey, ContentKey)>,
+    entries: Vec<Entry>,
     bytes: usize,
     stamp: u64,
     used: bool,
@@ -110,42 +155,42 @@ impl Cache {
         }
     }
 
-    fn get(&mut self, node: &str, key: &RequestKey) -> Option<Arc<Served>> {
+    /// The cached policy of `node` for `key`, with the node's facts.
+    fn get(&mut self, node: &str, key: &RequestKey) -> Option<Served> {
         let n = self.nodes.get_mut(node)?;
-        let (_, content) = n.entries.iter().find(|(k, _)| k == key)?;
+        let e = n.entries.iter().find(|e| &e.key == key)?;
         n.used = true;
-        self.blobs.get(content).map(|b| b.served.clone())
+        self.blobs
+            .get(&e.content)
+            .map(|b| b.shared.with_facts(&e.facts))
     }
 
-    fn content(&self, content: &ContentKey) -> Option<Arc<Served>> {
-        self.blobs.get(content).map(|b| b.served.clone())
-    }
-
-    /// Links `key` of `node` to `content`, storing `served` as that content if it is new.
-    /// Returns what is now cached for it (the shared copy when there was one).
-    fn insert(
-        &mut self,
-        node: &str,
-        key: RequestKey,
-        content: ContentKey,
-        served: Arc<Served>,
-    ) -> Arc<Served> {
-        let size = served.json.len() + served.hash.len() + ENTRY_OVERHEAD;
+    /// Links `key` of `node` to `shared` (stored once, whoever else resolved to it) and the
+    /// node's `facts`.
+    fn insert(&mut self, node: &str, key: RequestKey, shared: Arc<Shared>, facts: Bytes) {
+        let content: ContentKey = Sha256::digest(&shared.body).into();
+        let size = shared.body.len() + shared.hash.len() + ENTRY_OVERHEAD;
         let per_node = self.budget / 8;
-        if size + key.size() > per_node {
+        let entry = Entry {
+            key,
+            content,
+            facts,
+        };
+        if size + entry.size() > per_node {
             // Too large to cache without crowding out other nodes: served uncached.
-            return self.content(&content).unwrap_or(served);
+            return;
         }
-        let entry_size = key.size() + size;
+        let entry_size = entry.size() + size;
+        let key = &entry.key;
         // The node's entries of another state can never be asked for again (or rarely: a
         // fact flapping back), and its oldest selections go first.
-        let stale: Vec<(RequestKey, ContentKey)> = match self.nodes.get_mut(node) {
+        let stale: Vec<Entry> = match self.nodes.get_mut(node) {
             Some(n) => {
                 let mut out = Vec::new();
-                n.entries.retain(|(k, c)| {
-                    let keep = k.same_state(&key) && k != &key;
+                n.entries.retain(|e| {
+                    let keep = e.key.same_state(key) && &e.key != key;
                     if !keep {
-                        out.push((k.clone(), *c));
+                        out.push(e.clone());
                     }
                     keep
                 });
@@ -160,28 +205,24 @@ impl Cache {
             }
             None => Vec::new(),
         };
-        for (k, c) in stale {
-            self.unlink(node, &k, &c);
+        for e in stale {
+            self.unlink(node, &e);
         }
-        let shared = match self.blobs.get_mut(&content) {
-            Some(b) => {
-                b.refs += 1;
-                b.served.clone()
-            }
+        match self.blobs.get_mut(&content) {
+            Some(b) => b.refs += 1,
             None => {
                 self.blobs.insert(
                     content,
                     Blob {
-                        served: served.clone(),
+                        shared,
                         size,
                         refs: 1,
                     },
                 );
                 self.bytes += size;
-                served
             }
-        };
-        let key_size = key.size();
+        }
+        let key_size = entry.size();
         self.bytes += key_size;
         let stamp = self.next_stamp;
         self.next_stamp += 1;
@@ -191,7 +232,7 @@ impl Cache {
             stamp,
             used: false,
         });
-        n.entries.push((key, content));
+        n.entries.push(entry);
         n.bytes += key_size + size;
         n.stamp = stamp;
         self.order.push_back((node.to_string(), stamp));
@@ -201,21 +242,20 @@ impl Cache {
             self.order
                 .retain(|(id, st)| nodes.get(id).is_some_and(|n| n.stamp == *st));
         }
-        shared
     }
 
     /// Removes one request entry of `node` (its accounting; the caller removed it from the
     /// node's list).
-    fn unlink(&mut self, node: &str, key: &RequestKey, content: &ContentKey) {
-        let key_size = key.size();
+    fn unlink(&mut self, node: &str, entry: &Entry) {
+        let key_size = entry.size();
         self.bytes -= key_size;
         let mut blob_size = 0;
-        if let Some(b) = self.blobs.get_mut(content) {
+        if let Some(b) = self.blobs.get_mut(&entry.content) {
             blob_size = b.size;
             b.refs -= 1;
             if b.refs == 0 {
                 self.bytes -= b.size;
-                self.blobs.remove(content);
+                self.blobs.remove(&entry.content);
             }
         }
         if let Some(n) = self.nodes.get_mut(node) {
@@ -225,13 +265,13 @@ impl Cache {
 
     fn remove_node(&mut self, node: &str) {
         if let Some(n) = self.nodes.remove(node) {
-            for (k, c) in n.entries {
-                self.bytes -= k.size();
-                if let Some(b) = self.blobs.get_mut(&c) {
+            for e in n.entries {
+                self.bytes -= e.size();
+                if let Some(b) = self.blobs.get_mut(&e.content) {
                     b.refs -= 1;
                     if b.refs == 0 {
                         self.bytes -= b.size;
-                        self.blobs.remove(&c);
+                        self.blobs.remove(&e.content);
                     }
                 }
             }
@@ -273,14 +313,10 @@ impl Cache {
 
 impl NodeEntries {
     /// The node's bytes once `leaving` entries are gone.
-    fn bytes_after(
-        &self,
-        leaving: &[(RequestKey, ContentKey)],
-        blobs: &HashMap<ContentKey, Blob>,
-    ) -> usize {
+    fn bytes_after(&self, leaving: &[Entry], blobs: &HashMap<ContentKey, Blob>) -> usize {
         let gone: usize = leaving
             .iter()
-            .map(|(k, c)| k.size() + blobs.get(c).map_or(0, |b| b.size))
+            .map(|e| e.size() + blobs.get(&e.content).map_or(0, |b| b.size))
             .sum();
         self.bytes.saturating_sub(gone)
     }
@@ -350,7 +386,7 @@ impl Policies {
             modulesets: modulesets.clone(),
         };
         if let Some(hit) = self.cache.lock().expect("policy cache").get(&node.id, &key) {
-            return Ok(hit);
+            return Ok(Arc::new(hit));
         }
 
         let attachments = match service_attachments {
@@ -381,29 +417,9 @@ impl Policies {
                 asked
             }
         };
-        // Before the first facts push the node's name stands for its facts.
-        let facts_id = if node.facts_hash.is_empty() {
-            format!("name:{}", node.name)
-        } else {
-            format!("facts:{}", node.facts_hash)
-        };
-        let content = content_key(
-            generation,
-            &facts_id,
-            service,
-            &selected,
-            &attachments.rulesets,
-        );
-        let shared = self.cache.lock().expect("policy cache").content(&content);
-        if let Some(served) = shared {
-            return Ok(self
-                .cache
-                .lock()
-                .expect("policy cache")
-                .insert(&node.id, key, content, served));
-        }
         let mut facts = self.store.node_facts(&node.id)?;
         if facts.node.is_empty() {
+            // Before the first facts push the node's name stands for its facts.
             facts.node.insert("nodename".into(), node.name.clone());
         }
         if let Some(s) = service {
@@ -416,23 +432,29 @@ impl Policies {
             rulesets: attachments.rulesets.clone(),
             service: service.map(str::to_string),
         };
-        let policy = Policy::resolve(&bundle, &facts, &selection)?;
-        let json = serde_json::to_vec(&policy).map_err(|e| Error::Store(e.to_string()))?;
-        let served = Arc::new(Served {
+        let mut policy = Policy::resolve(&bundle, &facts, &selection)?;
+        let facts_json = serde_json::to_vec(&std::mem::take(&mut policy.facts))
+            .map_err(|e| Error::Store(e.to_string()))?;
+        let body =
+            serde_json::to_vec(&SharedPart(&policy)).map_err(|e| Error::Store(e.to_string()))?;
+        let shared = Arc::new(Shared {
             hash: policy.hash.clone(),
-            json: Bytes::from(json),
+            body: Bytes::from(body),
         });
+        let served = shared.with_facts(&facts_json);
         // Keep what was served under its hash, so a result's policy_hash can be looked up
         // later. The hash covers modulesets, modules, rulesets and service, not the facts: the
         // first policy served with a hash is kept.
         if let Ok(text) = std::str::from_utf8(&served.json) {
             self.store.save_policy_snapshot(&served.hash, text)?;
         }
-        Ok(self
-            .cache
-            .lock()
-            .expect("policy cache")
-            .insert(&node.id, key, content, served))
+        self.cache.lock().expect("policy cache").insert(
+            &node.id,
+            key,
+            shared,
+            Bytes::from(facts_json),
+        );
+        Ok(Arc::new(served))
     }
 
     /// Request entries currently cached (for tests and metrics).
@@ -459,31 +481,18 @@ pub fn normalise(mut modulesets: Vec<String>) -> Vec<String> {
     modulesets
 }
 
-fn content_key(
-    generation: u64,
-    facts_id: &str,
-    service: Option<&str>,
-    modulesets: &[String],
-    rulesets: &[String],
-) -> ContentKey {
-    let mut h = Sha256::new();
-    // Lengths before strings: no two inputs give the same byte stream.
-    let mut put = |s: &str| {
-        h.update((s.len() as u64).to_le_bytes());
-        h.update(s.as_bytes());
-    };
-    put(&generation.to_string());
-    put(facts_id);
-    put(service.unwrap_or("\0none"));
-    put(&modulesets.len().to_string());
-    for m in modulesets {
-        put(m);
+/// A policy without its `facts` (taken out before): every other member, in `Policy`'s order.
+struct SharedPart<'a>(&'a Policy);
+
+impl serde::Serialize for SharedPart<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        // Serialised through a map, so that a member added to `Policy` later is not lost.
+        let mut value = serde_json::to_value(self.0).map_err(serde::ser::Error::custom)?;
+        if let Some(map) = value.as_object_mut() {
+            map.remove("facts");
+        }
+        value.serialize(s)
     }
-    put(&rulesets.len().to_string());
-    for r in rulesets {
-        put(r);
-    }
-    h.finalize().into()
 }
 
 /// The attached modulesets and all their descendants.
@@ -514,15 +523,20 @@ mod tests {
         }
     }
 
-    fn served(n: usize) -> Arc<Served> {
-        Arc::new(Served {
+    /// A shared part of `n` bytes; `tag` makes its content (and digest) distinct.
+    fn shared(tag: u32, n: usize) -> Arc<Shared> {
+        let head = format!("{{\"t\":{tag},\"x\":\"");
+        let mut body = head.into_bytes();
+        body.resize(n - 2, b'x');
+        body.extend_from_slice(b"\"}");
+        Arc::new(Shared {
             hash: "h".into(),
-            json: Bytes::from(vec![b'x'; n]),
+            body: Bytes::from(body),
         })
     }
 
-    fn content(i: u32) -> ContentKey {
-        content_key(1, &i.to_string(), None, &[], &[])
+    fn facts(name: &str) -> Bytes {
+        Bytes::from(format!("{{\"node\":{{\"nodename\":\"{name}\"}}}}"))
     }
 
     #[test]
@@ -532,14 +546,39 @@ mod tests {
     }
 
     #[test]
-    fn nodes_with_equal_inputs_share_one_copy() {
+    fn the_facts_are_put_back_as_the_last_member() {
+        let s = Shared {
+            hash: "h".into(),
+            body: Bytes::from_static(br#"{"modules":[],"hash":"h"}"#),
+        };
+        let served = s.with_facts(br#"{"node":{"nodename":"n1"}}"#);
+        let v: serde_json::Value = serde_json::from_slice(&served.json).unwrap();
+        assert_eq!(v["facts"]["node"]["nodename"], "n1");
+        assert_eq!(v["hash"], "h");
+        let empty = Shared {
+            hash: "h".into(),
+            body: Bytes::from_static(b"{}"),
+        };
+        assert_eq!(&empty.with_facts(b"{}").json[..], br#"{"facts":{}}"#);
+    }
+
+    #[test]
+    fn nodes_with_equal_policies_share_one_copy_whatever_their_facts() {
         let mut c = Cache::new(1 << 20);
-        let a = c.insert("n1", key("f", None), content(1), served(10_000));
-        let b = c.insert("n2", key("f", None), content(1), served(10_000));
-        assert!(Arc::ptr_eq(&a, &b));
+        c.insert("n1", key("f1", None), shared(1, 10_000), facts("n1"));
+        c.insert("n2", key("f2", None), shared(1, 10_000), facts("n2"));
         assert_eq!(c.blobs.len(), 1);
-        assert!(c.bytes < 11_000 + 2 * 400, "{}", c.bytes);
-        assert!(Arc::ptr_eq(&c.get("n2", &key("f", None)).unwrap(), &a));
+        assert!(c.bytes < 10_000 + 2 * 400, "{}", c.bytes);
+        let a = c.get("n1", &key("f1", None)).unwrap();
+        let b = c.get("n2", &key("f2", None)).unwrap();
+        let name = |s: &Served| {
+            serde_json::from_slice::<serde_json::Value>(&s.json).unwrap()["facts"]["node"]
+                ["nodename"]
+                .clone()
+        };
+        assert_eq!(name(&a), "n1");
+        assert_eq!(name(&b), "n2");
+        assert!(c.get("n2", &key("f1", None)).is_none());
     }
 
     #[test]
@@ -549,8 +588,8 @@ mod tests {
             c.insert(
                 "n1",
                 key(&format!("f{i}"), None),
-                content(i),
-                served(10_000),
+                shared(i, 10_000),
+                facts("n1"),
             );
         }
         assert_eq!(c.nodes["n1"].entries.len(), 1);
@@ -563,7 +602,7 @@ mod tests {
         let mut c = Cache::new(1 << 30);
         for i in 0..100u32 {
             let name = format!("ms{i}");
-            c.insert("n1", key("f", Some(&[&name])), content(i), served(1000));
+            c.insert("n1", key("f", Some(&[&name])), shared(i, 1000), facts("n1"));
         }
         assert_eq!(c.nodes["n1"].entries.len(), MAX_PER_NODE);
         assert_eq!(c.blobs.len(), MAX_PER_NODE);
@@ -571,7 +610,7 @@ mod tests {
         let mut c = Cache::new(80_000);
         for i in 0..10u32 {
             let name = format!("ms{i}");
-            c.insert("n1", key("f", Some(&[&name])), content(i), served(3000));
+            c.insert("n1", key("f", Some(&[&name])), shared(i, 3000), facts("n1"));
         }
         assert!(c.nodes["n1"].bytes <= 10_000, "{}", c.nodes["n1"].bytes);
         assert!(c.nodes["n1"].entries.len() <= 3);
@@ -581,9 +620,14 @@ mod tests {
     fn the_byte_budget_holds_and_recently_used_nodes_stay() {
         let budget = 200_000;
         let mut c = Cache::new(budget);
-        c.insert("hot", key("f", None), content(0), served(5000));
+        c.insert("hot", key("f", None), shared(0, 5000), facts("hot"));
         for i in 1..500u32 {
-            c.insert(&format!("n{i}"), key("f", None), content(i), served(5000));
+            c.insert(
+                &format!("n{i}"),
+                key("f", None),
+                shared(i, 5000),
+                facts("n"),
+            );
             assert!(c.bytes <= budget, "{} > {budget}", c.bytes);
             // "hot" is fetched all the time.
             assert!(c.get("hot", &key("f", None)).is_some(), "evicted at {i}");
@@ -592,7 +636,7 @@ mod tests {
         let accounted: usize = c.blobs.values().map(|b| b.size).sum::<usize>()
             + c.nodes
                 .values()
-                .flat_map(|n| n.entries.iter().map(|(k, _)| k.size()))
+                .flat_map(|n| n.entries.iter().map(Entry::size))
                 .sum::<usize>();
         assert_eq!(accounted, c.bytes);
         assert!(c.order.len() <= 4 * c.nodes.len() + 1024);
@@ -601,8 +645,7 @@ mod tests {
     #[test]
     fn a_policy_over_an_eighth_of_the_budget_is_not_cached() {
         let mut c = Cache::new(80_000);
-        let s = c.insert("n1", key("f", None), content(1), served(20_000));
-        assert_eq!(s.json.len(), 20_000);
+        c.insert("n1", key("f", None), shared(1, 20_000), facts("n1"));
         assert_eq!(c.bytes, 0);
         assert!(c.get("n1", &key("f", None)).is_none());
     }

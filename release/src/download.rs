@@ -304,6 +304,7 @@ struct PercentGate<'a> {
 
 impl PercentGate<'_> {
     fn update(&mut self, done: u64, total: Option<u64>) {
+        self.progress.bytes(Step::Downloading, done, total);
         let pct = percent_of(done, total.unwrap_or(0));
         if self.last != Some(pct) {
             self.last = Some(pct);
@@ -1293,7 +1294,7 @@ mod tests {
     #[test]
     fn the_http_client_takes_a_pem_ca_file_and_refuses_garbage() {
         let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("openssl")
+        let out = crate::testing::tool("openssl")
             .args([
                 "req",
                 "-x509",

@@ -10,10 +10,14 @@
 //! in a sidecar `<dir>/.<version>.sha256-cache` keyed by (path, size, mtime, ctime, inode),
 //! so a repeated check of a 1 GB release reads metadata only (and writes nothing: the cache
 //! is rewritten only when a file changed); any write to a file changes
-//! its ctime (which user space cannot set back), so a corrupted file is hashed again. An
-//! `rsync://` store is checked by size only (`rsync --list-only`): the daemon offers no
-//! cheap way to hash remote files, and the checksums were verified by the dry run at sync
-//! time.
+//! its ctime (which user space cannot set back), so a corrupted file is hashed again.
+//!
+//! An `rsync://` store is checked by size (`rsync --list-only`), then by content: the daemon
+//! cannot hash its files with sha256, so they are compared with rsync's own checksums
+//! (`rsync -rcn`, a dry run that lists every file whose checksum differs) against a local
+//! reference tree whose sha256s are verified first: the kept files of the release (see
+//! `keep` in the converge module), or, without one, a copy pulled into a temporary directory
+//! and hashed (every byte crosses the network then).
 //!
 //! Invariants: the version is validated ([`validate_version`]: no `/`, no `..`) before it is
 //! joined to any path or URL; an rsync password is only ever passed as `--password-file`,
@@ -257,10 +261,21 @@ impl FileStore {
     /// Checks that `<store>/<version>/` holds `files` (see the module doc for how deeply).
     /// Returns the problems, one message each; empty means all is there.
     pub fn check(&self, version: &str, files: &[FileEntry]) -> Result<Vec<String>> {
+        self.check_with_reference(version, files, None)
+    }
+
+    /// [`FileStore::check`], an `rsync://` store's content compared with `reference` (a
+    /// local tree holding the release's files, verified by sha256 first).
+    pub fn check_with_reference(
+        &self,
+        version: &str,
+        files: &[FileEntry],
+        reference: Option<&Path>,
+    ) -> Result<Vec<String>> {
         self.check_version(version)?;
         match self {
             FileStore::Dir(dir) => self.check_dir(dir, version, files),
-            FileStore::Rsync { url, .. } => self.check_rsync(url, version, files),
+            FileStore::Rsync { url, .. } => self.check_rsync(url, version, files, reference),
         }
     }
 
@@ -269,73 +284,22 @@ impl FileStore {
         if !root.is_dir() {
             return Ok(vec![format!("{self}: {version} missing")]);
         }
-        let cache_file = cache_path(dir, version);
-        let cached_bytes = std::fs::read(&cache_file).ok();
-        let mut cache: HashMap<String, CachedHash> = cached_bytes
-            .as_deref()
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .unwrap_or_default();
-        let unchanged = cache.clone();
-        let mut fresh = HashMap::new();
-        let mut problems = Vec::new();
-        for f in files {
-            if let Err(e) = safe_relative(&f.path) {
-                problems.push(format!("{self}: {version}/{}: {e}", f.path));
-                continue;
-            }
-            let path = root.join(&f.path);
-            let md = match std::fs::metadata(&path) {
-                Ok(md) if md.is_file() => md,
-                Ok(_) => {
-                    problems.push(format!("{self}: {version}/{} is not a file", f.path));
-                    continue;
-                }
-                Err(_) => {
-                    problems.push(format!("{self}: {version}/{} missing", f.path));
-                    continue;
-                }
-            };
-            if md.len() != f.size {
-                problems.push(format!(
-                    "{self}: {version}/{}: size {} instead of {}",
-                    f.path,
-                    md.len(),
-                    f.size
-                ));
-                continue;
-            }
-            let key = CachedHash {
-                size: md.len(),
-                mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
-                ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
-                inode: md.ino(),
-                sha256: String::new(),
-            };
-            let sha = match cache.remove(&f.path) {
-                Some(c) if c.same_file(&key) => c.sha256,
-                _ => sha256_file(&path)?,
-            };
-            if sha != f.sha256 {
-                problems.push(format!(
-                    "{self}: {version}/{}: sha256 {sha} instead of {}",
-                    f.path, f.sha256
-                ));
-                continue; // a bad hash is not cached: the next check looks again
-            }
-            fresh.insert(f.path.clone(), CachedHash { sha256: sha, ..key });
-        }
-        // The cache is an optimisation: a store we cannot write to is checked in full. It is
-        // written only when the files changed since the last check, so checking a compliant
-        // store leaves it untouched.
-        if fresh != unchanged {
-            let bytes = serde_json::to_vec(&fresh).expect("JSON");
-            let _ =
-                tenet_fsutil::atomic_write(&cache_file, &bytes, tenet_fsutil::DEFAULT_MODE, false);
-        }
-        Ok(problems)
+        verify_tree(
+            &root,
+            &cache_path(dir, version),
+            files,
+            &format!("{self}: {version}"),
+            true,
+        )
     }
 
-    fn check_rsync(&self, url: &str, version: &str, files: &[FileEntry]) -> Result<Vec<String>> {
+    fn check_rsync(
+        &self,
+        url: &str,
+        version: &str,
+        files: &[FileEntry],
+        reference: Option<&Path>,
+    ) -> Result<Vec<String>> {
         let listing = match self.rsync(&[
             "--list-only".into(),
             "-r".into(),
@@ -366,7 +330,63 @@ impl FileStore {
                 Some(_) => {}
             }
         }
+        if problems.is_empty() {
+            problems = self.check_rsync_content(url, version, files, reference)?;
+        }
         Ok(problems)
+    }
+
+    /// The content check of an `rsync://` store whose listing is right: rsync's checksums
+    /// against a verified local reference (see the module documentation).
+    fn check_rsync_content(
+        &self,
+        url: &str,
+        version: &str,
+        files: &[FileEntry],
+        reference: Option<&Path>,
+    ) -> Result<Vec<String>> {
+        let remote = format!("{url}/{version}/");
+        if let Some(reference) = reference {
+            let cache = with_suffix(reference, ".sha256-cache");
+            let label = format!("{} (reference)", reference.display());
+            if verify_tree(reference, &cache, files, &label, false)?.is_empty() {
+                let mut src: OsString = reference.as_os_str().to_owned();
+                src.push("/");
+                // Only the release's files are compared: the dry run lists a file when
+                // its checksum (or its absence) would make rsync send it.
+                let mut args: Vec<OsString> = vec![
+                    "-rcn".into(),
+                    "--out-format=%n".into(),
+                    "--include=*/".into(),
+                ];
+                for f in files {
+                    args.push(format!("--include=/{}", rsync_pattern(&f.path)).into());
+                }
+                args.extend(["--exclude=*".into(), src, remote.into()]);
+                let out = self.rsync(&args)?;
+                let mut problems: Vec<String> = out
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.ends_with('/'))
+                    .map(|l| format!("{self}: {version}/{l}: content differs (rsync checksum)"))
+                    .collect();
+                problems.sort();
+                return Ok(problems);
+            }
+        }
+        // No usable reference: the store's copy is pulled and hashed.
+        let scratch =
+            tempfile::tempdir().map_err(|e| self.error(format!("temporary directory: {e}")))?;
+        let mut dest: OsString = scratch.path().as_os_str().to_owned();
+        dest.push("/");
+        self.rsync(&["-r".into(), remote.into(), dest])?;
+        verify_tree(
+            scratch.path(),
+            &scratch.path().join(".no-cache"),
+            files,
+            &format!("{self}: {version}"),
+            false,
+        )
     }
 
     /// Removes `<store>/<version>/`. Returns whether it existed.
@@ -454,6 +474,102 @@ impl CachedHash {
             && self.ctime_ns == other.ctime_ns
             && self.inode == other.inode
     }
+}
+
+/// Checks that the tree at `root` holds `files` with their sizes and sha256s; problems are
+/// named `<label>/<path>`. Hashes are cached in `cache_file` by (size, mtime, ctime, inode);
+/// the cache is rewritten only when `write_cache` and something changed.
+pub fn verify_tree(
+    root: &Path,
+    cache_file: &Path,
+    files: &[FileEntry],
+    label: &str,
+    write_cache: bool,
+) -> Result<Vec<String>> {
+    let cached_bytes = std::fs::read(cache_file).ok();
+    let mut cache: HashMap<String, CachedHash> = cached_bytes
+        .as_deref()
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default();
+    let unchanged = cache.clone();
+    let mut fresh = HashMap::new();
+    let mut problems = Vec::new();
+    for f in files {
+        if let Err(e) = safe_relative(&f.path) {
+            problems.push(format!("{label}/{}: {e}", f.path));
+            continue;
+        }
+        let path = root.join(&f.path);
+        let md = match std::fs::metadata(&path) {
+            Ok(md) if md.is_file() => md,
+            Ok(_) => {
+                problems.push(format!("{label}/{} is not a file", f.path));
+                continue;
+            }
+            Err(_) => {
+                problems.push(format!("{label}/{} missing", f.path));
+                continue;
+            }
+        };
+        if md.len() != f.size {
+            problems.push(format!(
+                "{label}/{}: size {} instead of {}",
+                f.path,
+                md.len(),
+                f.size
+            ));
+            continue;
+        }
+        let key = CachedHash {
+            size: md.len(),
+            mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+            ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
+            inode: md.ino(),
+            sha256: String::new(),
+        };
+        let sha = match cache.remove(&f.path) {
+            Some(c) if c.same_file(&key) => c.sha256,
+            _ => sha256_file(&path)?,
+        };
+        if sha != f.sha256 {
+            problems.push(format!(
+                "{label}/{}: sha256 {sha} instead of {}",
+                f.path, f.sha256
+            ));
+            continue; // a bad hash is not cached: the next check looks again
+        }
+        fresh.insert(f.path.clone(), CachedHash { sha256: sha, ..key });
+    }
+    // The cache is an optimisation: a tree we cannot write to is checked in full. It is
+    // written only when the files changed since the last check, so checking a compliant
+    // tree leaves it untouched.
+    if write_cache && fresh != unchanged {
+        let bytes = serde_json::to_vec(&fresh).expect("JSON");
+        let _ = tenet_fsutil::atomic_write(cache_file, &bytes, tenet_fsutil::DEFAULT_MODE, false);
+    }
+    Ok(problems)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// A release file's path as an rsync filter pattern matching it alone (wildcards escaped).
+fn rsync_pattern(path: &str) -> String {
+    // rsync reads a backslash as an escape only in a pattern that has a wildcard.
+    if !path.contains(['*', '?', '[']) {
+        return path.to_string();
+    }
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn cache_path(dir: &Path, version: &str) -> PathBuf {
@@ -657,6 +773,45 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(on_disk.join("install-control.yaml")).unwrap(),
             "kind: Control\n"
+        );
+
+        // A same-size change is found by content: against a local reference, and without
+        // one (the store's copy is pulled and hashed).
+        let victim = on_disk.join("sub/deeper/data.bin");
+        let mut data = std::fs::read(&victim).unwrap();
+        data[70_000] ^= 0x55;
+        std::fs::write(&victim, &data).unwrap();
+        let with_reference = store
+            .check_with_reference(v, &files, Some(src.path()))
+            .unwrap();
+        assert_eq!(
+            with_reference,
+            vec![format!(
+                "{store}: {v}/sub/deeper/data.bin: content differs (rsync checksum)"
+            )]
+        );
+        let without = store.check(v, &files).unwrap();
+        assert_eq!(without.len(), 1, "{without:?}");
+        assert!(
+            without[0].starts_with(&format!("{store}: {v}/sub/deeper/data.bin: sha256")),
+            "{without:?}"
+        );
+        // A reference that is itself damaged is not trusted: the pulled copy decides.
+        let reference = tempfile::tempdir().unwrap();
+        release_files(reference.path());
+        std::fs::write(reference.path().join("with space.txt"), "y").unwrap();
+        store.sync(src.path(), v, &NoProgress).unwrap();
+        assert!(
+            store
+                .check_with_reference(v, &files, Some(reference.path()))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .check_with_reference(v, &files, Some(src.path()))
+                .unwrap()
+                .is_empty()
         );
 
         assert!(store.remove(v).unwrap());

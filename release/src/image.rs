@@ -2,7 +2,10 @@
 //! docker-archive `.tar` (what `docker save` and `skopeo copy ... docker-archive:` write).
 //!
 //! The result, [`LocalImage`], is what a registry push needs: the exact manifest bytes (whose
-//! sha256 is the digest the registry must report back) and where every blob's bytes are.
+//! sha256 is the digest the registry must report back) and where every blob's bytes are. An
+//! OCI layout may hold a multi-platform image: its `index.json` entry then names an image
+//! index (OCI index or Docker manifest list), loaded whole: the index bytes, and every
+//! manifest it lists with its config and layers ([`PlatformManifest`]).
 //! Blobs are never copied: they are read from the layout's files, or from the archive at the
 //! offsets of their tar entries, when they are pushed.
 //!
@@ -131,23 +134,42 @@ impl Blob {
     }
 }
 
-/// An image ready to be pushed.
+/// One single-platform image manifest: its exact bytes, its config and its layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformManifest {
+    /// `sha256:<hex>` of `manifest`.
+    pub digest: String,
+    /// The manifest's media type (OCI or Docker v2 schema 2).
+    pub media_type: String,
+    /// The manifest, exactly the bytes to push.
+    pub manifest: Vec<u8>,
+    /// `os/architecture[/variant]` as the index says (`None` for a single-platform image, or
+    /// an index entry without a platform such as an attestation manifest).
+    pub platform: Option<String>,
+    /// The config blob.
+    pub config: Blob,
+    /// The layers, in manifest order.
+    pub layers: Vec<Blob>,
+}
+
+/// An image ready to be pushed: a single-platform manifest, or an image index (OCI index or
+/// Docker manifest list) with the manifests it lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalImage {
     /// Repository name (`calico/cni`).
     pub name: String,
     /// Tag (`v3.26.1`).
     pub tag: String,
-    /// The manifest, exactly the bytes to push (its sha256 is [`LocalImage::digest`]).
+    /// The top manifest (the image manifest, or the index), exactly the bytes to push (its
+    /// sha256 is [`LocalImage::digest`]).
     pub manifest: Vec<u8>,
-    /// The manifest's media type.
+    /// The top manifest's media type.
     pub media_type: String,
     /// `sha256:<hex>` of `manifest`.
     pub digest: String,
-    /// The config blob.
-    pub config: Blob,
-    /// The layers, in manifest order.
-    pub layers: Vec<Blob>,
+    /// A single-platform image: one entry, the manifest itself. An index: the manifests it
+    /// lists, in its order (pushed before the index, which the registry checks).
+    pub platforms: Vec<PlatformManifest>,
 }
 
 impl LocalImage {
@@ -156,12 +178,27 @@ impl LocalImage {
         format!("{}:{}", self.name, self.tag)
     }
 
-    /// The config and the layers, config first, each digest once (an image may list the
-    /// same layer twice).
+    /// Whether the top manifest is an image index (several platforms).
+    pub fn is_index(&self) -> bool {
+        self.media_type == OCI_INDEX || self.media_type == DOCKER_MANIFEST_LIST
+    }
+
+    /// The manifests an index lists (empty for a single-platform image).
+    pub fn children(&self) -> &[PlatformManifest] {
+        if self.is_index() {
+            &self.platforms
+        } else {
+            &[]
+        }
+    }
+
+    /// Every config and layer of every platform, configs first within each platform, each
+    /// digest once (platforms and layers may share blobs).
     pub fn blobs(&self) -> Vec<&Blob> {
         let mut seen = std::collections::HashSet::new();
-        std::iter::once(&self.config)
-            .chain(self.layers.iter())
+        self.platforms
+            .iter()
+            .flat_map(|p| std::iter::once(&p.config).chain(p.layers.iter()))
             .filter(|b| seen.insert(b.digest.as_str()))
             .collect()
     }
@@ -169,6 +206,43 @@ impl LocalImage {
     /// Total size of [`LocalImage::blobs`].
     pub fn blobs_size(&self) -> u64 {
         self.blobs().iter().map(|b| b.size).sum()
+    }
+
+    /// The tags the manifests of an index are pushed under, one per child, derived from the
+    /// release's version tag: `<version_tag>-<os>-<arch>[-<variant>]`, or
+    /// `<version_tag>-<n>` (n from 1, in index order) for a child without a platform or
+    /// sharing its platform with another. Tagging the children keeps them from the
+    /// distribution registry's `garbage-collect --delete-untagged`, which (up to 2.8)
+    /// deletes every untagged manifest, the children of a tagged index included. Empty for
+    /// a single-platform image.
+    pub fn child_tags(&self, version_tag: &str) -> Vec<String> {
+        let children = self.children();
+        let names: Vec<Option<String>> = children
+            .iter()
+            .map(|c| {
+                c.platform.as_ref().map(|p| {
+                    p.chars()
+                        .map(|ch| {
+                            if ch.is_ascii_alphanumeric() || ch == '_' || ch == '.' {
+                                ch
+                            } else {
+                                '-'
+                            }
+                        })
+                        .collect::<String>()
+                })
+            })
+            .collect();
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| match name {
+                Some(n) if names.iter().filter(|m| m.as_ref() == Some(n)).count() == 1 => {
+                    format!("{version_tag}-{n}")
+                }
+                _ => format!("{version_tag}-{}", i + 1),
+            })
+            .collect()
     }
 }
 
@@ -203,7 +277,7 @@ pub fn load_image(release_root: &Path, entry: &ImageEntry) -> Result<LocalImage>
         return Err(err(format!("{} leaves the release", entry.path)));
     }
     let md = std::fs::metadata(&real).map_err(|e| Error::io(&real, e))?;
-    let (manifest, media_type, config, layers) = if md.is_dir() {
+    let (manifest, media_type, platforms) = if md.is_dir() {
         load_oci_layout(&real, &entry.tag).map_err(|e| into_image_error(e, entry))?
     } else if md.is_file() {
         load_docker_archive(&real, entry).map_err(|e| into_image_error(e, entry))?
@@ -219,8 +293,7 @@ pub fn load_image(release_root: &Path, entry: &ImageEntry) -> Result<LocalImage>
         digest: sha256_digest(&manifest),
         manifest,
         media_type,
-        config,
-        layers,
+        platforms,
     })
 }
 
@@ -246,7 +319,8 @@ fn into_image_error(e: LoadError, entry: &ImageEntry) -> Error {
     }
 }
 
-type Loaded = (Vec<u8>, String, Blob, Vec<Blob>);
+/// The top manifest's bytes, its media type, and its platform manifests.
+type Loaded = (Vec<u8>, String, Vec<PlatformManifest>);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -256,6 +330,28 @@ struct Descriptor {
     size: u64,
     #[serde(default)]
     annotations: HashMap<String, String>,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize)]
+struct Platform {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+impl Platform {
+    /// `os/architecture[/variant]`.
+    fn text(&self) -> String {
+        match &self.variant {
+            Some(v) if !v.is_empty() => format!("{}/{}/{v}", self.os, self.architecture),
+            _ => format!("{}/{}", self.os, self.architecture),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -266,14 +362,17 @@ struct Index {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ImageManifest {
+struct ManifestDoc {
     media_type: Option<String>,
     config: Option<Descriptor>,
     #[serde(default)]
     layers: Vec<Descriptor>,
     #[serde(default)]
-    manifests: Option<Vec<serde_json::Value>>,
+    manifests: Option<Vec<Descriptor>>,
 }
+
+/// At most this many manifests in an index (a release image has a handful of platforms).
+const MAX_INDEX_MANIFESTS: usize = 64;
 
 fn load_oci_layout(dir: &Path, tag: &str) -> Result<Loaded, LoadError> {
     let layout_file = dir.join("oci-layout");
@@ -320,45 +419,104 @@ fn load_oci_layout(dir: &Path, tag: &str) -> Result<Loaded, LoadError> {
             )));
         }
     };
-    let manifest_blob = layout_blob(dir, chosen, "manifest")?;
-    let bytes = manifest_blob.read_to_vec()?;
-    if sha256_digest(&bytes) != chosen.digest {
-        return Err(LoadError::Msg(format!(
-            "manifest blob {} does not have its digest",
-            chosen.digest
-        )));
-    }
-    let parsed: ImageManifest = serde_json::from_slice(&bytes)
-        .map_err(|e| LoadError::Msg(format!("manifest {}: {e}", chosen.digest)))?;
+    let (bytes, parsed) = read_manifest(dir, chosen)?;
     let media_type = chosen
         .media_type
         .clone()
         .or(parsed.media_type.clone())
         .unwrap_or_else(|| OCI_MANIFEST.to_string());
     if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST || parsed.manifests.is_some() {
+        if media_type != OCI_INDEX && media_type != DOCKER_MANIFEST_LIST {
+            return Err(LoadError::Msg(format!(
+                "manifest {} lists manifests but has the media type {media_type}",
+                chosen.digest
+            )));
+        }
+        let children = parsed.manifests.as_deref().unwrap_or_default();
+        if children.is_empty() {
+            return Err(LoadError::Msg(format!(
+                "image index {} lists no manifest",
+                chosen.digest
+            )));
+        }
+        if children.len() > MAX_INDEX_MANIFESTS {
+            return Err(LoadError::Msg(format!(
+                "image index {} lists {} manifests (at most {MAX_INDEX_MANIFESTS})",
+                chosen.digest,
+                children.len()
+            )));
+        }
+        let platforms = children
+            .iter()
+            .map(|d| {
+                let (child_bytes, child) = read_manifest(dir, d)?;
+                let mut p = platform_manifest(dir, d, child_bytes, &child)?;
+                p.platform = d.platform.as_ref().map(Platform::text);
+                Ok(p)
+            })
+            .collect::<Result<Vec<_>, LoadError>>()?;
+        return Ok((bytes, media_type, platforms));
+    }
+    let platform = platform_manifest(dir, chosen, bytes.clone(), &parsed)?;
+    Ok((bytes, media_type, vec![platform]))
+}
+
+/// The manifest blob a descriptor names, checked against its digest, and parsed.
+fn read_manifest(dir: &Path, d: &Descriptor) -> Result<(Vec<u8>, ManifestDoc), LoadError> {
+    let bytes = layout_blob(dir, d, "manifest")?.read_to_vec()?;
+    if sha256_digest(&bytes) != d.digest {
         return Err(LoadError::Msg(format!(
-            "manifest {} is an image index (several platforms); only single-platform images \
-             are supported: copy one platform (skopeo copy --override-arch ...)",
-            chosen.digest
+            "manifest blob {} does not have its digest",
+            d.digest
+        )));
+    }
+    let parsed: ManifestDoc = serde_json::from_slice(&bytes)
+        .map_err(|e| LoadError::Msg(format!("manifest {}: {e}", d.digest)))?;
+    Ok((bytes, parsed))
+}
+
+/// A single-platform manifest with its config and layers found in the layout.
+fn platform_manifest(
+    dir: &Path,
+    d: &Descriptor,
+    bytes: Vec<u8>,
+    parsed: &ManifestDoc,
+) -> Result<PlatformManifest, LoadError> {
+    let media_type = d
+        .media_type
+        .clone()
+        .or(parsed.media_type.clone())
+        .unwrap_or_else(|| OCI_MANIFEST.to_string());
+    if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST || parsed.manifests.is_some() {
+        return Err(LoadError::Msg(format!(
+            "manifest {} is an image index inside an image index (not supported)",
+            d.digest
         )));
     }
     if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
         return Err(LoadError::Msg(format!(
             "manifest {} has the unsupported media type {media_type}",
-            chosen.digest
+            d.digest
         )));
     }
     let config_desc = parsed
         .config
         .as_ref()
-        .ok_or_else(|| LoadError::Msg(format!("manifest {} has no config", chosen.digest)))?;
+        .ok_or_else(|| LoadError::Msg(format!("manifest {} has no config", d.digest)))?;
     let config = layout_blob(dir, config_desc, "config")?;
     let layers = parsed
         .layers
         .iter()
-        .map(|d| layout_blob(dir, d, "layer"))
+        .map(|l| layout_blob(dir, l, "layer"))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((bytes, media_type, config, layers))
+    Ok(PlatformManifest {
+        digest: d.digest.clone(),
+        media_type,
+        manifest: bytes,
+        platform: None,
+        config,
+        layers,
+    })
 }
 
 /// The blob a descriptor names, checked to be a regular file in `dir/blobs/sha256/` of the
@@ -576,7 +734,15 @@ fn load_docker_archive(tar_path: &Path, entry: &ImageEntry) -> Result<Loaded, Lo
         "layers": layers.iter().map(descriptor).collect::<Vec<_>>(),
     });
     let bytes = serde_json::to_vec(&manifest).expect("a JSON value serialises");
-    Ok((bytes, OCI_MANIFEST.to_string(), config, layers))
+    let platform = PlatformManifest {
+        digest: sha256_digest(&bytes),
+        media_type: OCI_MANIFEST.to_string(),
+        manifest: bytes.clone(),
+        platform: None,
+        config,
+        layers,
+    };
+    Ok((bytes, OCI_MANIFEST.to_string(), vec![platform]))
 }
 
 fn read_at(path: &Path, offset: u64, size: u64) -> Result<Vec<u8>> {
@@ -636,7 +802,9 @@ fn hash_layer(path: &Path, offset: u64, size: u64) -> Result<(String, &'static s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{TestImage, write_docker_archive, write_oci_layout};
+    use crate::testing::{
+        TestImage, write_docker_archive, write_oci_index_layout, write_oci_layout,
+    };
 
     fn entry(name: &str, tag: &str, path: &str) -> ImageEntry {
         ImageEntry {
@@ -654,9 +822,11 @@ mod tests {
         let loaded = load_image(dir.path(), &entry("app", "v1", "images/app")).unwrap();
         assert_eq!(loaded.manifest, img.manifest);
         assert_eq!(loaded.digest, img.digest);
-        assert_eq!(loaded.layers.len(), 2);
-        assert_eq!(loaded.layers[1].read_to_vec().unwrap(), img.layers[1]);
-        assert_eq!(loaded.config.read_to_vec().unwrap(), img.config);
+        assert!(!loaded.is_index());
+        let p = &loaded.platforms[0];
+        assert_eq!(p.layers.len(), 2);
+        assert_eq!(p.layers[1].read_to_vec().unwrap(), img.layers[1]);
+        assert_eq!(p.config.read_to_vec().unwrap(), img.config);
     }
 
     #[test]
@@ -674,31 +844,102 @@ mod tests {
     }
 
     #[test]
-    fn a_multi_platform_index_is_refused_clearly() {
+    fn a_multi_platform_index_loads_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let amd = TestImage::for_platform("app", "amd64", &[b"shared", b"amd64 only"]);
+        let arm = TestImage::for_platform("app", "arm64", &[b"shared", b"arm64 only"]);
+        let layout = dir.path().join("l");
+        let index = write_oci_index_layout(&layout, &[&amd, &arm], "v1").unwrap();
+        let loaded = load_image(dir.path(), &entry("app", "v1", "l")).unwrap();
+        assert!(loaded.is_index());
+        assert_eq!(loaded.media_type, OCI_INDEX);
+        assert_eq!(loaded.manifest, index);
+        assert_eq!(loaded.digest, sha256_digest(&index));
+        let platforms: Vec<_> = loaded
+            .children()
+            .iter()
+            .map(|p| (p.platform.clone().unwrap(), p.digest.clone()))
+            .collect();
+        assert_eq!(
+            platforms,
+            vec![
+                ("linux/amd64".to_string(), amd.digest.clone()),
+                ("linux/arm64".to_string(), arm.digest.clone())
+            ]
+        );
+        assert_eq!(loaded.platforms[1].manifest, arm.manifest);
+        assert_eq!(
+            loaded.platforms[1].config.read_to_vec().unwrap(),
+            arm.config
+        );
+        // The shared layer is one blob: 2 configs + 3 distinct layers.
+        assert_eq!(loaded.blobs().len(), 5);
+        assert_eq!(
+            loaded.child_tags("9.0-v1"),
+            vec![
+                "9.0-v1-linux-amd64".to_string(),
+                "9.0-v1-linux-arm64".to_string()
+            ]
+        );
+
+        // A child manifest missing from the layout is named.
+        std::fs::remove_file(
+            layout
+                .join("blobs/sha256")
+                .join(sha256_hex(&arm.digest).unwrap()),
+        )
+        .unwrap();
+        let err = load_image(dir.path(), &entry("app", "v1", "l"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(sha256_hex(&arm.digest).unwrap()), "{err}");
+    }
+
+    #[test]
+    fn nested_indexes_and_children_without_platform_are_handled() {
         let dir = tempfile::tempdir().unwrap();
         let img = TestImage::new("app", &[b"x"]);
         let layout = dir.path().join("l");
         write_oci_layout(&layout, &[(&img, "v1")]).unwrap();
-        let index = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [{"mediaType": OCI_MANIFEST, "digest": img.digest, "size": img.manifest.len()}],
-        }))
-        .unwrap();
-        let d = sha256_digest(&index);
-        std::fs::write(
-            layout.join("blobs/sha256").join(sha256_hex(&d).unwrap()),
-            &index,
-        )
-        .unwrap();
-        let top = serde_json::json!({"schemaVersion": 2, "manifests": [
-            {"mediaType": OCI_INDEX, "digest": d, "size": index.len()}]});
-        std::fs::write(layout.join("index.json"), top.to_string()).unwrap();
+        let put = |v: &serde_json::Value| {
+            let b = serde_json::to_vec(v).unwrap();
+            let d = sha256_digest(&b);
+            std::fs::write(
+                layout.join("blobs/sha256").join(sha256_hex(&d).unwrap()),
+                &b,
+            )
+            .unwrap();
+            (d, b.len())
+        };
+        // Two children without a platform: tagged by position.
+        let (inner, inner_len) = put(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": img.digest, "size": img.manifest.len()},
+            {"mediaType": OCI_MANIFEST, "digest": img.digest, "size": img.manifest.len()},
+        ]}));
+        let top = |d: &str, n: usize| {
+            serde_json::json!({"schemaVersion": 2, "manifests": [
+                {"mediaType": OCI_INDEX, "digest": d, "size": n,
+                 "annotations": {"org.opencontainers.image.ref.name": "v1"}}]})
+            .to_string()
+        };
+        std::fs::write(layout.join("index.json"), top(&inner, inner_len)).unwrap();
+        let loaded = load_image(dir.path(), &entry("app", "v1", "l")).unwrap();
+        assert_eq!(
+            loaded.child_tags("v"),
+            vec!["v-1".to_string(), "v-2".to_string()]
+        );
+        // An index inside an index is refused, naming it.
+        let (outer, outer_len) = put(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_INDEX, "digest": inner, "size": inner_len}]}));
+        std::fs::write(layout.join("index.json"), top(&outer, outer_len)).unwrap();
         let err = load_image(dir.path(), &entry("app", "v1", "l"))
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("image app:v1") && err.contains("image index"),
+            err.contains("image app:v1") && err.contains("inside an image index"),
             "{err}"
         );
     }
@@ -738,12 +979,14 @@ mod tests {
         let two = load_image(dir.path(), &e).unwrap();
         assert_eq!(one.digest, two.digest);
         assert_eq!(one.manifest, two.manifest);
-        assert_eq!(one.layers[0].digest, sha256_digest(&img.layers[0]));
-        assert_eq!(one.layers[0].media_type, OCI_LAYER_TAR);
-        assert_eq!(one.layers[1].read_to_vec().unwrap(), img.layers[1]);
-        assert_eq!(one.config.read_to_vec().unwrap(), img.config);
+        let p = &one.platforms[0];
+        assert_eq!(p.digest, one.digest);
+        assert_eq!(p.layers[0].digest, sha256_digest(&img.layers[0]));
+        assert_eq!(p.layers[0].media_type, OCI_LAYER_TAR);
+        assert_eq!(p.layers[1].read_to_vec().unwrap(), img.layers[1]);
+        assert_eq!(p.config.read_to_vec().unwrap(), img.config);
         assert!(matches!(
-            one.layers[0].location,
+            p.layers[0].location,
             BlobLocation::TarEntry { .. }
         ));
     }

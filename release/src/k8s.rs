@@ -17,9 +17,11 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+/// A connection to a cluster's API server.
+pub use kube::Client;
+use kube::Config;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -53,6 +55,8 @@ pub struct ReplicaState {
     pub available: i32,
     /// Replicas running the current pod template (`status.updatedReplicas`).
     pub updated: i32,
+    /// Pods the deployment has that are not terminating (`status.replicas`).
+    pub current: i32,
 }
 
 /// First and last pause between two polls of [`DeploymentRef::wait_ready`].
@@ -146,9 +150,12 @@ impl DeploymentRef {
         Ok(())
     }
 
-    /// Waits until at least `replicas` replicas are ready, polling (250 ms doubling to 2 s).
-    /// Returns the state that satisfied it; after `timeout`, an error saying how many were
-    /// expected and how many were ready.
+    /// Waits until at least `replicas` replicas are ready and, when the spec asks for no
+    /// more than `replicas` (a scale-down), until the surplus pods are gone: the deployment
+    /// counts no more than `replicas` pods and none of the pods its selector selects is
+    /// terminating (a pod being deleted still serves, or still holds its volume, until it
+    /// ends). Polls (250 ms doubling to 2 s). Returns the state that satisfied it; after
+    /// `timeout`, an error saying what was expected and what was found.
     pub async fn wait_ready(
         &self,
         client: &Client,
@@ -162,22 +169,40 @@ impl DeploymentRef {
         ));
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = POLL_FIRST;
+        let mut said_terminating = false;
         loop {
-            let state = self.replicas(client).await?;
+            let deployment = self.get(client).await?;
+            let state = replica_state(&deployment);
+            let mut terminating = 0;
             if state.ready >= replicas {
-                progress.info(&format!(
-                    "{} {} replicas ready (expected {replicas})",
-                    state.ready, self.name
-                ));
-                return Ok(state);
+                if state.spec > replicas {
+                    // More are wanted than we wait for: the extra pods are not surplus.
+                    return self.ready(state, replicas, progress);
+                }
+                if state.current <= replicas {
+                    terminating = self.terminating_pods(client, &deployment).await?;
+                    if terminating == 0 {
+                        return self.ready(state, replicas, progress);
+                    }
+                    if !said_terminating {
+                        progress.info(&format!(
+                            "Waiting for {terminating} surplus {} pods to terminate...",
+                            self.name
+                        ));
+                        said_terminating = true;
+                    }
+                }
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
+                let surplus = (state.current - replicas).max(0) + terminating as i32;
                 return Err(Error::Kube {
                     object: self.object(),
                     message: format!(
-                        "timed out after {}s waiting for replicas: expected {replicas} ready, \
-                         {} ready ({} wanted by the spec, {} available, {} updated)",
+                        "timed out after {}s waiting for replicas: expected {replicas} ready \
+                         and no surplus pod, {} ready, {surplus} surplus pods not yet gone ({} \
+                         wanted by the spec, {} available, {} updated, {terminating} \
+                         terminating)",
                         timeout.as_secs_f64(),
                         state.ready,
                         state.spec,
@@ -189,6 +214,41 @@ impl DeploymentRef {
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(POLL_MAX);
         }
+    }
+
+    fn ready(
+        &self,
+        state: ReplicaState,
+        replicas: i32,
+        progress: &dyn Progress,
+    ) -> Result<ReplicaState> {
+        progress.info(&format!(
+            "{} {} replicas ready (expected {replicas})",
+            state.ready, self.name
+        ));
+        Ok(state)
+    }
+
+    /// The pods the deployment's selector selects that are being deleted.
+    async fn terminating_pods(&self, client: &Client, deployment: &Deployment) -> Result<usize> {
+        let selector = deployment
+            .spec
+            .as_ref()
+            .map(|s| label_selector_query(&s.selector))
+            .unwrap_or_default();
+        if selector.is_empty() {
+            return Ok(0);
+        }
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
+        let list = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_some())
+            .count())
     }
 
     /// The pod IPs of the deployment's ready replicas, sorted: the pods its
@@ -279,6 +339,7 @@ pub fn replica_state(deployment: &Deployment) -> ReplicaState {
         ready: count(|s| s.ready_replicas),
         available: count(|s| s.available_replicas),
         updated: count(|s| s.updated_replicas),
+        current: count(|s| s.replicas),
     }
 }
 
@@ -468,7 +529,8 @@ mod tests {
                 spec: 3,
                 ready: 0,
                 available: 1,
-                updated: 3
+                updated: 3,
+                current: 3
             }
         );
     }
@@ -553,7 +615,8 @@ mod loopback {
                 spec: 1,
                 ready: 1,
                 available: 1,
-                updated: 1
+                updated: 1,
+                current: 1
             }
         );
 
@@ -659,7 +722,10 @@ mod loopback {
             text.starts_with("kubernetes cm/lir-data: timed out"),
             "{text}"
         );
-        assert!(text.contains("expected 2 ready, 1 ready"), "{text}");
+        assert!(
+            text.contains("expected 2 ready and no surplus pod, 1 ready"),
+            "{text}"
+        );
         // Polled more than once, read only.
         let gets = fake
             .requests()
@@ -668,6 +734,55 @@ mod loopback {
             .count();
         assert!(gets >= 2, "{gets}");
         assert_eq!(fake.writes().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_scale_down_waits_for_the_surplus_pods_to_terminate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fake, lir) = setup(&dir);
+        let client = lir.client().await.unwrap();
+        lir.scale(&client, 3).await.unwrap();
+        lir.wait_ready(&client, 3, Duration::from_secs(30), &crate::NoProgress)
+            .await
+            .unwrap();
+        // Pods take 1.5 s to terminate after the scale-down.
+        fake.set_termination_delay(Some(Duration::from_millis(1500)));
+        lir.scale(&client, 1).await.unwrap();
+        assert_eq!(fake.terminating_pods("cm"), 2);
+        let lines = Lines(Mutex::new(Vec::new()));
+        let state = lir
+            .wait_ready(&client, 1, Duration::from_secs(30), &lines)
+            .await
+            .unwrap();
+        assert_eq!((state.spec, state.current), (1, 1));
+        // It returned only once the surplus pods were gone, having said it waited for them.
+        assert_eq!(fake.terminating_pods("cm"), 0);
+        assert_eq!(lir.replica_endpoints(&client).await.unwrap().len(), 1);
+        let lines = lines.0.into_inner().unwrap();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l == "Waiting for 2 surplus lir-data pods to terminate..."),
+            "{lines:#?}"
+        );
+
+        // Pods that never end: the wait is bounded by the timeout, and says why.
+        lir.scale(&client, 2).await.unwrap();
+        lir.wait_ready(&client, 2, Duration::from_secs(30), &crate::NoProgress)
+            .await
+            .unwrap();
+        fake.set_termination_delay(Some(Duration::from_secs(3600)));
+        lir.scale(&client, 1).await.unwrap();
+        let err = lir
+            .wait_ready(&client, 1, Duration::from_millis(800), &crate::NoProgress)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("timed out") && err.contains("1 surplus pods not yet gone"),
+            "{err}"
+        );
+        assert!(err.contains("1 terminating"), "{err}");
     }
 
     #[tokio::test]

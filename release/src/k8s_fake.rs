@@ -22,9 +22,12 @@
 //! Scaling creates or removes the deployment's pods at once; a new pod is Running with a pod
 //! IP (`10.88.0.N`, N from 8 upward, so that numeric and text order differ) and becomes
 //! Ready=True after the ready delay (default 200 ms; [`FakeApiServer::set_ready_delay`]).
-//! Pods are listed by name, as the API server does. Not modelled: admission, defaulting,
-//! rollouts, terminating pods, watches, pagination, RBAC, resourceVersion semantics beyond
-//! the PUT conflict check.
+//! Pods are listed by name, as the API server does. On a scale-down the surplus pods (newest
+//! first) go at once, or, with a termination delay ([`FakeApiServer::set_termination_delay`]),
+//! are marked terminating (`metadata.deletionTimestamp`, left out of the deployment's status
+//! counts as the ReplicaSet controller does) and removed when the delay has passed. Not
+//! modelled: admission, defaulting, rollouts, watches, pagination, RBAC, resourceVersion
+//! semantics beyond the PUT conflict check.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -77,6 +80,8 @@ struct Shared {
 
 struct FakeState {
     ready_delay: Option<Duration>,
+    /// How long a deleted pod takes to terminate (`None`: it goes at once).
+    termination_delay: Option<Duration>,
     deployments: BTreeMap<(String, String), FakeDeployment>,
     pods: Vec<FakePod>,
     requests: Vec<RecordedRequest>,
@@ -103,11 +108,15 @@ struct FakePod {
     ip: Option<IpAddr>,
     /// When it becomes Ready; `None`: never.
     ready_at: Option<Instant>,
+    /// Since when it is terminating, and when it will be gone.
+    terminating: Option<(std::time::SystemTime, Instant)>,
 }
 
 impl FakePod {
     fn ready(&self, now: Instant) -> bool {
-        self.phase == "Running" && self.ready_at.is_some_and(|t| t <= now)
+        self.terminating.is_none()
+            && self.phase == "Running"
+            && self.ready_at.is_some_and(|t| t <= now)
     }
 }
 
@@ -127,6 +136,7 @@ impl FakeApiServer {
             token: format!("fake-{}-{}-{nanos:08x}", std::process::id(), addr.port()),
             state: Mutex::new(FakeState {
                 ready_delay: Some(Duration::from_millis(200)),
+                termination_delay: None,
                 deployments: BTreeMap::new(),
                 pods: Vec::new(),
                 requests: Vec::new(),
@@ -190,6 +200,22 @@ impl FakeApiServer {
         self.state().ready_delay = delay;
     }
 
+    /// How long pods deleted from now on take to terminate; `None` (the default): they go at
+    /// once.
+    pub fn set_termination_delay(&self, delay: Option<Duration>) {
+        self.state().termination_delay = delay;
+    }
+
+    /// The pods of `namespace` being deleted now.
+    pub fn terminating_pods(&self, namespace: &str) -> usize {
+        let mut st = self.state();
+        st.purge_terminated();
+        st.pods
+            .iter()
+            .filter(|p| p.namespace == namespace && p.terminating.is_some())
+            .count()
+    }
+
     /// Adds a deployment whose labels are also its selector's `matchLabels` and its pods'
     /// labels, with `replicas` pods (which become ready after the ready delay).
     pub fn add_deployment(
@@ -238,6 +264,7 @@ impl FakeApiServer {
             phase: phase.into(),
             ip,
             ready_at: ready.then(Instant::now),
+            terminating: None,
         });
     }
 
@@ -330,11 +357,21 @@ impl FakeState {
             return;
         };
         let (want, labels) = (d.replicas.max(0) as usize, d.labels.clone());
-        let owned = |p: &FakePod| p.namespace == namespace && p.owner.as_deref() == Some(name);
+        let owned = |p: &FakePod| {
+            p.namespace == namespace && p.owner.as_deref() == Some(name) && p.terminating.is_none()
+        };
         let mut have = self.pods.iter().filter(|p| owned(p)).count();
         while have > want {
             let last = self.pods.iter().rposition(owned).expect("an owned pod");
-            self.pods.remove(last);
+            match self.termination_delay {
+                Some(d) => {
+                    self.pods[last].terminating =
+                        Some((std::time::SystemTime::now(), Instant::now() + d));
+                }
+                None => {
+                    self.pods.remove(last);
+                }
+            }
             have -= 1;
         }
         while have < want {
@@ -363,9 +400,17 @@ impl FakeState {
                     octet,
                 ))),
                 ready_at: self.ready_delay.map(|d| Instant::now() + d),
+                terminating: None,
             });
             have += 1;
         }
+    }
+
+    /// Removes the terminating pods whose time has come.
+    fn purge_terminated(&mut self) {
+        let now = Instant::now();
+        self.pods
+            .retain(|p| p.terminating.is_none_or(|(_, gone)| gone > now));
     }
 
     fn deployment_json(&self, namespace: &str, name: &str, d: &FakeDeployment) -> Value {
@@ -373,7 +418,11 @@ impl FakeState {
         let pods: Vec<&FakePod> = self
             .pods
             .iter()
-            .filter(|p| p.namespace == namespace && p.owner.as_deref() == Some(name))
+            .filter(|p| {
+                p.namespace == namespace
+                    && p.owner.as_deref() == Some(name)
+                    && p.terminating.is_none()
+            })
             .collect();
         let ready = pods.iter().filter(|p| p.ready(now)).count();
         let mut status = json!({
@@ -425,10 +474,20 @@ impl FakeState {
             status["podIP"] = json!(ip.to_string());
             status["podIPs"] = json!([{ "ip": ip.to_string() }]);
         }
+        let mut metadata = json!({ "name": p.name, "namespace": p.namespace, "labels": p.labels });
+        if let Some((since, _)) = p.terminating {
+            let since = time::OffsetDateTime::from(since)
+                .replace_nanosecond(0)
+                .unwrap_or_else(|_| time::OffsetDateTime::from(since))
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            metadata["deletionTimestamp"] = json!(since);
+            metadata["deletionGracePeriodSeconds"] = json!(30);
+        }
         json!({
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": { "name": p.name, "namespace": p.namespace, "labels": p.labels },
+            "metadata": metadata,
             "spec": { "containers": [ { "name": "registry", "image": "registry:2" } ] },
             "status": status,
         })
@@ -510,6 +569,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .map(str::to_string);
     let path = parts.uri.path().to_string();
     let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    st.purge_terminated();
     st.requests.push(RecordedRequest {
         method: parts.method.to_string(),
         path: path.clone(),

@@ -79,6 +79,12 @@ pub trait Progress: Send + Sync {
     fn percent(&self, step: Step, percent: u8, detail: &str);
     /// A line for the log (what was done, what was skipped).
     fn info(&self, message: &str);
+    /// Bytes moved so far in the current step (downloading, pushing, replicating) and the
+    /// total when known, for live displays (a terminal's progress bar). Called often; the
+    /// default ignores it.
+    fn bytes(&self, _step: Step, _done: u64, _total: Option<u64>) {}
+    /// Items (images) done so far in the current step, of `total`. The default ignores it.
+    fn items(&self, _step: Step, _done: u64, _total: u64) {}
 }
 
 /// Progress that goes nowhere (tests, checks).

@@ -15,6 +15,7 @@
 //! ca_file = "/etc/tenet/lir-ca.pem"                            # extra CA for https sources/registries
 //! rsync_password_file = "/etc/tenet/rsync.secret"
 //! work_dir = "/var/lib/tenet/release/work"                     # default <var>/release/work
+//! keep = { releases = 2, bytes = 10737418240 }                 # kept downloads (default 2, no byte cap)
 //! [release.k8s]                                                # scale lir-data during operations
 //! namespace = "cm"
 //! deployment = "lir-data"
@@ -23,6 +24,8 @@
 //! timeout = 300
 //! registry_template = "http://{ip}:5000"                       # replicas found by pod IP
 //! file_store_template = "rsync://{ip}:8873/lir-data/lir-f"
+//! registry_username = "lir"                                    # replica registries' credentials
+//! registry_password_file = "/etc/tenet/lir.password"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -123,6 +126,41 @@ pub struct K8sSettings {
     /// A file store per replica pod, `{ip}` replaced by the pod IP.
     #[serde(default)]
     pub file_store_template: Option<String>,
+    /// The user name for the replica registries (HTTP Basic or token realm), with
+    /// `registry_password_file`.
+    #[serde(default)]
+    pub registry_username: Option<String>,
+    /// The file holding the replica registries' password (its first line; never logged).
+    #[serde(default)]
+    pub registry_password_file: Option<String>,
+}
+
+/// How much of what was downloaded is kept after a successful add, so that a re-fix after
+/// drift pushes from disk instead of downloading again: the verified squashfs, its
+/// signature and the release's files, per version, newest first while both bounds hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepSettings {
+    /// The most releases kept (default 2; 0 keeps nothing, the work dir is removed).
+    #[serde(default = "default_keep_releases")]
+    pub releases: u32,
+    /// The most bytes kept in all (default: no limit); a release larger than this alone is
+    /// not kept.
+    #[serde(default)]
+    pub bytes: Option<u64>,
+}
+
+impl Default for KeepSettings {
+    fn default() -> Self {
+        KeepSettings {
+            releases: default_keep_releases(),
+            bytes: None,
+        }
+    }
+}
+
+fn default_keep_releases() -> u32 {
+    2
 }
 
 fn default_timeout() -> u64 {
@@ -154,6 +192,9 @@ pub struct ReleaseSettings {
     /// lir-data scaling and replica discovery.
     #[serde(default)]
     pub k8s: Option<K8sSettings>,
+    /// What is kept of a release after a successful add (default: the last 2 releases).
+    #[serde(default)]
+    pub keep: Option<KeepSettings>,
 }
 
 /// A `release` rule: a variable of class `release`.
@@ -217,6 +258,8 @@ pub struct ReleaseSpec {
     pub work_dir: PathBuf,
     /// Scaling and discovery.
     pub k8s: Option<K8sSettings>,
+    /// What is kept after a successful add.
+    pub keep: KeepSettings,
 }
 
 impl ReleaseSpec {
@@ -305,6 +348,12 @@ impl ReleaseRule {
             if k.replicas < 0 {
                 return Err(bad("k8s.replicas", "must be 0 or more".into()));
             }
+            if k.registry_username.is_some() != k.registry_password_file.is_some() {
+                return Err(bad(
+                    "k8s.registry_username",
+                    "registry_username and registry_password_file go together".into(),
+                ));
+            }
             for (field, t) in [
                 ("k8s.registry_template", &k.registry_template),
                 ("k8s.file_store_template", &k.file_store_template),
@@ -379,8 +428,13 @@ impl ReleaseRule {
                     .kubeconfig
                     .as_deref()
                     .map(|p| under(p).to_string_lossy().into_owned());
+                k.registry_password_file = k
+                    .registry_password_file
+                    .as_deref()
+                    .map(|p| under(p).to_string_lossy().into_owned());
                 k
             }),
+            keep: settings.keep.unwrap_or_default(),
         })
     }
 }
@@ -504,6 +558,53 @@ file_stores = ["rsync://h:873/m"]"#,
             Some(root.path().join("etc/kube.conf").display().to_string())
         );
         assert_eq!(spec.work_dir, Path::new("/var/t/release/work"));
+        assert_eq!(spec.keep, KeepSettings::default());
+        assert_eq!(spec.keep.releases, 2);
+    }
+
+    #[test]
+    fn keep_and_replica_credentials_are_read() {
+        let root = Path::new("/r");
+        let s = settings(
+            r#"[release]
+registries = ["http://127.0.0.1:5000"]
+keep = { releases = 1, bytes = 5000000000 }
+[release.k8s]
+namespace = "cm"
+deployment = "lir-data"
+replicas = 3
+registry_template = "https://{ip}:5000"
+registry_username = "lir"
+registry_password_file = "/etc/tenet/lir.password"
+"#,
+        );
+        let spec = rule("version = \"1\"\nstate = \"absent\"")
+            .resolve(&s, Path::new("/var/t"), root)
+            .unwrap();
+        assert_eq!(
+            spec.keep,
+            KeepSettings {
+                releases: 1,
+                bytes: Some(5_000_000_000)
+            }
+        );
+        let k = spec.k8s.unwrap();
+        assert_eq!(k.registry_username.as_deref(), Some("lir"));
+        assert_eq!(
+            k.registry_password_file.as_deref(),
+            Some("/r/etc/tenet/lir.password")
+        );
+        // Unknown keep fields are refused, naming the section.
+        let err = settings_from_config(
+            &"[release]\nkeep = { release = 1 }\n".parse().unwrap(),
+            "node.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("node.toml: [release]") && err.contains("release"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -579,6 +680,10 @@ file_stores = ["rsync://h:873/m"]"#,
             (
                 "version = \"1\"\nstate = \"absent\"\nk8s = { namespace = \"cm\", deployment = \"d\", replicas = 1, registry_template = \"http://x:5000\" }",
                 "k8s.registry_template",
+            ),
+            (
+                "version = \"1\"\nstate = \"absent\"\nk8s = { namespace = \"cm\", deployment = \"d\", replicas = 1, registry_template = \"http://{ip}:5000\", registry_username = \"u\" }",
+                "k8s.registry_username",
             ),
         ] {
             let err = rule(text)

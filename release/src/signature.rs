@@ -256,10 +256,9 @@ fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
 
     fn openssl(dir: &Path, args: &[&str]) {
-        let out = Command::new("openssl")
+        let out = crate::testing::tool("openssl")
             .args(args)
             .current_dir(dir)
             .output()

@@ -56,7 +56,22 @@ pub struct PushedImage {
     pub tag: String,
     /// The version tag (`<version>-<tag>`).
     pub version_tag: String,
-    /// The manifest digest both tags resolve to.
+    /// The manifest digest both tags resolve to (the index's, for a multi-platform image).
+    pub digest: String,
+    /// For a multi-platform image: the manifests its index lists, each under its own tag.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PushedPlatform>,
+}
+
+/// One manifest of a multi-platform image's index, as pushed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PushedPlatform {
+    /// `os/architecture[/variant]`, when the index says.
+    #[serde(default)]
+    pub platform: Option<String>,
+    /// Its tag (`<version>-<tag>-linux-arm64`), which keeps it from garbage collection.
+    pub tag: String,
+    /// Its manifest digest.
     pub digest: String,
 }
 

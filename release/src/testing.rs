@@ -9,13 +9,15 @@
 //! is possible; start retries once on another port).
 
 use std::io::Write;
+
+use base64::Engine as _;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::image::{OCI_CONFIG, OCI_LAYER_TAR, OCI_MANIFEST, sha256_digest, sha256_hex};
+use crate::image::{OCI_CONFIG, OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST, sha256_digest, sha256_hex};
 
 /// The Debian package that provides each external program the tests run.
 const TOOL_PACKAGES: &[(&str, &str)] = &[
@@ -31,6 +33,7 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("mount", "mount"),
     ("dpkg-deb", "dpkg"),
     ("python3", "python3"),
+    ("script", "bsdutils"),
 ];
 
 /// A `Command` for an external program a test needs. When the program is not on `PATH` the
@@ -146,6 +149,28 @@ impl RegistryProcess {
         Ok(r)
     }
 
+    /// Starts a registry on a free port (plain HTTP) whose `auth: token` trusts `token`'s
+    /// signing certificate (`rootcertbundle`) and sends clients to its realm.
+    pub fn start_with_token(token: &TokenServer) -> Result<RegistryProcess> {
+        Self::start_at_with_token(Ipv4Addr::LOCALHOST, None, token)
+    }
+
+    /// [`RegistryProcess::start_with_token`] on `ip` and `port` (a free one when `None`).
+    pub fn start_at_with_token(
+        ip: Ipv4Addr,
+        port: Option<u16>,
+        token: &TokenServer,
+    ) -> Result<RegistryProcess> {
+        let auth = format!(
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            token.realm(),
+            TokenServer::SERVICE,
+            TokenServer::ISSUER,
+            token.certificate().display()
+        );
+        Self::start_with(ip, port, &auth)
+    }
+
     fn start_once(ip: Ipv4Addr, port: Option<u16>) -> Result<RegistryProcess> {
         Self::start_with(ip, port, "")
     }
@@ -225,6 +250,316 @@ impl RegistryProcess {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
+
+    /// The access log lines so far (`127.0.0.1 - - [...] "PUT /v2/... HTTP/1.1" 201 ...`).
+    pub fn access_log(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("\" ") && l.contains(" HTTP/1.1\" "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The blob uploads the registry completed so far (one `PUT .../blobs/uploads/...`
+    /// answered 201 per blob), as access log lines.
+    pub fn blob_uploads(&self) -> Vec<String> {
+        self.access_log()
+            .into_iter()
+            .filter(|l| {
+                l.contains("\"PUT /v2/") && l.contains("/blobs/uploads/") && l.contains("\" 201 ")
+            })
+            .collect()
+    }
+
+    /// The cross-repository mounts the registry completed so far (`POST ...?mount=...`
+    /// answered 201), as access log lines.
+    pub fn blob_mounts(&self) -> Vec<String> {
+        self.access_log()
+            .into_iter()
+            .filter(|l| l.contains("\"POST /v2/") && l.contains("mount=") && l.contains("\" 201 "))
+            .collect()
+    }
+}
+
+/// One request a [`TokenServer`] answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// The `scope` values asked for.
+    pub scopes: Vec<String>,
+    /// Whether it carried the right credentials.
+    pub authenticated: bool,
+    /// The HTTP status answered.
+    pub status: u16,
+}
+
+struct TokenState {
+    requests: Vec<TokenRequest>,
+    tokens: Vec<String>,
+}
+
+/// A token server for the distribution token protocol on 127.0.0.1, as a registry's
+/// `auth.token.realm`: `GET /token?service=...&scope=...` with the right HTTP Basic
+/// credentials gets a JWT (ES256, signed with a P-256 key whose self-signed certificate,
+/// made by the real `openssl`, is in the `x5c` header and is the registry's
+/// `rootcertbundle`) granting every action asked for; without them, or with wrong ones, a
+/// 401. Stops when dropped.
+pub struct TokenServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    state: std::sync::Arc<std::sync::Mutex<TokenState>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TokenServer {
+    /// The registry's service name (the tokens' audience).
+    pub const SERVICE: &'static str = "tenet-test-registry";
+    /// The tokens' issuer.
+    pub const ISSUER: &'static str = "tenet-test-issuer";
+
+    /// Starts a token server accepting `username` / `password`.
+    pub fn start(username: &str, password: &str) -> Result<TokenServer> {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let key = dir.path().join("token.key");
+        let cert = dir.path().join("token.crt");
+        let der_key = dir.path().join("token.p8");
+        let der_cert = dir.path().join("token.der");
+        must(
+            tool("openssl")
+                .args(["genpkey", "-algorithm", "EC"])
+                .args(["-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+                .arg(&key),
+        )?;
+        must(
+            tool("openssl")
+                .args(["req", "-x509", "-new", "-key"])
+                .arg(&key)
+                .args(["-subj", "/CN=tenet test token signer", "-days", "2", "-out"])
+                .arg(&cert),
+        )?;
+        must(
+            tool("openssl")
+                .args(["pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-in"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&der_key),
+        )?;
+        must(
+            tool("openssl")
+                .args(["x509", "-outform", "DER", "-in"])
+                .arg(&cert)
+                .arg("-out")
+                .arg(&der_cert),
+        )?;
+        let pkcs8 = std::fs::read(&der_key).map_err(|e| Error::io(&der_key, e))?;
+        let signer = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
+            .map_err(|e| command_error("token key", e.to_string()))?;
+        let x5c = base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(&der_cert).map_err(|e| Error::io(&der_cert, e))?);
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1:0", e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| Error::io("127.0.0.1:0", e))?
+            .port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(TokenState {
+            requests: Vec::new(),
+            tokens: Vec::new(),
+        }));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        );
+        let shared = std::sync::Arc::new((signer, x5c, expected, username.to_string()));
+        let (st, halt) = (state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if halt.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (st, shared) = (st.clone(), shared.clone());
+                std::thread::spawn(move || {
+                    let (signer, x5c, expected, user) = &*shared;
+                    let _ = serve_token(conn, &st, signer, x5c, expected, user);
+                });
+            }
+        });
+        Ok(TokenServer {
+            port,
+            dir,
+            state,
+            stop,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/token`.
+    pub fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    /// The signing certificate (PEM), the registry's `rootcertbundle`.
+    pub fn certificate(&self) -> PathBuf {
+        self.dir.path().join("token.crt")
+    }
+
+    /// Every request answered so far.
+    pub fn requests(&self) -> Vec<TokenRequest> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .requests
+            .clone()
+    }
+
+    /// Every token issued so far (to check that none leaks into outputs).
+    pub fn tokens(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tokens
+            .clone()
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(())
+                {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn b64url(data: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+fn serve_token(
+    mut conn: TcpStream,
+    state: &std::sync::Mutex<TokenState>,
+    signer: &aws_lc_rs::signature::EcdsaKeyPair,
+    x5c: &str,
+    expected: &str,
+    user: &str,
+) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut authorization = None;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':')
+            && k.trim().eq_ignore_ascii_case("authorization")
+        {
+            authorization = Some(v.trim().to_string());
+        }
+    }
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let scopes: Vec<String> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "scope")
+        .map(|(_, v)| percent_decode(v))
+        .collect();
+    let authenticated = authorization.as_deref() == Some(expected);
+    let (status, body) = if path != "/token" {
+        (404, r#"{"details":"not found"}"#.to_string())
+    } else if !authenticated {
+        (401, r#"{"details":"authentication required"}"#.to_string())
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let access: Vec<serde_json::Value> = scopes
+            .iter()
+            .filter_map(|s| {
+                let mut parts = s.splitn(3, ':');
+                let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                Some(serde_json::json!({
+                    "type": kind, "name": name,
+                    "actions": actions.split(',').collect::<Vec<_>>(),
+                }))
+            })
+            .collect();
+        let n = state.lock().unwrap_or_else(|p| p.into_inner()).tokens.len();
+        let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [x5c]});
+        let claims = serde_json::json!({
+            "iss": TokenServer::ISSUER, "sub": user, "aud": TokenServer::SERVICE,
+            "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("tenet-test-{n}"),
+            "access": access,
+        });
+        let signing_input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let sig = signer
+            .sign(&rng, signing_input.as_bytes())
+            .map_err(|_| std::io::Error::other("signing"))?;
+        let token = format!("{signing_input}.{}", b64url(sig.as_ref()));
+        state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tokens
+            .push(token.clone());
+        (
+            200,
+            serde_json::json!({"token": token, "access_token": token, "expires_in": 300})
+                .to_string(),
+        )
+    };
+    state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .requests
+        .push(TokenRequest {
+            scopes,
+            authenticated,
+            status,
+        });
+    let reason = match status {
+        200 => "OK",
+        401 => "Unauthorized",
+        _ => "Not Found",
+    };
+    write!(
+        conn,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    conn.flush()
 }
 
 impl Drop for RegistryProcess {
@@ -312,6 +647,8 @@ impl Drop for RsyncDaemon {
 /// image (so two images with the same layers still differ), the manifest is OCI.
 #[derive(Debug, Clone)]
 pub struct TestImage {
+    /// The architecture its config names (`amd64`, `arm64`).
+    pub architecture: String,
     /// The config blob.
     pub config: Vec<u8>,
     /// The layer blobs (uncompressed tars).
@@ -337,11 +674,16 @@ pub fn tar_layer(content: &[u8]) -> Vec<u8> {
 }
 
 impl TestImage {
-    /// An image named `label` whose layers are tars of `contents`.
+    /// An image named `label` whose layers are tars of `contents` (linux/amd64).
     pub fn new(label: &str, contents: &[&[u8]]) -> TestImage {
+        Self::for_platform(label, "amd64", contents)
+    }
+
+    /// An image named `label` for linux/`architecture` whose layers are tars of `contents`.
+    pub fn for_platform(label: &str, architecture: &str, contents: &[&[u8]]) -> TestImage {
         let layers: Vec<Vec<u8>> = contents.iter().map(|c| tar_layer(c)).collect();
         let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": "amd64",
+            "architecture": architecture,
             "os": "linux",
             "config": {"Labels": {"test.image": label}},
             "rootfs": {
@@ -360,6 +702,7 @@ impl TestImage {
         .expect("JSON");
         let digest = sha256_digest(&manifest);
         TestImage {
+            architecture: architecture.to_string(),
             config,
             layers,
             manifest,
@@ -407,6 +750,56 @@ pub fn write_oci_layout(dir: &Path, images: &[(&TestImage, &str)]) -> Result<()>
         &dir.join("index.json"),
         &serde_json::to_vec(&index).expect("JSON"),
     )
+}
+
+/// Writes an OCI image layout at `dir` holding one multi-platform image: an OCI image index
+/// listing `images` (each with its `linux/<architecture>` platform), annotated with `tag` in
+/// `index.json`, as `skopeo copy --all` or `buildx --output type=oci` write it. Returns the
+/// index bytes.
+pub fn write_oci_index_layout(dir: &Path, images: &[&TestImage], tag: &str) -> Result<Vec<u8>> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(|e| Error::io(&blobs, e))?;
+    let write =
+        |name: &Path, data: &[u8]| std::fs::write(name, data).map_err(|e| Error::io(name, e));
+    write(
+        &dir.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    let mut manifests = Vec::new();
+    for img in images {
+        for b in std::iter::once(&img.config)
+            .chain(img.layers.iter())
+            .chain(std::iter::once(&img.manifest))
+        {
+            let d = sha256_digest(b);
+            write(&blobs.join(sha256_hex(&d).expect("sha256")), b)?;
+        }
+        manifests.push(serde_json::json!({
+            "mediaType": OCI_MANIFEST,
+            "digest": img.digest,
+            "size": img.manifest.len(),
+            "platform": {"architecture": img.architecture, "os": "linux"},
+        }));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": manifests,
+    }))
+    .expect("JSON");
+    let digest = sha256_digest(&index);
+    write(&blobs.join(sha256_hex(&digest).expect("sha256")), &index)?;
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": OCI_INDEX,
+        "digest": digest,
+        "size": index.len(),
+        "annotations": {"org.opencontainers.image.ref.name": tag},
+    }]});
+    write(
+        &dir.join("index.json"),
+        &serde_json::to_vec(&top).expect("JSON"),
+    )?;
+    Ok(index)
 }
 
 /// Writes a docker-archive (`docker save` style: `<id>/layer.tar`, `<id>.json`,
@@ -465,12 +858,18 @@ pub fn write_docker_archive(path: &Path, img: &TestImage, repo_tag: &str) -> Res
     Ok(())
 }
 
+/// A multi-platform image of a test release: `(name, tag, [(architecture, layer
+/// contents)])`.
+pub type MultiPlatformImage<'a> = (&'a str, &'a str, Vec<(&'a str, Vec<Vec<u8>>)>);
+
 /// What to put in a test release.
 pub struct ReleaseRecipe<'a> {
     /// The version.
     pub version: &'a str,
     /// Images: `(name, tag, layer contents)`; equal contents give equal (shared) layers.
     pub images: Vec<(&'a str, &'a str, Vec<Vec<u8>>)>,
+    /// Multi-platform images (an OCI index in the layout).
+    pub multi_platform: Vec<MultiPlatformImage<'a>>,
     /// Files under `files/`: `(relative path, content)`.
     pub files: Vec<(&'a str, Vec<u8>)>,
     /// A symlink to put in the tree, `(path, target)` (to test refusals).
@@ -552,6 +951,21 @@ pub fn build_release(dir: &Path, recipe: &ReleaseRecipe) -> Result<BuiltRelease>
         let rel = format!("images/{}-{tag}", name.replace('/', "-"));
         let contents: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
         write_oci_layout(&tree.join(&rel), &[(&TestImage::new(name, &contents), tag)])?;
+        manifest.push_str(&format!(
+            "\n[[images]]\nname = \"{name}\"\ntag = \"{tag}\"\npath = \"{rel}\"\n"
+        ));
+    }
+    for (name, tag, platforms) in &recipe.multi_platform {
+        let rel = format!("images/{}-{tag}", name.replace('/', "-"));
+        let images: Vec<TestImage> = platforms
+            .iter()
+            .map(|(arch, layers)| {
+                let contents: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+                TestImage::for_platform(name, arch, &contents)
+            })
+            .collect();
+        let refs: Vec<&TestImage> = images.iter().collect();
+        write_oci_index_layout(&tree.join(&rel), &refs, tag)?;
         manifest.push_str(&format!(
             "\n[[images]]\nname = \"{name}\"\ntag = \"{tag}\"\npath = \"{rel}\"\n"
         ));

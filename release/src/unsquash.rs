@@ -422,10 +422,9 @@ mod tests {
     use super::*;
     use crate::progress::NoProgress;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    use std::process::Command;
 
     fn mksquashfs(src: &Path, image: &Path, extra: &[&str]) {
-        let out = Command::new("mksquashfs")
+        let out = crate::testing::tool("mksquashfs")
             .arg(src)
             .arg(image)
             .args(["-noappend", "-quiet", "-no-progress"])

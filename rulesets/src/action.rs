@@ -7,7 +7,7 @@
 //! ```text
 //! compliance check|fix|fixable|auto [--moduleset A[,B]] | [--module M[,N]] [--service SVC]
 //! pushasset
-//! release add URL --version V [--sha256 HEX]
+//! release add URL --version V [--sha256 HEX] [--force]
 //! release remove V
 //! ```
 //! A release URL is `http://` or `https://` (no `file://` from the queue), without spaces or
@@ -67,7 +67,7 @@ pub enum ActionCommand {
     },
     /// `pushasset`
     Pushasset,
-    /// `release add URL --version V [--sha256 HEX]`: make a release present.
+    /// `release add URL --version V [--sha256 HEX] [--force]`: make a release present.
     ReleaseAdd {
         /// The squashfs URL.
         source: String,
@@ -75,6 +75,8 @@ pub enum ActionCommand {
         version: String,
         /// Its sha256 (hex), when known.
         sha256: Option<String>,
+        /// Run every step even when the release is already present.
+        force: bool,
     },
     /// `release remove V`: make a release absent.
     ReleaseRemove {
@@ -150,7 +152,13 @@ fn parse_release(rest: &[&str]) -> Result<ActionCommand, CommandError> {
                     "release add {source:?}: the source must be an http:// or https:// URL"
                 )));
             }
-            let [version, sha256] = parse_options(opts, ["--version", "--sha256"])?;
+            // `--force` is the one flag (no value); it may come anywhere after the URL, once.
+            let forced = opts.iter().filter(|w| **w == "--force").count();
+            if forced > 1 {
+                return Err(err("--force given twice".into()));
+            }
+            let opts: Vec<&str> = opts.iter().copied().filter(|w| *w != "--force").collect();
+            let [version, sha256] = parse_options(&opts, ["--version", "--sha256"])?;
             let version = version.ok_or_else(|| err("release add needs --version".into()))?;
             if !valid_version(&version) {
                 return Err(err(format!("--version {version:?}: not a valid version")));
@@ -164,6 +172,7 @@ fn parse_release(rest: &[&str]) -> Result<ActionCommand, CommandError> {
                 source: source.to_string(),
                 version,
                 sha256,
+                force: forced == 1,
             })
         }
         _ => Err(err(
@@ -256,6 +265,7 @@ impl ActionCommand {
                 source,
                 version,
                 sha256,
+                force,
             } => {
                 let mut v = vec![
                     "release".to_string(),
@@ -267,6 +277,9 @@ impl ActionCommand {
                 if let Some(h) = sha256 {
                     v.push("--sha256".into());
                     v.push(h.clone());
+                }
+                if *force {
+                    v.push("--force".into());
                 }
                 v
             }
@@ -436,6 +449,10 @@ mod tests {
                 "release   remove 9999.0.0.0-1",
                 "release remove 9999.0.0.0-1",
             ),
+            (
+                "release add https://x/r.sqfs --force --version 1",
+                "release add https://x/r.sqfs --version 1 --force",
+            ),
         ] {
             let c = ActionCommand::parse(text).unwrap();
             assert_eq!(c.canonical(), canonical, "{text}");
@@ -458,6 +475,19 @@ mod tests {
                 "https://x/r.sqfs",
                 "--version",
                 "1"
+            ]
+        );
+        let c = ActionCommand::parse("release add https://x/r.sqfs --version 1 --force").unwrap();
+        assert_eq!(
+            c.args(),
+            [
+                "release",
+                "run",
+                "add",
+                "https://x/r.sqfs",
+                "--version",
+                "1",
+                "--force"
             ]
         );
         let c = ActionCommand::parse("release remove 1").unwrap();
@@ -486,7 +516,9 @@ mod tests {
             "release add https://x/r.sqfs",
             "release add https://x/r.sqfs --version ../1",
             "release add https://x/r'$(id)' --version 1",
-            "release add https://x/r.sqfs --version 1 --force",
+            "release add https://x/r.sqfs --version 1 --force --force",
+            "release add https://x/r.sqfs --version 1 --force=yes",
+            "release remove 1 --force",
             "release add https://x/r.sqfs --version 1 --sha256 abc",
             "release remove",
             "release remove 1 2",

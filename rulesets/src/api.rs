@@ -63,7 +63,8 @@ pub struct Registration {
 pub struct FactsUpdate {
     /// Asset facts and installed packages (the `nodes` and `packages` tables of filtersets).
     pub facts: NodeFacts,
-    /// TCP port of the node's notification listener (OpenSVC: `listener_port`, default 1214).
+    /// TCP port of the node's notification listener (OpenSVC: `listener_port`, default
+    /// [`DEFAULT_LISTENER_PORT`]).
     #[serde(default = "default_listener_port")]
     pub listener_port: u16,
     /// Services the node says it hosts: recorded and shown to admins, but granting nothing
@@ -72,8 +73,12 @@ pub struct FactsUpdate {
     pub services: Vec<String>,
 }
 
+/// The default TCP port of a node's notification listener (OpenSVC's `listener_port`), used by
+/// the agent when its configuration names none and by the collector when a node reported none.
+pub const DEFAULT_LISTENER_PORT: u16 = 1214;
+
 fn default_listener_port() -> u16 {
-    1214
+    DEFAULT_LISTENER_PORT
 }
 
 /// Status of a module, as the agent reports it.

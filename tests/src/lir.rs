@@ -83,6 +83,11 @@ impl FileServer {
         st.drops_done.remove(&format!("/{name}"));
     }
 
+    /// Every request received so far, whatever its path.
+    pub fn all_requests(&self) -> Vec<Request> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
     /// The requests received so far for `/name`.
     pub fn requests(&self, name: &str) -> Vec<Request> {
         let path = format!("/{name}");

@@ -33,3 +33,6 @@ mod staged_writes;
 mod root_containment;
 // Issue 12 item 1: `%%ENV:X%%` substitution never changes a rule's structure.
 mod substitution;
+// Issue 19 item 3: the README's quick start and the fleet commands of tenet-collector(1), run
+// as written.
+mod quickstart;

@@ -5,11 +5,11 @@
 //! independently with `skopeo` and the registries' HTTP API.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use tenet_release::testing::{
-    BuiltRelease, RegistryProcess, ReleaseRecipe, RsyncDaemon, build_release, filler, signing_key,
+    BuiltRelease, RegistryProcess, ReleaseRecipe, RsyncDaemon, TokenServer, build_release, filler,
+    signing_key,
 };
 use tenet_tests::lir::{Faults, FileServer, must};
 use tenet_tests::{Run, Tenet, tempdir, write};
@@ -180,15 +180,16 @@ fn recipe<'a>(version: &'a str, shared_seed: u64, unique_seed: u64) -> ReleaseRe
                 filler(unique_seed + 3, 20 * 1024),
             ),
         ],
+        multi_platform: Vec::new(),
         symlink: None,
     }
 }
 
 fn skopeo(args: &[&str]) -> std::process::Output {
-    Command::new("skopeo")
+    tenet_tests::tool("skopeo")
         .args(args)
         .output()
-        .expect("skopeo runs (.ci/run installs it)")
+        .expect("skopeo runs")
 }
 
 fn skopeo_tags(registry: &RegistryProcess, repo: &str) -> Vec<String> {
@@ -210,15 +211,48 @@ fn skopeo_tags(registry: &RegistryProcess, repo: &str) -> Vec<String> {
 }
 
 fn skopeo_digest(registry: &RegistryProcess, reference: &str) -> Option<String> {
-    let out = skopeo(&[
-        "inspect",
-        "--tls-verify=false",
-        &format!("docker://{}/{reference}", registry.addr()),
-    ]);
+    skopeo_digest_as(registry, reference, None)
+}
+
+/// [`skopeo_digest`] with `user:password` credentials.
+fn skopeo_digest_as(
+    registry: &RegistryProcess,
+    reference: &str,
+    creds: Option<&str>,
+) -> Option<String> {
+    let target = format!("docker://{}/{reference}", registry.addr());
+    let mut args = vec!["inspect", "--tls-verify=false"];
+    if let Some(c) = creds {
+        args.extend(["--creds", c]);
+    }
+    args.push(&target);
+    let out = skopeo(&args);
     out.status.success().then(|| {
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         v["Digest"].as_str().unwrap().to_string()
     })
+}
+
+/// The layer digests of `reference`'s manifest, as skopeo reads them.
+fn layer_digests(registry: &RegistryProcess, reference: &str) -> Vec<String> {
+    let out = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{}/{reference}", registry.addr()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn catalog(registry: &RegistryProcess) -> Vec<String> {
@@ -323,6 +357,26 @@ fn add_makes_the_release_present_on_every_registry_and_file_store() {
             }
         }
     }
+    // calico/cni shares its base layer with calico/apiserver: on every registry it was
+    // mounted from calico/apiserver, never uploaded twice (the registries' own logs).
+    let shared = layer_digests(&lir.registries[0], "calico/cni:v3.26.1")[0].clone();
+    for reg in &lir.registries {
+        let mounts = reg.blob_mounts();
+        assert_eq!(mounts.len(), 1, "{}: {mounts:#?}", reg.addr());
+        assert!(
+            mounts[0].contains("/v2/calico/cni/blobs/uploads/")
+                && mounts[0].contains("from=calico%2Fapiserver")
+                && mounts[0].contains(&shared["sha256:".len()..]),
+            "{mounts:#?}"
+        );
+        let uploads_of_shared = reg
+            .blob_uploads()
+            .iter()
+            .filter(|l| l.contains(&shared["sha256:".len()..]))
+            .count();
+        assert_eq!(uploads_of_shared, 1, "{}", reg.addr());
+    }
+
     // Files on both stores: the directory and the rsync daemon's module.
     let want = vec![
         "charts/FleetOS-charts.tar.gz".to_string(),
@@ -368,8 +422,22 @@ fn add_makes_the_release_present_on_every_registry_and_file_store() {
         "{}",
         run.stdout
     );
-    // fix re-converges, and check is ok again.
-    lir.compliance("fix", &rule).assert_code(0);
+    // fix re-converges from the download kept by the add: not one request to the source
+    // (neither the squashfs nor its signature), and check is ok again.
+    let asked = lir.server.all_requests().len();
+    let fix = lir.compliance("fix", &rule);
+    fix.assert_code(0);
+    assert_eq!(
+        lir.server.all_requests().len(),
+        asked,
+        "the re-fix fetched from the source:\n{}",
+        fix.stdout
+    );
+    assert!(
+        fix.stdout.contains("already downloaded and verified"),
+        "{}",
+        fix.stdout
+    );
     lir.compliance("check", &rule).assert_code(0);
     assert_eq!(
         skopeo_digest(replica, "calico/cni:v3.26.1").as_deref(),
@@ -464,7 +532,7 @@ fn a_bad_signature_is_refused_and_nothing_is_pushed() {
     std::fs::create_dir_all(&other).unwrap();
     let (key, _) = signing_key(&other).unwrap();
     must(
-        Command::new("openssl")
+        tenet_tests::tool("openssl")
             .args(["dgst", "-sha256", "-sign"])
             .arg(&key)
             .arg("-out")
@@ -891,13 +959,16 @@ fn add_scales_lir_data_up_replicates_to_its_ready_pods_and_scales_back() {
         .local_addr()
         .unwrap()
         .port();
+    // The pods' registries sit behind a token realm: the template's credentials get tokens.
+    let token = TokenServer::start("lir-pods", "p0d-secret").expect("the token server starts");
     let pods: Vec<RegistryProcess> = [8u8, 9, 10]
         .iter()
         .map(|o| {
-            RegistryProcess::start_at(Ipv4Addr::new(127, 0, 0, *o), port)
+            RegistryProcess::start_at_with_token(Ipv4Addr::new(127, 0, 0, *o), Some(port), &token)
                 .expect("a pod's registry starts")
         })
         .collect();
+    write(&lir.root.join("etc/tenet/pods.password"), "p0d-secret\n");
     let kubeconfig = lir.root.join("etc/kubernetes/admin.conf");
     std::fs::create_dir_all(kubeconfig.parent().unwrap()).unwrap();
     kube.write_kubeconfig(&kubeconfig, "default").unwrap();
@@ -906,7 +977,7 @@ fn add_scales_lir_data_up_replicates_to_its_ready_pods_and_scales_back() {
     write(
         &lir.config,
         format!(
-            "var_dir = \"{}\"\n\n[release]\nregistries = [\"{}\"]\nfile_stores = [\"{}\"]\npublic_key = \"/etc/tenet/release-signing.pub\"\n\n[release.k8s]\nnamespace = \"cm\"\ndeployment = \"lir-data\"\nreplicas = 3\nkubeconfig = \"/etc/kubernetes/admin.conf\"\ntimeout = 30\nregistry_template = \"http://{{ip}}:{port}\"\n",
+            "var_dir = \"{}\"\n\n[release]\nregistries = [\"{}\"]\nfile_stores = [\"{}\"]\npublic_key = \"/etc/tenet/release-signing.pub\"\n\n[release.k8s]\nnamespace = \"cm\"\ndeployment = \"lir-data\"\nreplicas = 3\nkubeconfig = \"/etc/kubernetes/admin.conf\"\ntimeout = 30\nregistry_template = \"http://{{ip}}:{port}\"\nregistry_username = \"lir-pods\"\nregistry_password_file = \"/etc/tenet/pods.password\"\n",
             lir.var.display(),
             lir.registries[0].url(),
             lir.store.display()
@@ -941,23 +1012,37 @@ fn add_scales_lir_data_up_replicates_to_its_ready_pods_and_scales_back() {
     assert!(writes[1].contains("\"replicas\":1"), "{writes:#?}");
     assert_eq!(kube.replicas("cm", "lir-data"), Some(1));
 
-    // Every ready pod's registry got the release, as the primary did.
+    // Every ready pod's registry got the release, as the primary did, through tokens.
+    assert!(
+        token
+            .requests()
+            .iter()
+            .any(|q| q.authenticated && q.status == 200),
+        "{:#?}",
+        token.requests()
+    );
+    assert!(!run.stdout.contains("p0d-secret") && !run.stderr.contains("p0d-secret"));
     let status = lir.status(&built.version);
     assert_eq!(
         status["registries"].as_array().unwrap().len(),
         4,
         "{status:#}"
     );
-    for reg in pods.iter().chain([&lir.registries[0]]) {
+    let with_creds = pods
+        .iter()
+        .map(|p| (p, Some("lir-pods:p0d-secret")))
+        .chain([(&lir.registries[0], None)]);
+    for (reg, creds) in with_creds {
         for im in status["images"].as_array().unwrap() {
             assert_eq!(
-                skopeo_digest(
+                skopeo_digest_as(
                     reg,
                     &format!(
                         "{}:{}",
                         im["name"].as_str().unwrap(),
                         im["version_tag"].as_str().unwrap()
-                    )
+                    ),
+                    creds
                 )
                 .as_deref(),
                 im["digest"].as_str(),
@@ -975,7 +1060,7 @@ fn a_registry_behind_tls_and_htpasswd_is_used_with_its_ca_and_credentials_only()
     std::fs::create_dir_all(&certs).unwrap();
     let (ca, cert, key) = tenet_tests::collector::make_tls(&certs);
     // A bcrypt htpasswd entry, as `htpasswd -B` writes it.
-    let entry = must(Command::new("python3").args([
+    let entry = must(tenet_tests::tool("python3").args([
         "-W",
         "ignore",
         "-c",
@@ -1052,4 +1137,492 @@ fn a_registry_behind_tls_and_htpasswd_is_used_with_its_ca_and_credentials_only()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The step names of a pipe's output, in order, each once (percent lines left out).
+fn step_names(stdout: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in stdout.lines().filter(|l| !l.starts_with("  ")) {
+        let rest = line.strip_prefix("AddRelease: ").unwrap_or(line);
+        let name = rest
+            .split([':', '('])
+            .next()
+            .unwrap_or(rest)
+            .trim()
+            .to_string();
+        if out.last() != Some(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_second_add_of_a_present_release_does_nothing_and_force_runs_it_again() {
+    let lir = Lir::new();
+    let (built, url) = lir.release(&recipe("7.0.0", 12, 130));
+    let run = lir.add(&built, &url);
+    run.assert_code(0);
+    // Piped, the output is one line per step, as it always was: no bar, no escape, no \r.
+    assert!(
+        !run.stdout.contains('\x1b') && !run.stdout.contains('\r'),
+        "{:?}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .lines()
+            .all(|l| l.starts_with("AddRelease: ") || l.starts_with("  ")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        step_names(&run.stdout),
+        [
+            "Downloading",
+            "Verifying",
+            "Unsquashing",
+            "Checking layout",
+            "Syncing files",
+            "Pushing images",
+            "Replicating",
+            "Checking",
+            "Cleaning up",
+            "Ready"
+        ],
+        "{}",
+        run.stdout
+    );
+    let status = lir.status(&built.version);
+    let asked = lir.server.all_requests().len();
+    let uploads: Vec<usize> = lir
+        .registries
+        .iter()
+        .map(|r| r.blob_uploads().len())
+        .collect();
+    assert!(uploads.iter().all(|n| *n > 0), "{uploads:?}");
+
+    // The second add: no request to the source, no upload, the status untouched, exit 0.
+    let again = lir.add(&built, &url);
+    again.assert_code(0);
+    assert!(
+        again.stdout.contains(&format!(
+            "AddRelease: Ready: release {} is already present: 3 images checked on 3 registries, 2 files on 2 file stores; nothing to do (--force runs every step again)",
+            built.version
+        )),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(lir.server.all_requests().len(), asked);
+    for (r, n) in lir.registries.iter().zip(&uploads) {
+        assert_eq!(r.blob_uploads().len(), *n, "{}", r.addr());
+    }
+    assert_eq!(lir.status(&built.version), status);
+    // Queued the same way (no daemon runs here): nothing is queued, and it says why.
+    let queued = lir
+        .tenet([
+            "release",
+            "add",
+            &url,
+            "--version",
+            &built.version,
+            "--root",
+        ])
+        .arg(&lir.root)
+        .run();
+    queued.assert_code(0);
+    assert!(
+        queued.stdout.contains("is already present"),
+        "{}",
+        queued.stdout
+    );
+    assert_eq!(lir.server.all_requests().len(), asked);
+
+    // --force runs every step again (from the kept download, so still nothing fetched; the
+    // registries have every blob, so nothing uploaded).
+    let forced = lir
+        .tenet([
+            "release",
+            "add",
+            &url,
+            "--version",
+            &built.version,
+            "--sha256",
+            &built.sha256,
+            "--force",
+            "--foreground",
+            "--root",
+        ])
+        .arg(&lir.root)
+        .run();
+    forced.assert_code(0);
+    for step in [
+        "Verifying",
+        "Unsquashing",
+        "Pushing images",
+        "Replicating",
+        "Checking",
+    ] {
+        assert!(forced.stdout.contains(step), "{step}: {}", forced.stdout);
+    }
+    assert_eq!(lir.server.all_requests().len(), asked);
+    for (r, n) in lir.registries.iter().zip(&uploads) {
+        assert_eq!(r.blob_uploads().len(), *n, "{}", r.addr());
+    }
+    let after = lir.status(&built.version);
+    assert_eq!(after["state"], "present");
+    assert_ne!(after["started_at"], status["started_at"].clone(), "re-ran");
+
+    // keep bounds what stays: with one release kept, a second release's add evicts the
+    // first's download, and a re-fix of the first fetches it again.
+    let cfg = std::fs::read_to_string(&lir.config).unwrap();
+    write(
+        &lir.config,
+        cfg.replace("[release]\n", "[release]\nkeep = { releases = 1 }\n"),
+    );
+    // The same images (two present releases sharing `name:tag` must agree on its digest).
+    let (second, url2) = lir.release(&recipe("7.0.1", 12, 130));
+    let run = lir.add(&second, &url2);
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains(&format!("Removed the kept download of {}", built.version)),
+        "{}",
+        run.stdout
+    );
+    let work = lir.var.join("release/work");
+    assert!(!work.join(&built.version).exists());
+    assert!(
+        work.join(&second.version)
+            .join("release.squashfs")
+            .is_file()
+    );
+    assert!(
+        work.join(&second.version)
+            .join("files/install-control.yaml")
+            .is_file()
+    );
+    assert!(!work.join(&second.version).join("tree").exists());
+    let squashfs = format!("{}.squashfs", built.version);
+    let fetched = lir.server.requests(&squashfs).len();
+    lir.add(&built, &url).assert_code(0); // still present: nothing to do
+    assert_eq!(lir.server.requests(&squashfs).len(), fetched);
+    let forced = lir
+        .tenet([
+            "release",
+            "add",
+            &url,
+            "--version",
+            &built.version,
+            "--force",
+        ])
+        .args(["--sha256", &built.sha256, "--foreground", "--root"])
+        .arg(&lir.root)
+        .run();
+    forced.assert_code(0);
+    assert_eq!(lir.server.requests(&squashfs).len(), fetched + 1);
+}
+
+#[test]
+fn a_two_platform_image_lands_whole_on_three_registries_and_remove_untags_all_of_it() {
+    let lir = Lir::new();
+    let mut r = recipe("8.0.0", 13, 150);
+    r.multi_platform = vec![(
+        "lir/multi",
+        "v1",
+        vec![
+            ("amd64", vec![filler(13, 40 * 1024), filler(151, 8 * 1024)]),
+            ("arm64", vec![filler(13, 40 * 1024), filler(152, 8 * 1024)]),
+        ],
+    )];
+    let (built, url) = lir.release(&r);
+    let run = lir.add(&built, &url);
+    run.assert_code(0);
+    let status = lir.status(&built.version);
+    let multi = status["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "lir/multi")
+        .unwrap()
+        .clone();
+    let children: Vec<(String, String)> = multi["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["platform"].as_str().unwrap().to_string(),
+                p["tag"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let vtag = format!("{}-v1", built.version);
+    assert_eq!(
+        children,
+        vec![
+            ("linux/amd64".to_string(), format!("{vtag}-linux-amd64")),
+            ("linux/arm64".to_string(), format!("{vtag}-linux-arm64")),
+        ]
+    );
+    let policy = lir.dir.path().join("policy.json");
+    write(
+        &policy,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    );
+    for reg in &lir.registries {
+        // The index, with both platforms, under both tags.
+        for tag in ["v1", vtag.as_str()] {
+            let out = skopeo(&[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!("docker://{}/lir/multi:{tag}", reg.addr()),
+            ]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let index: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(
+                index["mediaType"],
+                "application/vnd.oci.image.index.v1+json"
+            );
+            let mut archs: Vec<&str> = index["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["platform"]["architecture"].as_str().unwrap())
+                .collect();
+            archs.sort();
+            assert_eq!(archs, ["amd64", "arm64"], "{}", reg.addr());
+            assert_eq!(
+                tenet_release::image::sha256_digest(&out.stdout),
+                multi["digest"].as_str().unwrap()
+            );
+        }
+        // skopeo pulls the arm64 image.
+        let out_dir = lir
+            .dir
+            .path()
+            .join(format!("arm64-{}", reg.addr().replace(':', "_")));
+        let out = skopeo(&[
+            "copy",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--src-tls-verify=false",
+            "--override-arch",
+            "arm64",
+            &format!("docker://{}/lir/multi:{vtag}", reg.addr()),
+            &format!("oci:{}:arm", out_dir.display()),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let top: Value =
+            serde_json::from_slice(&std::fs::read(out_dir.join("index.json")).unwrap()).unwrap();
+        let blob = |d: &str| {
+            std::fs::read(out_dir.join("blobs/sha256").join(&d["sha256:".len()..])).unwrap()
+        };
+        let manifest: Value =
+            serde_json::from_slice(&blob(top["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+        let config: Value =
+            serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+        assert_eq!(config["architecture"], "arm64", "{}", reg.addr());
+        // The config pulled is the arm64 manifest's (skopeo may rewrite the manifest it
+        // stores, never the config).
+        let out = skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{}/lir/multi:{vtag}-linux-arm64", reg.addr()),
+        ]);
+        assert_eq!(
+            tenet_release::image::sha256_digest(&out.stdout),
+            multi["platforms"][1]["digest"].as_str().unwrap()
+        );
+        let arm: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            manifest["config"]["digest"],
+            arm["config"]["digest"],
+            "{}",
+            reg.addr()
+        );
+    }
+    // check resolves the index and each child, and a deleted child is drift.
+    let rule = format!(
+        "{{ version = \"{}\", source = \"{url}\", sha256 = \"{}\" }}",
+        built.version, built.sha256
+    );
+    lir.compliance("check", &rule).assert_code(0);
+    let replica = &lir.registries[1];
+    let resp = reqwest::blocking::Client::new()
+        .delete(format!(
+            "{}/v2/lir/multi/manifests/{}",
+            replica.url(),
+            multi["platforms"][1]["digest"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let check = lir.compliance("check", &rule);
+    check.assert_code(1);
+    assert!(
+        check.stdout.contains(&format!("{vtag}-linux-arm64")),
+        "{}",
+        check.stdout
+    );
+    lir.compliance("fix", &rule).assert_code(0);
+    lir.compliance("check", &rule).assert_code(0);
+
+    // remove untags all of it: no tag of lir/multi remains anywhere, and GC keeps nothing.
+    lir.remove(&built.version).assert_code(0);
+    for reg in &lir.registries {
+        assert!(
+            skopeo_tags(reg, "lir/multi").is_empty(),
+            "{}: {:?}",
+            reg.addr(),
+            skopeo_tags(reg, "lir/multi")
+        );
+        for p in multi["platforms"].as_array().unwrap() {
+            let resp = reqwest::blocking::Client::new()
+                .head(format!(
+                    "{}/v2/lir/multi/manifests/{}",
+                    reg.url(),
+                    p["digest"].as_str().unwrap()
+                ))
+                .send()
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 404, "{}", reg.addr());
+        }
+    }
+}
+
+#[test]
+fn a_registry_behind_a_token_realm_is_used_with_credentials_only() {
+    let lir = Lir::new();
+    let token = TokenServer::start("lir", "t0ken-pw").expect("the token server starts");
+    let secured = RegistryProcess::start_with_token(&token).expect("a token registry starts");
+    write(&lir.root.join("etc/tenet/lir.password"), "t0ken-pw\n");
+    write(&lir.root.join("etc/tenet/wrong.password"), "nope-pw\n");
+    let (built, url) = lir.release(&recipe("9.0.0", 14, 160));
+    let entry = |password_file: Option<&str>| match password_file {
+        Some(f) => format!(
+            "[{{ url = \"{}\", username = \"lir\", password_file = \"{f}\" }}]",
+            secured.url()
+        ),
+        None => format!("[\"{}\"]", secured.url()),
+    };
+
+    // Without credentials: refused, saying what to configure.
+    lir.configure(Some(&entry(None)));
+    let run = lir.add(&built, &url);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains(&secured.addr())
+            && run.stderr.contains("set username and password_file"),
+        "{}",
+        run.stderr
+    );
+    // A wrong password: refused, naming the user.
+    lir.configure(Some(&entry(Some("/etc/tenet/wrong.password"))));
+    let run = lir.add(&built, &url);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("refused the credentials of user lir"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("nope-pw") && !run.stdout.contains("nope-pw"));
+    // The right one: present, and check is ok through tokens too.
+    lir.configure(Some(&entry(Some("/etc/tenet/lir.password"))));
+    let run = lir.add(&built, &url);
+    run.assert_code(0);
+    let rule = format!(
+        "{{ version = \"{}\", source = \"{url}\", sha256 = \"{}\" }}",
+        built.version, built.sha256
+    );
+    let check = lir.compliance("check", &rule);
+    check.assert_code(0);
+    let status = lir.status(&built.version);
+    assert_eq!(status["state"], "present");
+    // Neither the password nor any token issued appears in any output or status.
+    let tokens = token.tokens();
+    assert!(!tokens.is_empty());
+    let status_text = std::fs::read_to_string(
+        lir.var
+            .join("release/status")
+            .join(format!("{}.json", built.version)),
+    )
+    .unwrap();
+    for text in [
+        &run.stdout,
+        &run.stderr,
+        &check.stdout,
+        &check.stderr,
+        &status_text,
+    ] {
+        assert!(!text.contains("t0ken-pw"));
+        for t in &tokens {
+            assert!(!text.contains(t.as_str()));
+        }
+    }
+    // Confirmed by skopeo with the credentials.
+    assert_eq!(
+        skopeo_digest_as(
+            &secured,
+            &format!("calico/cni:{}-v3.26.1", built.version),
+            Some("lir:t0ken-pw")
+        )
+        .as_deref(),
+        status["images"][1]["digest"].as_str()
+    );
+    assert!(skopeo_digest(&secured, "calico/cni:v3.26.1").is_none());
+}
+
+#[test]
+fn a_terminal_gets_live_progress_bars() {
+    let lir = Lir::new();
+    let (built, url) = lir.release(&recipe("10.0.0", 15, 170));
+    // `script` runs the add on a pseudo-terminal; what the terminal got comes out on stdout.
+    let cmd = format!(
+        "stty cols 160; exec {} --config {} release add {url} --version {} --sha256 {} --foreground --root {}",
+        tenet_tests::tenet_bin().display(),
+        lir.config.display(),
+        built.version,
+        built.sha256,
+        lir.root.display()
+    );
+    let out = tenet_tests::tool("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .expect("script runs");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{:?}\n{screen:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Bars redraw in place (\r and escapes), show bytes with binary units, and the info
+    // lines are printed above them.
+    assert!(
+        screen.contains('\r') && screen.contains('\x1b'),
+        "{screen:?}"
+    );
+    assert!(screen.contains("AddRelease: Downloading"), "{screen}");
+    assert!(screen.contains("AddRelease: Pushing images"), "{screen}");
+    assert!(screen.contains("KiB"), "{screen}");
+    assert!(screen.contains("3/3 images ["), "{screen}");
+    assert!(screen.contains("6/6 images ["), "{screen}");
+    assert!(
+        screen.contains("  Code signing verification successful"),
+        "{screen}"
+    );
+    assert!(screen.contains("AddRelease: Ready"), "{screen}");
+    assert_eq!(lir.status(&built.version)["state"], "present");
 }

@@ -48,14 +48,11 @@ pub fn register(a: &RegisterArgs, config: Option<&Path>) -> anyhow::Result<ExitC
     }
     let name = match &a.name {
         Some(n) => n.clone(),
-        None => {
-            let host = Host::new("/");
-            host.hostname()
-                .split('.')
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        }
+        None => crate::facts::nodename(&Host::new("/"))
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     };
     if let Err(e) = names::check(NameKind::Node, &name) {
         return invalid("node name (--name)", e);
@@ -67,7 +64,18 @@ pub fn register(a: &RegisterArgs, config: Option<&Path>) -> anyhow::Result<ExitC
         team_responsible: a.team.clone(),
         services: a.services.clone(),
     };
-    let reg = match client.register(&request) {
+    // A collector started a moment ago may not listen yet: --wait bridges that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(a.wait);
+    let reg = loop {
+        match client.register(&request) {
+            Err(CallError::Unreachable(e)) if std::time::Instant::now() < deadline => {
+                tracing::info!("collector unreachable, trying again (--wait): {e}");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            other => break other,
+        }
+    };
+    let reg = match reg {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tenet: registration failed: {e}");

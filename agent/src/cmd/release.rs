@@ -5,14 +5,21 @@
 //! serial); `--foreground` runs in this process, still under the node's release lock. status
 //! reads the status files the operations keep (`<var>/release/status/<version>.json`).
 //! When the node is registered, each run reports its status to the collector as it goes.
+//!
+//! An add of a release already present (a remove of one already absent) whose check is clean
+//! does nothing and says so, before anything is queued; `--force` runs it anyway. Progress
+//! is a live bar per step on a terminal (`TtyProgress`, indicatif) and one line per step
+//! otherwise (`LineProgress`, what logs and the daemon's task list read).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tenet_release::converge::{self, Context};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tenet_release::converge::{self, ApplyOptions, Context};
 use tenet_release::progress::{Progress, Step};
 use tenet_release::rule::{DesiredState, ReleaseRule, settings_from_config};
 use tenet_release::status::{self, ReleaseStatus};
@@ -48,13 +55,14 @@ pub fn run(cmd: ReleaseCmd, config: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
         ReleaseCmd::Add(a) => {
             let command = format!(
-                "release add {} --version {}{}",
+                "release add {} --version {}{}{}",
                 a.url,
                 a.version,
                 a.sha256
                     .as_deref()
                     .map(|h| format!(" --sha256 {h}"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                if a.force { " --force" } else { "" }
             );
             let rule = ReleaseRule {
                 version: a.version.clone(),
@@ -67,7 +75,16 @@ pub fn run(cmd: ReleaseCmd, config: Option<&Path>) -> anyhow::Result<ExitCode> {
                 file_stores: None,
                 k8s: None,
             };
-            submit_or_run(config, &a.place, &command, rule, a.foreground, a.format)
+            let opts = ApplyOptions { force: a.force };
+            submit_or_run(
+                config,
+                &a.place,
+                &command,
+                rule,
+                opts,
+                a.foreground,
+                a.format,
+            )
         }
         ReleaseCmd::Remove(a) => {
             let command = format!("release remove {}", a.version);
@@ -82,12 +99,22 @@ pub fn run(cmd: ReleaseCmd, config: Option<&Path>) -> anyhow::Result<ExitCode> {
                 file_stores: None,
                 k8s: None,
             };
-            submit_or_run(config, &a.place, &command, rule, a.foreground, a.format)
+            let opts = ApplyOptions::default();
+            submit_or_run(
+                config,
+                &a.place,
+                &command,
+                rule,
+                opts,
+                a.foreground,
+                a.format,
+            )
         }
         ReleaseCmd::Run(ReleaseRunCmd::Add {
             url,
             version,
             sha256,
+            force,
             place,
         }) => {
             let rule = ReleaseRule {
@@ -101,7 +128,7 @@ pub fn run(cmd: ReleaseCmd, config: Option<&Path>) -> anyhow::Result<ExitCode> {
                 file_stores: None,
                 k8s: None,
             };
-            run_in_place(config, &place, rule, Format::Text)
+            run_in_place(config, &place, rule, ApplyOptions { force }, Format::Text)
         }
         ReleaseCmd::Run(ReleaseRunCmd::Remove { version, place }) => {
             let rule = ReleaseRule {
@@ -115,16 +142,18 @@ pub fn run(cmd: ReleaseCmd, config: Option<&Path>) -> anyhow::Result<ExitCode> {
                 file_stores: None,
                 k8s: None,
             };
-            run_in_place(config, &place, rule, Format::Text)
+            run_in_place(config, &place, rule, ApplyOptions::default(), Format::Text)
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn submit_or_run(
     config: Option<&Path>,
     place: &ReleasePlace,
     command: &str,
     rule: ReleaseRule,
+    opts: ApplyOptions,
     foreground: bool,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
@@ -134,17 +163,19 @@ fn submit_or_run(
         return Ok(ExitCode::from(USAGE));
     }
     if foreground {
-        return run_in_place(config, place, rule, format);
+        return run_in_place(config, place, rule, opts, format);
     }
     let cfg = NodeConfig::load(&config_path(config, &place.root))?;
     let var = var_dir(place, &cfg);
     // Refuse a rule that cannot run now rather than queue a task that will fail.
     let settings = settings_from_config(&cfg.table, &cfg.path.display().to_string())?;
-    if let Err(e) = rule.resolve(&settings, &var, &place.root) {
-        eprintln!("tenet: {e}");
-        return Ok(ExitCode::from(USAGE));
-    }
-    // Queued before the task can start, so that the task's own status always comes after.
+    let spec = match rule.resolve(&settings, &var, &place.root) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("tenet: {e}");
+            return Ok(ExitCode::from(USAGE));
+        }
+    };
     let op = if rule.state == DesiredState::Present {
         "add"
     } else {
@@ -153,6 +184,21 @@ fn submit_or_run(
     let ctx = Context {
         var_dir: var.clone(),
     };
+    // Nothing to queue when the release is already as wanted.
+    if !opts.force
+        && let Some((_, detail)) = converge::block_on(converge::already_as_wanted(&ctx, &spec))?
+    {
+        match format {
+            Format::Json => outln!(
+                "{}",
+                serde_json::json!({"task": null, "version": rule.version, "operation": op,
+                                   "changed": false, "message": detail})
+            ),
+            Format::Text => outln!("{detail}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Queued before the task can start, so that the task's own status always comes after.
     let before = status::load(&var, &rule.version)?;
     converge::mark_queued(&ctx, &rule.version, op)?;
     let restore = || match &before {
@@ -191,7 +237,7 @@ fn submit_or_run(
     }
 }
 
-/// Progress on the terminal: one line per step and per percent (the daemon shows a task's
+/// Progress for pipes and logs: one line per step and per percent (the daemon shows a task's
 /// last line as its progress).
 struct LineProgress {
     verb: &'static str,
@@ -213,10 +259,142 @@ impl Progress for LineProgress {
     }
 }
 
+/// Progress on a terminal: a live bar per step (bytes, rate and time left for transfers,
+/// images done of total while pushing and replicating), the step's detail and info lines
+/// printed above it; a finished step's bar stays as its line.
+struct TtyProgress {
+    verb: &'static str,
+    current: Mutex<Option<Current>>,
+}
+
+/// The bar of the step under way; once images are counted, they are its message.
+struct Current {
+    step: Step,
+    bar: ProgressBar,
+    counting: bool,
+}
+
+impl TtyProgress {
+    fn new(verb: &'static str) -> TtyProgress {
+        TtyProgress {
+            verb,
+            current: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Current>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn spinner_style() -> ProgressStyle {
+        ProgressStyle::with_template("{spinner} {prefix} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
+    }
+
+    fn bytes_style() -> ProgressStyle {
+        ProgressStyle::with_template(
+            "{prefix} {msg} [{bar:24}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+    }
+
+    /// Ends the current bar, leaving its last state as a line.
+    fn finish(&self) {
+        if let Some(c) = self.lock().take() {
+            c.bar.finish();
+        }
+    }
+}
+
+impl Drop for TtyProgress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Progress for TtyProgress {
+    fn step(&self, step: Step, detail: &str) {
+        let mut current = self.lock();
+        if let Some(c) = current.as_ref()
+            && c.step == step
+            && step != Step::Ready
+        {
+            // The same step again (the next image): one bar for the whole step.
+            if !c.counting {
+                c.bar.set_message(detail.to_string());
+            }
+            return;
+        }
+        if let Some(c) = current.take() {
+            c.bar.finish();
+        }
+        if step == Step::Ready {
+            if detail.is_empty() {
+                outln!("{}: {step}", self.verb);
+            } else {
+                outln!("{}: {step}: {detail}", self.verb);
+            }
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
+        bar.set_style(Self::spinner_style());
+        bar.set_prefix(format!("{}: {step}", self.verb));
+        bar.set_message(detail.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        *current = Some(Current {
+            step,
+            bar,
+            counting: false,
+        });
+    }
+
+    fn percent(&self, _step: Step, _percent: u8, _detail: &str) {
+        // The bar shows bytes; percent lines are for pipes.
+    }
+
+    fn bytes(&self, step: Step, done: u64, total: Option<u64>) {
+        let current = self.lock();
+        if let Some(c) = current.as_ref()
+            && c.step == step
+        {
+            if let Some(total) = total
+                && c.bar.length() != Some(total)
+            {
+                if !c.counting {
+                    // The detail (a URL, a path) is too long to share the line with a bar.
+                    c.bar.set_message("");
+                }
+                c.bar.set_style(Self::bytes_style());
+                c.bar.set_length(total);
+            }
+            c.bar.set_position(done);
+        }
+    }
+
+    fn items(&self, step: Step, done: u64, total: u64) {
+        let mut current = self.lock();
+        if let Some(c) = current.as_mut()
+            && c.step == step
+        {
+            c.counting = true;
+            c.bar.set_message(format!("{done}/{total} images"));
+        }
+    }
+
+    fn info(&self, message: &str) {
+        match self.lock().as_ref() {
+            Some(c) => c.bar.println(format!("  {message}")),
+            None => outln!("  {message}"),
+        }
+    }
+}
+
 fn run_in_place(
     config: Option<&Path>,
     place: &ReleasePlace,
     rule: ReleaseRule,
+    opts: ApplyOptions,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
     let cfg = NodeConfig::load(&config_path(config, &place.root))?;
@@ -241,10 +419,11 @@ fn run_in_place(
     // blocks, and must stay out of the operation's async runtime.
     let reporter = collector_reporter(&cfg, &var, &spec.version);
     let progress: Arc<dyn Progress> = match format {
+        Format::Text if std::io::stdout().is_terminal() => Arc::new(TtyProgress::new(verb)),
         Format::Text => Arc::new(LineProgress { verb }),
         Format::Json => Arc::new(tenet_release::NoProgress),
     };
-    let outcome = converge::block_on(converge::apply(&ctx, &spec, progress))?;
+    let outcome = converge::block_on(converge::apply(&ctx, &spec, opts, progress))?;
     if let Some((stop, handle)) = reporter {
         stop.store(true, Ordering::SeqCst);
         let _ = handle.join();

@@ -102,7 +102,7 @@ impl Class for K8sReplicas {
                 return Status::Nok;
             }
         };
-        let state = block_on(async {
+        let state = run_k8s(async {
             let client = target.client().await?;
             target.replicas(&client).await
         });
@@ -140,7 +140,7 @@ impl Class for K8sReplicas {
                 return Status::Nok;
             }
         };
-        match block_on(async {
+        match run_k8s(async {
             let client = target.client().await?;
             target.replicas(&client).await
         }) {
@@ -161,7 +161,7 @@ impl Class for K8sReplicas {
             }
         };
         let progress = LogProgress::default();
-        let done = block_on(async {
+        let done = run_k8s(async {
             let client = target.client().await?;
             let state = target.replicas(&client).await?;
             if state.spec != rule.replicas {
@@ -267,15 +267,12 @@ fn deployment_ref(rule: &K8sReplicasRule, host: &HostView) -> Result<DeploymentR
     })
 }
 
-/// Runs Kubernetes calls on a private current-thread runtime; the client lives and dies in
-/// it.
-fn block_on<T>(f: impl Future<Output = tenet_release::Result<T>>) -> Result<T, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(|e| format!("cannot start the Kubernetes client runtime: {e}"))?;
-    rt.block_on(f).map_err(|e| e.to_string())
+/// Runs Kubernetes calls on a runtime of their own (the client lives and dies in it); a
+/// failure, the runtime's included, becomes the rule's error text.
+fn run_k8s<T>(f: impl Future<Output = tenet_release::Result<T>>) -> Result<T, String> {
+    tenet_release::converge::block_on(f)
+        .and_then(|r| r)
+        .map_err(|e| e.to_string())
 }
 
 /// Progress lines kept for the rule's log (a [`Log`] cannot be shared with the async code).
@@ -392,7 +389,7 @@ mod tests {
         assert_eq!(st, Status::Nok, "{log:#?}");
         assert!(
             log.iter()
-                .any(|l| l.contains("timed out") && l.contains("expected 2 ready, 1 ready")),
+                .any(|l| l.contains("timed out") && l.contains("expected 2 ready and no surplus pod, 1 ready")),
             "{log:#?}"
         );
         // The spec is right now; a second fix only waits again, it does not scale again.

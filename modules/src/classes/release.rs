@@ -19,7 +19,9 @@
 //!
 //! fix: the whole add (download → verify → unsquash → push → replicate) or remove (untag →
 //! remove files → GC) of `tenet_release::converge`, under the node's release lock, its steps
-//! recorded in `<var>/release/status/<version>.json` (`tenet release status`).
+//! recorded in `<var>/release/status/<version>.json` (`tenet release status`). A re-fix
+//! after drift reuses the download kept by the last add (`[release] keep`): nothing is
+//! fetched again.
 //!
 //! Differences from lir-svc: AddRelease/RemoveRelease are not RPCs but this rule's two states;
 //! the signature is required (a release without `public_key` is refused).
@@ -168,7 +170,12 @@ impl Class for Release {
         let progress = Arc::new(LogProgress {
             lines: Mutex::new(Vec::new()),
         });
-        let outcome = converge::block_on(converge::apply(&ctx, &spec, progress.clone()));
+        let outcome = converge::block_on(converge::apply(
+            &ctx,
+            &spec,
+            converge::ApplyOptions::default(),
+            progress.clone(),
+        ));
         for line in progress
             .lines
             .lock()
@@ -178,8 +185,8 @@ impl Class for Release {
             log.info(line);
         }
         match outcome {
-            Ok(Ok(st)) => {
-                log.info(st.message);
+            Ok(Ok(applied)) => {
+                log.info(applied.status.message);
                 Status::Ok
             }
             Ok(Err(e)) | Err(e) => {
@@ -232,6 +239,7 @@ mod tests {
                 version: "1.0.0",
                 images: vec![("lir/app", "v1", vec![filler(1, 4096), filler(2, 2048)])],
                 files: vec![("install-control.yaml", b"release: 1.0.0\n".to_vec())],
+                multi_platform: Vec::new(),
                 symlink: None,
             },
         )

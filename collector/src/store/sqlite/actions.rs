@@ -120,7 +120,7 @@ pub fn notify_target(conn: &Connection, node_id: &str) -> Result<NotifyTarget> {
         .query_row([node_id], |r| r.get(0))?;
     Ok(NotifyTarget {
         address,
-        port: u16::try_from(port).unwrap_or(1214),
+        port: u16::try_from(port).unwrap_or(tenet_rulesets::api::DEFAULT_LISTENER_PORT),
         max_waiting,
     })
 }
