@@ -59,11 +59,10 @@ pub fn gather(host: &Host) -> NodeFacts {
             node.insert(k.clone(), v);
         }
     }
-    let packages =
-        tenet_modules::classes::package::installed_packages(host.view()).unwrap_or_else(|e| {
-            tracing::warn!("cannot list installed packages: {e}");
-            Vec::new()
-        });
+    let packages = tenet_modules::packages::installed_packages(host.view()).unwrap_or_else(|e| {
+        tracing::warn!("cannot list installed packages: {e}");
+        Vec::new()
+    });
     NodeFacts {
         node,
         packages,

@@ -55,26 +55,14 @@ pub fn convert(
     ))
 }
 
-/// Writes a file atomically: a temporary file beside it, fsync, rename.
+/// Writes a file atomically ([`tenet_fsutil::atomic_write`]: temporary file, fsync, rename).
 pub fn write_atomic(path: &Path, content: &[u8]) -> Result<(), Error> {
-    use std::io::Write as _;
-    let io = |e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(content)
-        .and_then(|_| f.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(e)
-        })
+    tenet_fsutil::atomic_write(path, content, tenet_fsutil::DEFAULT_MODE, false).map_err(|e| {
+        Error::Io {
+            path: path.display().to_string(),
+            source: e,
+        }
+    })
 }
 
 /// Parses a duration with a unit: `500ms`, `10s`, `5m`, `2h`, `30d`; a bare number is seconds.

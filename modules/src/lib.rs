@@ -24,6 +24,7 @@ pub mod engine;
 pub mod error;
 pub mod host;
 pub mod object;
+pub mod packages;
 pub mod rooted;
 pub mod script;
 pub mod status;

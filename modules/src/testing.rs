@@ -6,7 +6,7 @@
 //! second fix reports ok and changes nothing at all (no file rewritten, no mtime moved, no
 //! backup taken). [`assert_check_only_contract`] is its counterpart for check-only classes
 //! (`mount`). [`require_root`] gates privileged tests, and [`Netns`] gives tests a network
-//! namespace of their own (removed on drop).
+//! namespace of their own (removed on drop); [`dpkg`] builds `.deb` files and dpkg roots.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -384,5 +384,80 @@ impl Drop for Netns {
         let _ = tenet_release::testing::tool("ip")
             .args(["netns", "del", &self.name])
             .status();
+    }
+}
+
+/// Helpers to build `.deb` files and private dpkg roots, for the `package` class's tests and
+/// the end-to-end tests of other crates. They panic on failure.
+pub mod dpkg {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// Builds `<dir>/<name>_<version>_all.deb` with `dpkg-deb --build`: a package without
+    /// maintainer scripts holding one file, `/usr/share/doc/<name>/marker`.
+    pub fn build_test_deb(dir: &Path, name: &str, version: &str) -> PathBuf {
+        build_test_deb_with(dir, name, version, "")
+    }
+
+    /// Like [`build_test_deb`], with extra control fields (`"Depends: foo\n"`).
+    pub fn build_test_deb_with(dir: &Path, name: &str, version: &str, extra: &str) -> PathBuf {
+        let tree = tempfile_dir(dir, &format!(".build-{name}-{version}"));
+        let doc = tree.join("usr/share/doc").join(name);
+        std::fs::create_dir_all(tree.join("DEBIAN")).expect("create DEBIAN");
+        std::fs::create_dir_all(&doc).expect("create doc dir");
+        std::fs::write(doc.join("marker"), format!("{name} {version}\n")).expect("write marker");
+        std::fs::write(
+            tree.join("DEBIAN/control"),
+            format!(
+                "Package: {name}\nVersion: {version}\nArchitecture: all\n\
+                 Maintainer: Tenet Tests <tests@example.invalid>\n{extra}\
+                 Description: test package {name}\n"
+            ),
+        )
+        .expect("write control");
+        let deb = dir.join(format!("{name}_{}_all.deb", version.replace(':', "%3a")));
+        let out = Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(&tree)
+            .arg(&deb)
+            .output()
+            .expect("run dpkg-deb");
+        assert!(
+            out.status.success(),
+            "dpkg-deb --build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::remove_dir_all(&tree).expect("remove build tree");
+        deb
+    }
+
+    /// Creates a minimal dpkg database under `root` (`var/lib/dpkg/{status,available,info,
+    /// updates,triggers}`) recording `installed` (name, version) as installed, architecture
+    /// `all`, each with an empty file list.
+    pub fn init_dpkg_root(root: &Path, installed: &[(&str, &str)]) {
+        let db = root.join("var/lib/dpkg");
+        for d in ["info", "updates", "triggers"] {
+            std::fs::create_dir_all(db.join(d)).expect("create dpkg dirs");
+        }
+        let mut status = String::new();
+        for (name, version) in installed {
+            status.push_str(&format!(
+                "Package: {name}\nStatus: install ok installed\nPriority: optional\n\
+                 Section: misc\nMaintainer: Tenet Tests <tests@example.invalid>\n\
+                 Architecture: all\nVersion: {version}\nDescription: test package {name}\n\
+                 \x20a longer description\n\n"
+            ));
+            std::fs::write(db.join("info").join(format!("{name}.list")), "")
+                .expect("write file list");
+        }
+        std::fs::write(db.join("status"), status).expect("write status");
+        std::fs::write(db.join("available"), "").expect("write available");
+    }
+
+    fn tempfile_dir(parent: &Path, name: &str) -> PathBuf {
+        let p = parent.join(name);
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create build dir");
+        p
     }
 }

@@ -607,9 +607,8 @@ fn keep_download(
             .map_or(0, |d| d.as_secs()),
     };
     let path = work.join(KEPT_MARKER);
-    let tmp = work.join(format!("{KEPT_MARKER}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec(&marker).expect("JSON"))
-        .and_then(|()| std::fs::rename(&tmp, &path))
+    let bytes = serde_json::to_vec(&marker).expect("JSON");
+    tenet_fsutil::atomic_write(&path, &bytes, tenet_fsutil::DEFAULT_MODE, false)
         .map_err(|e| Error::io(&path, e))?;
     progress.info(&format!(
         "Kept the verified download of {} in {} (keep: {} releases{})",
@@ -747,9 +746,7 @@ async fn add(spec: &ReleaseSpec, t: &Targets, reporter: &Arc<Reporter>) -> Resul
             let (file, key, keep) = (dl.path.clone(), pem.clone(), sig.clone());
             let kind =
                 blocking(move || crate::signature::verify_detached(&file, &sig, &key)).await?;
-            let tmp = work.join(format!("{SIGNATURE}.tmp"));
-            std::fs::write(&tmp, keep)
-                .and_then(|()| std::fs::rename(&tmp, &kept_sig))
+            tenet_fsutil::atomic_write(&kept_sig, &keep, tenet_fsutil::DEFAULT_MODE, false)
                 .map_err(|e| Error::io(&kept_sig, e))?;
             kind
         }

@@ -285,17 +285,15 @@ async fn commit(part: &Path, dest: &Path, sha256: &str) -> Result<()> {
     Ok(())
 }
 
+/// [`tenet_fsutil::atomic_write`] off the async threads (it fsyncs).
 async fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = with_suffix(path, ".tmp");
-    let mut f = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(data).await.map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().await.map_err(|e| Error::io(&tmp, e))?;
-    drop(f);
-    tokio::fs::rename(&tmp, path)
-        .await
-        .map_err(|e| Error::io(path, e))
+    let (owned, data) = (path.to_path_buf(), data.to_vec());
+    tokio::task::spawn_blocking(move || {
+        tenet_fsutil::atomic_write(&owned, &data, tenet_fsutil::DEFAULT_MODE, false)
+    })
+    .await
+    .map_err(|e| Error::io(path, std::io::Error::other(e)))?
+    .map_err(|e| Error::io(path, e))
 }
 
 /// Percent reports only when the integer percent changes.

@@ -544,10 +544,8 @@ pub fn verify_tree(
     // written only when the files changed since the last check, so checking a compliant
     // tree leaves it untouched.
     if write_cache && fresh != unchanged {
-        let tmp = with_suffix(cache_file, ".tmp");
-        if std::fs::write(&tmp, serde_json::to_vec(&fresh).expect("JSON")).is_ok() {
-            let _ = std::fs::rename(&tmp, cache_file);
-        }
+        let bytes = serde_json::to_vec(&fresh).expect("JSON");
+        let _ = tenet_fsutil::atomic_write(cache_file, &bytes, tenet_fsutil::DEFAULT_MODE, false);
     }
     Ok(problems)
 }

@@ -7,7 +7,6 @@
 //! each tag must resolve to) and files (with size and sha256) that `check` verifies on every
 //! registry and file store, and that `absent` removes.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -187,19 +186,9 @@ pub fn save(var_dir: &Path, status: &ReleaseStatus) -> Result<()> {
     let dir = status_root(var_dir);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let path = status_path(var_dir, &status.version);
-    let tmp = dir.join(format!(".{}.json.{}", status.version, std::process::id()));
     let bytes = serde_json::to_vec_pretty(status).expect("status serializes");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(&path, e)
-    })
+    tenet_fsutil::atomic_write(&path, &bytes, tenet_fsutil::DEFAULT_MODE, true)
+        .map_err(|e| Error::io(&path, e))
 }
 
 /// Removes a release's status (a queued mark the daemon then refused).

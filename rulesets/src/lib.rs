@@ -7,7 +7,8 @@
 //! [`NodeFacts`], and resolves a [`Policy`] for one node: the modules to run, the rulesets and
 //! variables that apply, their `OSVC_COMP_*` environment, and a content hash.
 //!
-//! Must not depend on: any other tenet crate, HTTP, SQL, process spawning. Its only I/O is
+//! Must not depend on: any other tenet crate but tenet-fsutil (its atomic write), HTTP, SQL,
+//! process spawning. Its only I/O is
 //! reading (and writing) policy files. The agent (masterless) and the collector both resolve
 //! policies through this crate, so a node gets the same answer either way.
 //!

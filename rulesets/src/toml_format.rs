@@ -17,6 +17,7 @@ use crate::model::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use tenet_fsutil::{DEFAULT_MODE, atomic_write};
 use toml::Spanned;
 
 /// One TOML document. Every key is optional; a file may define any mix of objects.
@@ -781,7 +782,9 @@ fn write_objects<'a>(sub: &Path, objects: impl Iterator<Item = (&'a str, FileTom
             n += 1;
         }
         written.insert(file.to_lowercase());
-        write_atomic(&sub.join(&file), &render(&doc)?)?;
+        let path = sub.join(&file);
+        atomic_write(&path, render(&doc)?.as_bytes(), DEFAULT_MODE, false)
+            .map_err(|e| io_err(&path, e))?;
     }
     let entries = std::fs::read_dir(sub).map_err(|e| io_err(sub, e))?;
     for entry in entries {
@@ -796,25 +799,6 @@ fn write_objects<'a>(sub: &Path, objects: impl Iterator<Item = (&'a str, FileTom
         }
     }
     Ok(())
-}
-
-fn write_atomic(path: &Path, content: &str) -> Result<()> {
-    use std::io::Write;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(content.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_err(path, e)
-    })
 }
 
 #[cfg(test)]

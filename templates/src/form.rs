@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Problem, Result};
-use crate::library::Library;
+use crate::inline;
 
 /// How to treat inputs that are not given.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -180,14 +180,13 @@ impl Form {
                     .map_err(|m| spec_error(format!("{at}: choices: {m}")))?;
             }
         }
-        let lib = Library::empty();
         for (i, c) in file.checks.iter().enumerate() {
             for (what, t) in [("condition", &c.condition), ("message", &c.message)] {
-                lib.check_inline(&format!("{origin}, check {}, {what}", i + 1), t)?;
+                inline::check(&format!("{origin}, check {}, {what}", i + 1), t)?;
             }
         }
         if let Some(s) = &file.service {
-            lib.check_inline(&format!("{origin}, service"), s)?;
+            inline::check(&format!("{origin}, service"), s)?;
         }
         Ok(Form {
             name: name.to_string(),
@@ -264,11 +263,11 @@ impl Form {
     }
 
     /// Validates `inputs` and returns the data the template renders with: every given or
-    /// defaulted input, typed and checked; then the form's checks. Unknown inputs, missing
-    /// mandatory ones, wrong types and out-of-range values are all reported together.
-    pub fn validate(
+    /// defaulted input, typed and checked. Unknown inputs, missing mandatory ones, wrong types
+    /// and out-of-range values are all reported together. The form's checks are templates:
+    /// [`crate::Library::render_form`] runs them on the result.
+    pub fn validate_inputs(
         &self,
-        lib: &Library,
         inputs: &Map<String, Value>,
         options: FormOptions,
     ) -> Result<Map<String, Value>> {
@@ -310,34 +309,6 @@ impl Form {
                     input: Some(input.name.clone()),
                     message,
                 }),
-            }
-        }
-        if problems.is_empty() {
-            let inputs = Value::Object(data.clone());
-            for (i, c) in self.checks.iter().enumerate() {
-                let label = format!("{}, check {}", self.origin, i + 1);
-                let verdict =
-                    lib.render_inline(&format!("{label}, condition"), &c.condition, &inputs)?;
-                match verdict.trim() {
-                    "true" => {}
-                    "false" => problems.push(Problem {
-                        input: None,
-                        message: lib.render_inline(
-                            &format!("{label}, message"),
-                            &c.message,
-                            &inputs,
-                        )?,
-                    }),
-                    other => {
-                        return Err(Error::FormSpec {
-                            origin: self.origin.clone(),
-                            message: format!(
-                                "check {}: the condition rendered {other:?}, expected true or false",
-                                i + 1
-                            ),
-                        });
-                    }
-                }
             }
         }
         if problems.is_empty() {

@@ -25,6 +25,7 @@
 pub mod error;
 pub mod form;
 pub mod helpers;
+mod inline;
 pub mod library;
 
 pub use error::{Error, ErrorKind, Problem, Result};

@@ -19,12 +19,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
-use handlebars::{Handlebars, RenderError, RenderErrorReason, Template, TemplateError};
+use handlebars::{Handlebars, RenderError, RenderErrorReason};
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
 use crate::form::{Form, FormOptions};
 use crate::helpers;
+use crate::inline::{self, syntax_error};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/library.rs"));
@@ -291,9 +292,7 @@ impl Library {
     /// Checks that `text`, an inline template (a rule's `path`, a form's check), parses.
     /// `label` names it in messages (`rule path`, `form x, check 2`).
     pub fn check_inline(&self, label: &str, text: &str) -> Result<()> {
-        Template::compile(text)
-            .map(|_| ())
-            .map_err(|e| syntax_error(label, label, &e))
+        inline::check(label, text)
     }
 
     /// Renders `text`, an inline template, with `data`; `label` names it in messages.
@@ -319,13 +318,55 @@ impl Library {
         options: FormOptions,
     ) -> Result<RenderedForm> {
         let form = self.form(name)?;
-        let data = Value::Object(form.validate(self, inputs, options)?);
+        let data = form.validate_inputs(inputs, options)?;
+        self.run_checks(form, &data)?;
+        let data = Value::Object(data);
         let text = self.render(name, &data)?;
         let service = match &form.service {
             Some(t) => Some(self.render_inline(&format!("form {name}, service"), t, &data)?),
             None => None,
         };
         Ok(RenderedForm { text, service })
+    }
+
+    /// Runs the form's checks (templates over the validated inputs): each false condition is
+    /// a problem, all of them reported in one [`Error::Invalid`].
+    fn run_checks(&self, form: &Form, data: &Map<String, Value>) -> Result<()> {
+        let inputs = Value::Object(data.clone());
+        let mut problems = Vec::new();
+        for (i, c) in form.checks.iter().enumerate() {
+            let label = format!("{}, check {}", form.origin, i + 1);
+            let verdict =
+                self.render_inline(&format!("{label}, condition"), &c.condition, &inputs)?;
+            match verdict.trim() {
+                "true" => {}
+                "false" => problems.push(Problem {
+                    input: None,
+                    message: self.render_inline(
+                        &format!("{label}, message"),
+                        &c.message,
+                        &inputs,
+                    )?,
+                }),
+                other => {
+                    return Err(Error::FormSpec {
+                        origin: form.origin.clone(),
+                        message: format!(
+                            "check {}: the condition rendered {other:?}, expected true or false",
+                            i + 1
+                        ),
+                    });
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid {
+                form: form.name.clone(),
+                problems,
+            })
+        }
     }
 
     fn origin_of(&self, name: &str) -> String {
@@ -378,20 +419,6 @@ impl Library {
                 message: other.to_string(),
             },
         }
-    }
-}
-
-fn syntax_error(name: &str, origin: &str, e: &TemplateError) -> Error {
-    let (line, column) = match e.pos() {
-        Some((l, c)) => (Some(l), Some(c)),
-        None => (None, None),
-    };
-    Error::Syntax {
-        template: name.to_string(),
-        origin: origin.to_string(),
-        line,
-        column,
-        message: e.reason().to_string(),
     }
 }
 

@@ -285,7 +285,7 @@ impl TestRootBuilder {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        tenet_modules::classes::package::test_support::init_dpkg_root(p, &installed);
+        tenet_modules::testing::dpkg::init_dpkg_root(p, &installed);
         for (abs, content) in &self.files {
             write(&root.under_root(abs), content);
         }

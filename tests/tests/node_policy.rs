@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use tenet_modules::classes::package::test_support::build_test_deb;
+use tenet_modules::testing::dpkg::build_test_deb;
 use tenet_tests::*;
 
 const DEQUEUE: &str = "com.opensvc.sys.opensvc.dequeue-actions-listener";

@@ -150,15 +150,13 @@ impl StateFile {
         }
     }
 
-    /// Writes it atomically (no fsync: it is a view, rewritten often).
+    /// Writes it atomically (no directory fsync: it is a view, rewritten often).
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let mut text = serde_json::to_vec_pretty(self)?;
         text.push(b'\n');
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = dir.join(format!(".tasks.json.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, &text)
-            .and_then(|_| std::fs::rename(&tmp, path))
+        tenet_fsutil::atomic_write(path, &text, tenet_fsutil::DEFAULT_MODE, false)
             .with_context(|| format!("writing {}", path.display()))
     }
 }

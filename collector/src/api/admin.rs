@@ -10,9 +10,10 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tenet_rulesets::api::{NodeAttributes, RegisterRequest, Registration};
 use tenet_rulesets::export::{parse_filter_op, parse_logical_op, parse_ruleset_type};
+use tenet_rulesets::indexmap::IndexMap;
 use tenet_rulesets::names::{self, NameKind};
 use tenet_rulesets::{
     Bundle, Filter, FilterEntry, FilterTest, Filterset, Meta, ModuleRef, Moduleset, Ruleset,
@@ -230,6 +231,150 @@ fn audit(action: &str, object: String, detail: String) -> Result<(String, String
     Ok((action.to_string(), object, detail))
 }
 
+/// A kind of policy object: the admin API lists, shows, creates and deletes every kind the
+/// same way (`GET /{kind}s`, `GET` and `DELETE /{kind}s/{name}`, and the existence check and
+/// audit of `POST /{kind}s`); only what differs (the input of a create, a ruleset's list
+/// summary) is written per kind.
+pub trait PolicyKind: Serialize + Send + Sync + Sized + 'static {
+    /// `ruleset`, `filterset`, `moduleset`: in messages and audit actions.
+    const KIND: &'static str;
+    /// The objects of this kind in a bundle.
+    fn table(b: &Bundle) -> &IndexMap<String, Self>;
+    /// The same, to edit.
+    fn table_mut(b: &mut Bundle) -> &mut IndexMap<String, Self>;
+    /// The object `name` of this kind, to edit (404 when there is none).
+    fn find_mut<'a>(b: &'a mut Bundle, name: &str) -> Result<&'a mut Self> {
+        Self::table_mut(b)
+            .get_mut(name)
+            .ok_or_else(|| Error::not_found(Self::KIND, name))
+    }
+    /// One entry of the list (`GET /{kind}s`): the whole object unless a kind says otherwise.
+    fn summary(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+impl PolicyKind for Ruleset {
+    const KIND: &'static str = "ruleset";
+    fn table(b: &Bundle) -> &IndexMap<String, Self> {
+        &b.rulesets
+    }
+    fn table_mut(b: &mut Bundle) -> &mut IndexMap<String, Self> {
+        &mut b.rulesets
+    }
+    fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name, "kind": self.kind, "public": self.public,
+            "filterset": self.filterset, "children": self.children,
+            "variables": self.variables.len(),
+        })
+    }
+}
+
+impl PolicyKind for Filterset {
+    const KIND: &'static str = "filterset";
+    fn table(b: &Bundle) -> &IndexMap<String, Self> {
+        &b.filtersets
+    }
+    fn table_mut(b: &mut Bundle) -> &mut IndexMap<String, Self> {
+        &mut b.filtersets
+    }
+}
+
+impl PolicyKind for Moduleset {
+    const KIND: &'static str = "moduleset";
+    fn table(b: &Bundle) -> &IndexMap<String, Self> {
+        &b.modulesets
+    }
+    fn table_mut(b: &mut Bundle) -> &mut IndexMap<String, Self> {
+        &mut b.modulesets
+    }
+}
+
+/// Removes the member `member` (a variable, a module) of the object `owner` (404 naming
+/// `owner/member` when it has none).
+fn remove_member<T>(
+    list: &mut Vec<T>,
+    name_of: impl Fn(&T) -> &String,
+    what: &'static str,
+    owner: &str,
+    member: &str,
+) -> Result<()> {
+    let before = list.len();
+    list.retain(|x| name_of(x) != member);
+    if list.len() == before {
+        return Err(Error::not_found(what, format!("{owner}/{member}")));
+    }
+    Ok(())
+}
+
+/// `GET /api/v1/{kind}s`.
+pub async fn list<K: PolicyKind>(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+) -> Result<Response, ApiError> {
+    let b = bundle(&state).await?;
+    let list: Vec<_> = K::table(&b).values().map(K::summary).collect();
+    Ok(Json(list).into_response())
+}
+
+/// `GET /api/v1/{kind}s/{name}`.
+pub async fn show<K: PolicyKind>(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let b = bundle(&state).await?;
+    let object = K::table(&b)
+        .get(&name)
+        .ok_or_else(|| ApiError::from(Error::not_found(K::KIND, &name)))?;
+    Ok(Json(object).into_response())
+}
+
+/// `DELETE /api/v1/{kind}s/{name}`: refused (400, naming the referrer) while another object
+/// refers to it; a moduleset's attachments go with it.
+pub async fn delete<K: PolicyKind>(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    edit(&state, &caller, StatusCode::OK, move |b| {
+        K::table_mut(b)
+            .shift_remove(&name)
+            .ok_or_else(|| Error::not_found(K::KIND, &name))?;
+        let kind = K::KIND;
+        audit(
+            &format!("{kind}.delete"),
+            format!("{kind} {name}"),
+            String::new(),
+        )
+    })
+    .await
+}
+
+/// Creates the object `build` makes under `name` (409 when it exists; 201 and an audit entry
+/// otherwise).
+async fn create<K: PolicyKind>(
+    state: &AppState,
+    caller: &super::Caller,
+    name: String,
+    build: impl FnOnce() -> Result<K> + Send + 'static,
+) -> Result<Response, ApiError> {
+    edit(state, caller, StatusCode::CREATED, move |b| {
+        let kind = K::KIND;
+        if K::table(b).contains_key(&name) {
+            return Err(Error::Conflict(format!("{kind} {name} already exists")));
+        }
+        K::table_mut(b).insert(name.clone(), build()?);
+        audit(
+            &format!("{kind}.create"),
+            format!("{kind} {name}"),
+            String::new(),
+        )
+    })
+    .await
+}
+
 /// A variable as the API takes it: `value` (any JSON) or `text` (an OpenSVC `var_value`,
 /// parsed as JSON when it is JSON, kept verbatim otherwise), exactly one of them.
 #[derive(Debug, Deserialize)]
@@ -306,25 +451,6 @@ fn ruleset_kind(kind: Option<&str>) -> Result<RulesetType> {
     }
 }
 
-/// `GET /api/v1/rulesets`.
-pub async fn list_rulesets(
-    State(state): State<AppState>,
-    Admin(_): Admin,
-) -> Result<Response, ApiError> {
-    let b = bundle(&state).await?;
-    let list: Vec<_> = b
-        .rulesets
-        .values()
-        .map(|r| {
-            serde_json::json!({
-                "name": r.name, "kind": r.kind, "public": r.public, "filterset": r.filterset,
-                "children": r.children, "variables": r.variables.len(),
-            })
-        })
-        .collect();
-    Ok(Json(list).into_response())
-}
-
 /// `POST /api/v1/rulesets`.
 pub async fn create_ruleset(
     State(state): State<AppState>,
@@ -333,13 +459,7 @@ pub async fn create_ruleset(
 ) -> Result<Response, ApiError> {
     let input = json_body(body)?;
     let author = caller.actor();
-    edit(&state, &caller, StatusCode::CREATED, move |b| {
-        if b.rulesets.contains_key(&input.name) {
-            return Err(Error::Conflict(format!(
-                "ruleset {} already exists",
-                input.name
-            )));
-        }
+    create::<Ruleset>(&state, &caller, input.name.clone(), move || {
         if input.name.is_empty() {
             return Err(Error::BadRequest("name: empty".into()));
         }
@@ -352,8 +472,8 @@ pub async fn create_ruleset(
                 .ok_or_else(|| Error::BadRequest(format!("{at}.name: missing")))?;
             variables.push(v.into_variable(name, &at, &author)?);
         }
-        let rs = Ruleset {
-            name: input.name.clone(),
+        Ok(Ruleset {
+            name: input.name,
             kind: ruleset_kind(input.kind.as_deref())?,
             filterset: input.filterset,
             public: input.public.unwrap_or(true),
@@ -364,29 +484,9 @@ pub async fn create_ruleset(
                 publications: input.publications,
                 responsibles: input.responsibles,
             },
-        };
-        b.rulesets.insert(rs.name.clone(), rs);
-        audit(
-            "ruleset.create",
-            format!("ruleset {}", input.name),
-            String::new(),
-        )
+        })
     })
     .await
-}
-
-/// `GET /api/v1/rulesets/{name}`.
-pub async fn get_ruleset(
-    State(state): State<AppState>,
-    Admin(_): Admin,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    let b = bundle(&state).await?;
-    let rs = b
-        .rulesets
-        .get(&name)
-        .ok_or_else(|| ApiError::from(Error::not_found("ruleset", &name)))?;
-    Ok(Json(rs).into_response())
 }
 
 /// `PATCH /api/v1/rulesets/{name}` body: the fields to change.
@@ -424,10 +524,7 @@ pub async fn patch_ruleset(
 ) -> Result<Response, ApiError> {
     let patch = json_body(body)?;
     edit(&state, &caller, StatusCode::OK, move |b| {
-        let rs = b
-            .rulesets
-            .get_mut(&name)
-            .ok_or_else(|| Error::not_found("ruleset", &name))?;
+        let rs = Ruleset::find_mut(b, &name)?;
         let mut changed = Vec::new();
         if let Some(k) = patch.kind {
             rs.kind = ruleset_kind(Some(&k))?;
@@ -458,22 +555,6 @@ pub async fn patch_ruleset(
     .await
 }
 
-/// `DELETE /api/v1/rulesets/{name}`: refused (400, naming the referrer) while a moduleset or
-/// another ruleset refers to it.
-pub async fn delete_ruleset(
-    State(state): State<AppState>,
-    Admin(caller): Admin,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    edit(&state, &caller, StatusCode::OK, move |b| {
-        b.rulesets
-            .shift_remove(&name)
-            .ok_or_else(|| Error::not_found("ruleset", &name))?;
-        audit("ruleset.delete", format!("ruleset {name}"), String::new())
-    })
-    .await
-}
-
 /// `PUT /api/v1/rulesets/{name}/variables/{var}`: creates or replaces the variable.
 pub async fn put_variable(
     State(state): State<AppState>,
@@ -490,10 +571,7 @@ pub async fn put_variable(
     }
     let author = caller.actor();
     edit(&state, &caller, StatusCode::OK, move |b| {
-        let rs = b
-            .rulesets
-            .get_mut(&name)
-            .ok_or_else(|| Error::not_found("ruleset", &name))?;
+        let rs = Ruleset::find_mut(b, &name)?;
         let v = input.into_variable(var.clone(), "body", &author)?;
         match rs.variables.iter_mut().find(|x| x.name == var) {
             Some(existing) => {
@@ -515,15 +593,8 @@ pub async fn delete_variable(
     Path((name, var)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     edit(&state, &caller, StatusCode::OK, move |b| {
-        let rs = b
-            .rulesets
-            .get_mut(&name)
-            .ok_or_else(|| Error::not_found("ruleset", &name))?;
-        let before = rs.variables.len();
-        rs.variables.retain(|v| v.name != var);
-        if rs.variables.len() == before {
-            return Err(Error::not_found("variable", format!("{name}/{var}")));
-        }
+        let rs = Ruleset::find_mut(b, &name)?;
+        remove_member(&mut rs.variables, |v| &v.name, "variable", &name, &var)?;
         audit("variable.delete", format!("ruleset {name}"), var)
     })
     .await
@@ -539,10 +610,7 @@ pub async fn add_ruleset_child(
         if !b.rulesets.contains_key(&child) {
             return Err(Error::not_found("ruleset", &child));
         }
-        let rs = b
-            .rulesets
-            .get_mut(&name)
-            .ok_or_else(|| Error::not_found("ruleset", &name))?;
+        let rs = Ruleset::find_mut(b, &name)?;
         if !rs.children.contains(&child) {
             rs.children.push(child.clone());
         }
@@ -558,10 +626,7 @@ pub async fn remove_ruleset_child(
     Path((name, child)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     edit(&state, &caller, StatusCode::OK, move |b| {
-        let rs = b
-            .rulesets
-            .get_mut(&name)
-            .ok_or_else(|| Error::not_found("ruleset", &name))?;
+        let rs = Ruleset::find_mut(b, &name)?;
         rs.children.retain(|c| *c != child);
         audit("ruleset.unnest", format!("ruleset {name}"), child)
     })
@@ -645,15 +710,6 @@ fn filterset_from(name: String, input: FiltersetIn) -> Result<Filterset> {
     })
 }
 
-/// `GET /api/v1/filtersets`.
-pub async fn list_filtersets(
-    State(state): State<AppState>,
-    Admin(_): Admin,
-) -> Result<Response, ApiError> {
-    let b = bundle(&state).await?;
-    Ok(Json(b.filtersets.values().collect::<Vec<_>>()).into_response())
-}
-
 /// `POST /api/v1/filtersets`.
 pub async fn create_filterset(
     State(state): State<AppState>,
@@ -664,33 +720,10 @@ pub async fn create_filterset(
     let Some(name) = input.name.clone().filter(|n| !n.is_empty()) else {
         return Err(ApiError::bad_request("name: missing"));
     };
-    edit(&state, &caller, StatusCode::CREATED, move |b| {
-        if b.filtersets.contains_key(&name) {
-            return Err(Error::Conflict(format!("filterset {name} already exists")));
-        }
-        let fs = filterset_from(name.clone(), input)?;
-        b.filtersets.insert(name.clone(), fs);
-        audit(
-            "filterset.create",
-            format!("filterset {name}"),
-            String::new(),
-        )
+    create::<Filterset>(&state, &caller, name.clone(), move || {
+        filterset_from(name, input)
     })
     .await
-}
-
-/// `GET /api/v1/filtersets/{name}`.
-pub async fn get_filterset(
-    State(state): State<AppState>,
-    Admin(_): Admin,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    let b = bundle(&state).await?;
-    let fs = b
-        .filtersets
-        .get(&name)
-        .ok_or_else(|| ApiError::from(Error::not_found("filterset", &name)))?;
-    Ok(Json(fs).into_response())
 }
 
 /// `PUT /api/v1/filtersets/{name}`: creates or replaces the filterset.
@@ -710,25 +743,6 @@ pub async fn replace_filterset(
         let fs = filterset_from(name.clone(), input)?;
         b.filtersets.insert(name.clone(), fs);
         audit("filterset.set", format!("filterset {name}"), String::new())
-    })
-    .await
-}
-
-/// `DELETE /api/v1/filtersets/{name}`: refused while a ruleset or filterset uses it.
-pub async fn delete_filterset(
-    State(state): State<AppState>,
-    Admin(caller): Admin,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    edit(&state, &caller, StatusCode::OK, move |b| {
-        b.filtersets
-            .shift_remove(&name)
-            .ok_or_else(|| Error::not_found("filterset", &name))?;
-        audit(
-            "filterset.delete",
-            format!("filterset {name}"),
-            String::new(),
-        )
     })
     .await
 }
@@ -760,15 +774,6 @@ pub struct ModuleIn {
     autofix: bool,
 }
 
-/// `GET /api/v1/modulesets`.
-pub async fn list_modulesets(
-    State(state): State<AppState>,
-    Admin(_): Admin,
-) -> Result<Response, ApiError> {
-    let b = bundle(&state).await?;
-    Ok(Json(b.modulesets.values().collect::<Vec<_>>()).into_response())
-}
-
 /// `POST /api/v1/modulesets`.
 pub async fn create_moduleset(
     State(state): State<AppState>,
@@ -776,16 +781,10 @@ pub async fn create_moduleset(
     body: std::result::Result<Json<ModulesetIn>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let input = json_body(body)?;
-    edit(&state, &caller, StatusCode::CREATED, move |b| {
-        if input.name.is_empty() {
-            return Err(Error::BadRequest("name: empty".into()));
-        }
-        if b.modulesets.contains_key(&input.name) {
-            return Err(Error::Conflict(format!(
-                "moduleset {} already exists",
-                input.name
-            )));
-        }
+    if input.name.is_empty() {
+        return Err(ApiError::from(Error::BadRequest("name: empty".into())));
+    }
+    create::<Moduleset>(&state, &caller, input.name.clone(), move || {
         let mut modules = Vec::new();
         for (i, m) in input.modules.into_iter().enumerate() {
             let name = m
@@ -797,8 +796,8 @@ pub async fn create_moduleset(
                 autofix: m.autofix,
             });
         }
-        let ms = Moduleset {
-            name: input.name.clone(),
+        Ok(Moduleset {
+            name: input.name,
             modules,
             children: input.children,
             rulesets: input.rulesets,
@@ -807,46 +806,7 @@ pub async fn create_moduleset(
                 publications: input.publications,
                 responsibles: input.responsibles,
             },
-        };
-        b.modulesets.insert(ms.name.clone(), ms);
-        audit(
-            "moduleset.create",
-            format!("moduleset {}", input.name),
-            String::new(),
-        )
-    })
-    .await
-}
-
-/// `GET /api/v1/modulesets/{name}`.
-pub async fn get_moduleset(
-    State(state): State<AppState>,
-    Admin(_): Admin,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    let b = bundle(&state).await?;
-    let ms = b
-        .modulesets
-        .get(&name)
-        .ok_or_else(|| ApiError::from(Error::not_found("moduleset", &name)))?;
-    Ok(Json(ms).into_response())
-}
-
-/// `DELETE /api/v1/modulesets/{name}`: its attachments go with it.
-pub async fn delete_moduleset(
-    State(state): State<AppState>,
-    Admin(caller): Admin,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    edit(&state, &caller, StatusCode::OK, move |b| {
-        b.modulesets
-            .shift_remove(&name)
-            .ok_or_else(|| Error::not_found("moduleset", &name))?;
-        audit(
-            "moduleset.delete",
-            format!("moduleset {name}"),
-            String::new(),
-        )
+        })
     })
     .await
 }
@@ -860,10 +820,7 @@ pub async fn put_module(
 ) -> Result<Response, ApiError> {
     let input = json_body(body)?;
     edit(&state, &caller, StatusCode::OK, move |b| {
-        let ms = b
-            .modulesets
-            .get_mut(&name)
-            .ok_or_else(|| Error::not_found("moduleset", &name))?;
+        let ms = Moduleset::find_mut(b, &name)?;
         match ms.modules.iter_mut().find(|m| m.name == module) {
             Some(m) => m.autofix = input.autofix,
             None => ms.modules.push(ModuleRef {
@@ -883,15 +840,8 @@ pub async fn delete_module(
     Path((name, module)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     edit(&state, &caller, StatusCode::OK, move |b| {
-        let ms = b
-            .modulesets
-            .get_mut(&name)
-            .ok_or_else(|| Error::not_found("moduleset", &name))?;
-        let before = ms.modules.len();
-        ms.modules.retain(|m| m.name != module);
-        if ms.modules.len() == before {
-            return Err(Error::not_found("module", format!("{name}/{module}")));
-        }
+        let ms = Moduleset::find_mut(b, &name)?;
+        remove_member(&mut ms.modules, |m| &m.name, "module", &name, &module)?;
         audit("module.delete", format!("moduleset {name}"), module)
     })
     .await
@@ -973,10 +923,7 @@ async fn moduleset_relation(
         let n = name.clone();
         relation_edit(
             move |b| {
-                let ms = b
-                    .modulesets
-                    .get_mut(&n)
-                    .ok_or_else(|| Error::not_found("moduleset", &n))?;
+                let ms = Moduleset::find_mut(b, &n)?;
                 Ok(if child {
                     &mut ms.children
                 } else {

@@ -22,6 +22,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use tenet_rulesets::api::ErrorBody;
+use tenet_rulesets::{Filterset, Moduleset, Ruleset};
 
 use crate::auth::{self, Presented};
 use crate::error::Error;
@@ -125,13 +126,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/rulesets",
-            get(admin::list_rulesets).post(admin::create_ruleset),
+            get(admin::list::<Ruleset>).post(admin::create_ruleset),
         )
         .route(
             "/rulesets/{name}",
-            get(admin::get_ruleset)
+            get(admin::show::<Ruleset>)
                 .patch(admin::patch_ruleset)
-                .delete(admin::delete_ruleset),
+                .delete(admin::delete::<Ruleset>),
         )
         .route(
             "/rulesets/{name}/variables/{var}",
@@ -143,21 +144,21 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/filtersets",
-            get(admin::list_filtersets).post(admin::create_filterset),
+            get(admin::list::<Filterset>).post(admin::create_filterset),
         )
         .route(
             "/filtersets/{name}",
-            get(admin::get_filterset)
+            get(admin::show::<Filterset>)
                 .put(admin::replace_filterset)
-                .delete(admin::delete_filterset),
+                .delete(admin::delete::<Filterset>),
         )
         .route(
             "/modulesets",
-            get(admin::list_modulesets).post(admin::create_moduleset),
+            get(admin::list::<Moduleset>).post(admin::create_moduleset),
         )
         .route(
             "/modulesets/{name}",
-            get(admin::get_moduleset).delete(admin::delete_moduleset),
+            get(admin::show::<Moduleset>).delete(admin::delete::<Moduleset>),
         )
         .route(
             "/modulesets/{name}/modules/{module}",

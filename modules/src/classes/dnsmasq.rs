@@ -34,6 +34,7 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::common::{kind, systemd_running};
 use crate::class::{Class, parse_rule};
 use crate::host::{Host, HostView};
 use crate::status::{Log, Status};
@@ -292,7 +293,7 @@ fn fix_rule(rule: &DnsmasqRule, host: &Host, log: &mut Log) -> Result<(), String
     {
         return Err(format!(
             "is a {}, not a regular file; refusing to replace it",
-            super::file::kind(&meta)
+            kind(&meta)
         ));
     }
     let content = render(rule);
@@ -329,7 +330,7 @@ fn fix_rule(rule: &DnsmasqRule, host: &Host, log: &mut Log) -> Result<(), String
         log.info(format!("dnsmasq {}: ran reload {cmd:?}", rule.path));
     }
     if let Some(unit) = &rule.restart_unit {
-        match super::systemd_unit::systemd_running(host) {
+        match systemd_running(host) {
             Ok(()) => {
                 let out = host
                     .run_change(Command::new("systemctl").args(["restart", unit]))

@@ -67,12 +67,10 @@
 //! - The file is replaced, not rewritten in place: its other hard links keep the old content
 //!   (reported by fix).
 //!
-//! The mode and owner types and helpers here ([`Mode`], [`Owner`], `Attrs`) are shared with the
-//! `fileprop` class.
+//! The mode and owner types and helpers ([`Mode`], [`Owner`], `Attrs`) live in
+//! [`super::common`], shared with the `fileprop` class.
 
-use std::fs::Metadata;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -80,8 +78,10 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_json::{Map, Value};
-use similar::TextDiff;
 
+use super::common::{
+    Attrs, Mode, Owner, de_gid, de_uid, report_difference, target, through_link, wrong_kind,
+};
 use crate::class::{Class, RuleContext};
 use crate::host::{Host, HostView, RootedPath};
 use crate::status::{Log, Status};
@@ -150,26 +150,6 @@ pub struct Foreach {
 
 fn default_item_name() -> String {
     "item".into()
-}
-
-/// Permission bits (0 to 0o7777), written in a rule as octal digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mode(pub u32);
-
-impl<'de> Deserialize<'de> for Mode {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Mode, D::Error> {
-        let value = Value::deserialize(deserializer)?;
-        parse_mode(&value).map(Mode).map_err(de::Error::custom)
-    }
-}
-
-/// A user or group, as a rule names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Owner {
-    /// A numeric id.
-    Id(u32),
-    /// A name, resolved through the managed system's `etc/passwd` or `etc/group`.
-    Name(String),
 }
 
 /// The `file` class.
@@ -535,14 +515,6 @@ fn check_plan(plan: &Plan, host: &HostView, log: &mut Log) -> Status {
     }
 }
 
-/// `"; <why>"` when `path` is missing because of a link leading nowhere inside the root
-/// prefix, else nothing.
-pub(crate) fn through_link(host: &HostView, path: &RootedPath) -> String {
-    host.dangling_link(path)
-        .map(|why| format!(": {why}"))
-        .unwrap_or_default()
-}
-
 /// How the content on disk compares with the wanted bytes.
 #[derive(Debug, PartialEq, Eq)]
 enum Comparison {
@@ -846,95 +818,6 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
     out
 }
 
-/// How many lines of diff check prints at most.
-const MAX_DIFF_LINES: usize = 200;
-
-/// Logs how the content on disk (`have`) differs from the wanted one: a unified diff for
-/// text, the sizes for binary content.
-pub(crate) fn report_difference(shown: &str, have: &[u8], want: &[u8], log: &mut Log) {
-    let (Some(old), Some(new)) = (as_text(have), as_text(want)) else {
-        log.err(format!(
-            "{shown}: binary content differs ({} bytes vs {} bytes expected)",
-            have.len(),
-            want.len()
-        ));
-        return;
-    };
-    log.err(format!("{shown}: content differs"));
-    let diff = TextDiff::from_lines(old, new);
-    let text = diff.unified_diff().header(shown, shown).to_string();
-    let lines: Vec<&str> = text.lines().collect();
-    if lines.len() > MAX_DIFF_LINES {
-        log.err(lines[..MAX_DIFF_LINES].join("\n"));
-        log.err(format!(
-            "... diff truncated ({} more lines)",
-            lines.len() - MAX_DIFF_LINES
-        ));
-    } else {
-        log.err(text);
-    }
-}
-
-/// `bytes` as text, unless they hold a NUL or are not UTF-8.
-fn as_text(bytes: &[u8]) -> Option<&str> {
-    if bytes.contains(&0) {
-        return None;
-    }
-    std::str::from_utf8(bytes).ok()
-}
-
-// ---- Shared with `fileprop` -------------------------------------------------------------------
-
-/// Reads a rule's `mode`: octal digits as a JSON number (`644`: its decimal digits are read as
-/// octal) or a string (`"644"`, `"0644"`, `"0o644"`). The error names the field and the value.
-pub(crate) fn parse_mode(value: &Value) -> Result<u32, String> {
-    let invalid = || {
-        format!(
-            "mode: invalid value {value}: expected octal digits, like 644, \"0644\" or \"0o644\""
-        )
-    };
-    let digits = match value {
-        Value::Number(n) => n.as_u64().ok_or_else(invalid)?.to_string(),
-        Value::String(s) => {
-            let s = s.trim();
-            s.strip_prefix("0o")
-                .or_else(|| s.strip_prefix("0O"))
-                .unwrap_or(s)
-                .to_owned()
-        }
-        _ => return Err(invalid()),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(invalid());
-    }
-    match u32::from_str_radix(&digits, 8) {
-        Ok(mode) if mode <= 0o7777 => Ok(mode),
-        _ => Err(format!(
-            "mode: invalid value {value}: permission bits go up to 7777"
-        )),
-    }
-}
-
-/// Reads a rule's `uid` or `gid` (`field`): absent or null, a non-negative number, or a name
-/// (a string of digits is an id).
-pub(crate) fn parse_owner(field: &str, value: &Value) -> Result<Option<Owner>, String> {
-    let invalid = || format!("{field}: invalid value {value}: expected a numeric id or a name");
-    match value {
-        Value::Null => Ok(None),
-        Value::Number(n) => n
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .map(|id| Some(Owner::Id(id)))
-            .ok_or_else(invalid),
-        Value::String(s) if s.trim().is_empty() => Err(invalid()),
-        Value::String(s) => Ok(Some(match s.trim().parse::<u32>() {
-            Ok(id) => Owner::Id(id),
-            Err(_) => Owner::Name(s.trim().to_owned()),
-        })),
-        _ => Err(invalid()),
-    }
-}
-
 /// serde `deserialize_with` for `fmt`: text as is; a number or a boolean as OpenSVC's
 /// `parse_fmt` turns it into text (Python's `str()`); `null` as absent.
 fn de_fmt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -996,143 +879,6 @@ pub(crate) fn python_float(x: f64) -> String {
     format!("{sign}{body}")
 }
 
-/// serde `deserialize_with` for a `uid` field.
-pub(crate) fn de_uid<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Owner>, D::Error> {
-    parse_owner("uid", &Value::deserialize(d)?).map_err(de::Error::custom)
-}
-
-/// serde `deserialize_with` for a `gid` field.
-pub(crate) fn de_gid<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Owner>, D::Error> {
-    parse_owner("gid", &Value::deserialize(d)?).map_err(de::Error::custom)
-}
-
-/// The real (root-prefixed) path of a rule's `path`, and whether it names a directory
-/// (a trailing `/`).
-pub(crate) fn target(host: &HostView, path: &str) -> Result<(RootedPath, bool), String> {
-    let real = host.path(path).map_err(|e| e.to_string())?;
-    Ok((real, path.ends_with('/')))
-}
-
-/// What kind of filesystem object `meta` describes, for messages.
-pub(crate) fn kind(meta: &Metadata) -> &'static str {
-    let ft = meta.file_type();
-    if ft.is_symlink() {
-        "a symlink"
-    } else if ft.is_dir() {
-        "a directory"
-    } else if ft.is_file() {
-        "a regular file"
-    } else {
-        "a special file"
-    }
-}
-
-/// Why an existing path is not what a rule wants (a directory when `dir`, else a regular
-/// file), or `None` when it is. Symlinks are never followed.
-pub(crate) fn wrong_kind(meta: &Metadata, dir: bool) -> Option<String> {
-    let fits = if dir { meta.is_dir() } else { meta.is_file() };
-    let wanted = if dir { "a directory" } else { "a regular file" };
-    (!fits).then(|| format!("is {}, expected {wanted}", kind(meta)))
-}
-
-/// The mode and ownership a rule asks for, names resolved to ids; `None` leaves an attribute
-/// alone.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Attrs {
-    /// Permission bits.
-    pub(crate) mode: Option<u32>,
-    /// Owner id.
-    pub(crate) uid: Option<u32>,
-    /// Group id.
-    pub(crate) gid: Option<u32>,
-}
-
-impl Attrs {
-    /// Resolves user and group names through the managed system's `etc/passwd` / `etc/group`.
-    pub(crate) fn resolve(
-        host: &HostView,
-        mode: Option<Mode>,
-        uid: Option<&Owner>,
-        gid: Option<&Owner>,
-    ) -> Result<Attrs, String> {
-        let uid = match uid {
-            None => None,
-            Some(Owner::Id(id)) => Some(*id),
-            Some(Owner::Name(name)) => Some(host.uid_of(name).map_err(|e| format!("uid: {e}"))?),
-        };
-        let gid = match gid {
-            None => None,
-            Some(Owner::Id(id)) => Some(*id),
-            Some(Owner::Name(name)) => Some(host.gid_of(name).map_err(|e| format!("gid: {e}"))?),
-        };
-        Ok(Attrs {
-            mode: mode.map(|m| m.0),
-            uid,
-            gid,
-        })
-    }
-
-    /// Logs each attribute of `meta` that differs from the wanted one; true when none does.
-    pub(crate) fn check(&self, shown: &str, meta: &Metadata, log: &mut Log) -> bool {
-        let mut ok = true;
-        let have_mode = meta.mode() & 0o7777;
-        if let Some(mode) = self.mode.filter(|m| *m != have_mode) {
-            log.err(format!(
-                "{shown}: mode is {have_mode:04o}, expected {mode:04o}"
-            ));
-            ok = false;
-        }
-        if let Some(uid) = self.uid.filter(|u| *u != meta.uid()) {
-            log.err(format!(
-                "{shown}: owner uid is {}, expected {uid}",
-                meta.uid()
-            ));
-            ok = false;
-        }
-        if let Some(gid) = self.gid.filter(|g| *g != meta.gid()) {
-            log.err(format!(
-                "{shown}: group gid is {}, expected {gid}",
-                meta.gid()
-            ));
-            ok = false;
-        }
-        ok
-    }
-
-    /// Sets the attributes of `path` that differ from `meta`: owner and group first (a chown
-    /// may clear setuid/setgid bits), then the mode.
-    pub(crate) fn fix(
-        &self,
-        host: &Host,
-        path: &RootedPath,
-        shown: &str,
-        meta: &Metadata,
-        log: &mut Log,
-    ) -> Result<(), String> {
-        let uid = self.uid.filter(|u| *u != meta.uid());
-        let gid = self.gid.filter(|g| *g != meta.gid());
-        let mut have_mode = meta.mode() & 0o7777;
-        if uid.is_some() || gid.is_some() {
-            host.set_owner(path, uid, gid).map_err(|e| e.to_string())?;
-            log.info(format!(
-                "{shown}: owner set to {}:{}",
-                self.uid.unwrap_or(meta.uid()),
-                self.gid.unwrap_or(meta.gid())
-            ));
-            if let Some(m) = host.metadata(path).map_err(|e| e.to_string())? {
-                have_mode = m.mode() & 0o7777;
-            }
-        }
-        if let Some(mode) = self.mode.filter(|m| *m != have_mode) {
-            host.set_mode(path, mode).map_err(|e| e.to_string())?;
-            log.info(format!(
-                "{shown}: mode set to {mode:04o} (was {have_mode:04o})"
-            ));
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1142,8 +888,9 @@ mod tests {
     use serde_json::json;
     use std::sync::Arc;
     use tenet_templates::Library;
+    use crate::classes::common::MAX_DIFF_LINES;
     use std::fs;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn host(dir: &Path) -> Host {
         Host::new(dir)
@@ -1478,20 +1225,6 @@ mod tests {
         }
         let err = File::rules(&json!({"path": "/a", "mode": 999})).unwrap_err();
         assert!(err.contains("999"), "{err}");
-    }
-
-    #[test]
-    fn mode_spellings() {
-        for (v, m) in [
-            (json!(644), 0o644),
-            (json!("644"), 0o644),
-            (json!("0644"), 0o644),
-            (json!("0o644"), 0o644),
-            (json!(4755), 0o4755),
-            (json!(0), 0),
-        ] {
-            assert_eq!(parse_mode(&v), Ok(m), "{v}");
-        }
     }
 
     #[test]

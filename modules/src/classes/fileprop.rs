@@ -21,7 +21,7 @@
 
 use serde::Deserialize;
 
-use super::file::{Attrs, Mode, Owner, de_gid, de_uid, target, through_link, wrong_kind};
+use super::common::{Attrs, Mode, Owner, de_gid, de_uid, target, through_link, wrong_kind};
 use crate::class::Class;
 use crate::host::{Host, HostView};
 use crate::status::{Log, Status};

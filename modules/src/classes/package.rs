@@ -42,7 +42,6 @@
 //!
 //! Every difference is listed in `docs/opensvc-compat.md`.
 
-use std::cmp::Ordering;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,8 +51,12 @@ use serde_json::Value;
 use tenet_rulesets::PackageFact;
 
 use crate::class::{Class, parse_rule};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::host::{Host, HostView};
+use crate::packages::inventory::{Backend, inventory, no_database};
+use crate::packages::{
+    command, compare_deb_versions, compare_rpm_versions, failure, parse_rpm_query, render, which,
+};
 use crate::status::{Log, Status, Stream};
 
 /// One package rule: the whole list of one variable.
@@ -317,98 +320,6 @@ impl Class for Package {
         }
     }
 }
-
-/// The installed packages of the managed system (name, version, architecture), for facts
-/// gathering: from `<root>/var/lib/dpkg/status` on dpkg systems, from
-/// `rpm --root <root> -qa` on rpm systems. A system without a package database (or with an
-/// unknown one) has no packages: the list is empty.
-pub fn installed_packages(host: &HostView) -> Result<Vec<PackageFact>> {
-    Ok(inventory(host)?.map(|(_, p)| p).unwrap_or_default())
-}
-
-/// Parses a dpkg status file (`/var/lib/dpkg/status`) into the packages it records as
-/// installed. Stanzas are separated by blank lines; continuation lines (starting with a space
-/// or tab) are skipped; field names are case-insensitive. A package is installed when the
-/// third word of its `Status:` is `installed`, `triggers-awaited` or `triggers-pending` (dpkg's
-/// words for a configured package with a trigger still to run, `iW` / `it` in `dpkg -l`).
-pub fn parse_dpkg_status(text: &str) -> Vec<PackageFact> {
-    let mut out = Vec::new();
-    let mut cur = Stanza::default();
-    for line in text.lines() {
-        if line.trim().is_empty() {
-            cur.finish(&mut out);
-            continue;
-        }
-        if line.starts_with([' ', '\t']) {
-            continue;
-        }
-        let Some((field, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim().to_string();
-        match field.trim().to_ascii_lowercase().as_str() {
-            "package" => cur.name = Some(value),
-            "status" => cur.status = Some(value),
-            "version" => cur.version = Some(value),
-            "architecture" => cur.arch = Some(value),
-            _ => {}
-        }
-    }
-    cur.finish(&mut out);
-    out
-}
-
-/// Parses the output of `rpm -qa --qf '%{NAME}\t%{VERSION}-%{RELEASE}\t%{ARCH}\n'`.
-/// Lines without three tab-separated fields are skipped.
-pub fn parse_rpm_query(text: &str) -> Vec<PackageFact> {
-    text.lines()
-        .filter_map(|line| {
-            let mut f = line.split('\t');
-            let (name, version, arch) = (f.next()?, f.next()?, f.next()?);
-            let name = name.trim();
-            (!name.is_empty() && f.next().is_none()).then(|| PackageFact {
-                name: name.to_string(),
-                version: version.trim().to_string(),
-                arch: arch.trim().to_string(),
-            })
-        })
-        .collect()
-}
-
-/// Compares two Debian versions (`[epoch:]upstream[-revision]`) the way dpkg does.
-pub fn compare_deb_versions(a: &str, b: &str) -> Ordering {
-    fn split(v: &str) -> (u64, &str, &str) {
-        let (epoch, rest) = match v.split_once(':') {
-            Some((e, r)) if e.chars().all(|c| c.is_ascii_digit()) && !e.is_empty() => {
-                (e.parse().unwrap_or(u64::MAX), r)
-            }
-            _ => (0, v),
-        };
-        match rest.rsplit_once('-') {
-            Some((up, rev)) => (epoch, up, rev),
-            None => (epoch, rest, ""),
-        }
-    }
-    let (ea, ua, ra) = split(a);
-    let (eb, ub, rb) = split(b);
-    ea.cmp(&eb)
-        .then_with(|| deb_verrevcmp(ua, ub))
-        .then_with(|| deb_verrevcmp(ra, rb))
-}
-
-/// Compares two rpm `version-release` strings the way rpm does (rpmvercmp on each part).
-pub fn compare_rpm_versions(a: &str, b: &str) -> Ordering {
-    let split = |v: &'_ str| -> (String, String) {
-        match v.rsplit_once('-') {
-            Some((ver, rel)) => (ver.to_string(), rel.to_string()),
-            None => (v.to_string(), String::new()),
-        }
-    };
-    let (va, ra) = split(a);
-    let (vb, rb) = split(b);
-    rpmvercmp(&va, &vb).then_with(|| rpmvercmp(&ra, &rb))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Rule parsing.
 
@@ -464,104 +375,7 @@ fn conflicts(w: &PackageName, u: &PackageName) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backends and the installed inventory.
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Dpkg,
-    Rpm,
-}
-
-const RPM_VENDORS: &[&str] = &[
-    "red hat",
-    "redhat",
-    "centos",
-    "oracle",
-    "suse",
-    "fedora",
-    "rocky",
-    "alma",
-    "almalinux",
-];
-
-fn backend(host: &HostView) -> Result<Option<Backend>> {
-    if host
-        .metadata(&host.path("/var/lib/dpkg/status")?)?
-        .is_some()
-    {
-        return Ok(Some(Backend::Dpkg));
-    }
-    for db in ["/var/lib/rpm", "/usr/lib/sysimage/rpm"] {
-        if host.metadata(&host.path(db)?)?.is_some() {
-            return Ok(Some(Backend::Rpm));
-        }
-    }
-    let rpm_vendor = host
-        .os_vendor()
-        .map(|v| v.trim().to_ascii_lowercase())
-        .is_some_and(|v| RPM_VENDORS.contains(&v.as_str()));
-    if rpm_vendor && which("rpm").is_some() {
-        return Ok(Some(Backend::Rpm));
-    }
-    Ok(None)
-}
-
-fn no_database(host: &HostView) -> String {
-    format!("no package database found under {}", host.root().display())
-}
-
-fn inventory(host: &HostView) -> Result<Option<(Backend, Vec<PackageFact>)>> {
-    let Some(backend) = backend(host)? else {
-        return Ok(None);
-    };
-    let packages = match backend {
-        Backend::Dpkg => {
-            let path = host.path("/var/lib/dpkg/status")?;
-            parse_dpkg_status(&host.read_to_string(&path)?.unwrap_or_default())
-        }
-        Backend::Rpm => {
-            let mut cmd = command("rpm");
-            cmd.arg("--root").arg(host.root()).args([
-                "-qa",
-                "--qf",
-                "%{NAME}\\t%{VERSION}-%{RELEASE}\\t%{ARCH}\\n",
-            ]);
-            let out = host.run_query(&mut cmd)?;
-            if !out.status.success() {
-                return Err(Error::Command(failure(&cmd, &out)));
-            }
-            parse_rpm_query(&String::from_utf8_lossy(&out.stdout))
-        }
-    };
-    Ok(Some((backend, packages)))
-}
-
-#[derive(Default)]
-struct Stanza {
-    name: Option<String>,
-    status: Option<String>,
-    version: Option<String>,
-    arch: Option<String>,
-}
-
-impl Stanza {
-    fn finish(&mut self, out: &mut Vec<PackageFact>) {
-        let s = std::mem::take(self);
-        let installed = s.status.as_deref().is_some_and(|st| {
-            matches!(
-                st.split_whitespace().nth(2),
-                Some("installed" | "triggers-awaited" | "triggers-pending")
-            )
-        });
-        if let (Some(name), true) = (s.name, installed) {
-            out.push(PackageFact {
-                name,
-                version: s.version.unwrap_or_default(),
-                arch: s.arch.unwrap_or_default(),
-            });
-        }
-    }
-}
+// Wanted names against the installed inventory.
 
 fn matches(want: &PackageName, p: &PackageFact) -> bool {
     match &want.arch {
@@ -815,55 +629,6 @@ fn run_change(host: &Host, cmd: &mut Command, log: &mut Log) -> Status {
     }
 }
 
-fn failure(cmd: &Command, out: &std::process::Output) -> String {
-    const TAIL: usize = 10;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let text = if stderr.trim().is_empty() {
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    } else {
-        stderr.into_owned()
-    };
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = lines[lines.len().saturating_sub(TAIL)..].join("\n");
-    let code = out.status.code().map_or_else(
-        || "killed by a signal".to_string(),
-        |c| format!("exit code {c}"),
-    );
-    if tail.is_empty() {
-        format!("{} failed ({code})", render(cmd))
-    } else {
-        format!("{} failed ({code}):\n{tail}", render(cmd))
-    }
-}
-
-/// The command line as a shell would read it (for messages only).
-fn render(cmd: &Command) -> String {
-    let quote = |s: &str| {
-        if !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-_./:=,@%".contains(c))
-        {
-            s.to_string()
-        } else {
-            format!("'{}'", s.replace('\'', r"'\''"))
-        }
-    };
-    let mut parts: Vec<String> = cmd
-        .get_envs()
-        .filter(|(k, _)| *k != "PATH")
-        .filter_map(|(k, v)| {
-            Some(format!(
-                "{}={}",
-                k.to_string_lossy(),
-                quote(&v?.to_string_lossy())
-            ))
-        })
-        .collect();
-    parts.push(quote(&cmd.get_program().to_string_lossy()));
-    parts.extend(cmd.get_args().map(|a| quote(&a.to_string_lossy())));
-    parts.join(" ")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Package files of the package directory.
 
@@ -984,268 +749,12 @@ fn native_deb_arch() -> &'static str {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Commands and PATH.
-
-/// Directories the package tools need on PATH (dpkg refuses to run without ldconfig and
-/// start-stop-daemon, which live in sbin; an agent may run with a PATH lacking them).
-const TOOL_DIRS: &[&str] = &[
-    "/usr/local/sbin",
-    "/usr/local/bin",
-    "/usr/sbin",
-    "/usr/bin",
-    "/sbin",
-    "/bin",
-];
-
-fn search_path() -> OsString {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    for d in TOOL_DIRS {
-        if !dirs.iter().any(|x| x == Path::new(d)) {
-            dirs.push(PathBuf::from(d));
-        }
-    }
-    std::env::join_paths(dirs).unwrap_or_else(|_| OsString::from(TOOL_DIRS.join(":")))
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    crate::host::find_program(program, std::env::split_paths(&search_path()))
-}
-
-fn command(program: &str) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.env("PATH", search_path());
-    cmd
-}
-
-// ---------------------------------------------------------------------------------------------
-// Version comparison.
-
-fn deb_order(c: Option<u8>) -> i32 {
-    match c {
-        None => 0,
-        Some(c) if c.is_ascii_digit() => 0,
-        Some(c) if c.is_ascii_alphabetic() => c as i32,
-        Some(b'~') => -1,
-        Some(c) => c as i32 + 256,
-    }
-}
-
-/// dpkg's `verrevcmp`.
-fn deb_verrevcmp(a: &str, b: &str) -> Ordering {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let (mut i, mut j) = (0, 0);
-    let digit = |s: &[u8], k: usize| s.get(k).is_some_and(u8::is_ascii_digit);
-    while i < a.len() || j < b.len() {
-        let mut first_diff = 0i32;
-        while (i < a.len() && !digit(a, i)) || (j < b.len() && !digit(b, j)) {
-            let (ac, bc) = (deb_order(a.get(i).copied()), deb_order(b.get(j).copied()));
-            if ac != bc {
-                return ac.cmp(&bc);
-            }
-            i += 1;
-            j += 1;
-        }
-        while a.get(i) == Some(&b'0') {
-            i += 1;
-        }
-        while b.get(j) == Some(&b'0') {
-            j += 1;
-        }
-        while digit(a, i) && digit(b, j) {
-            if first_diff == 0 {
-                first_diff = a[i] as i32 - b[j] as i32;
-            }
-            i += 1;
-            j += 1;
-        }
-        if digit(a, i) {
-            return Ordering::Greater;
-        }
-        if digit(b, j) {
-            return Ordering::Less;
-        }
-        if first_diff != 0 {
-            return first_diff.cmp(&0);
-        }
-    }
-    Ordering::Equal
-}
-
-/// rpm's `rpmvercmp` (with `~` sorting before anything and `^` after the end only).
-fn rpmvercmp(a: &str, b: &str) -> Ordering {
-    if a == b {
-        return Ordering::Equal;
-    }
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let (mut i, mut j) = (0, 0);
-    let sep = |c: u8| !c.is_ascii_alphanumeric() && c != b'~' && c != b'^';
-    loop {
-        while i < a.len() && sep(a[i]) {
-            i += 1;
-        }
-        while j < b.len() && sep(b[j]) {
-            j += 1;
-        }
-        let (ca, cb) = (a.get(i).copied(), b.get(j).copied());
-        if ca == Some(b'~') || cb == Some(b'~') {
-            if ca != Some(b'~') {
-                return Ordering::Greater;
-            }
-            if cb != Some(b'~') {
-                return Ordering::Less;
-            }
-            i += 1;
-            j += 1;
-            continue;
-        }
-        if ca == Some(b'^') || cb == Some(b'^') {
-            if ca.is_none() {
-                return Ordering::Less;
-            }
-            if cb.is_none() {
-                return Ordering::Greater;
-            }
-            if ca != Some(b'^') {
-                return Ordering::Greater;
-            }
-            if cb != Some(b'^') {
-                return Ordering::Less;
-            }
-            i += 1;
-            j += 1;
-            continue;
-        }
-        let (Some(ca), Some(_)) = (ca, cb) else { break };
-        let numeric = ca.is_ascii_digit();
-        let class = |c: &u8| {
-            if numeric {
-                c.is_ascii_digit()
-            } else {
-                c.is_ascii_alphabetic()
-            }
-        };
-        let ea = i + a[i..].iter().take_while(|c| class(c)).count();
-        let eb = j + b[j..].iter().take_while(|c| class(c)).count();
-        if eb == j {
-            // Different kinds of segment: a number is newer than letters.
-            return if numeric {
-                Ordering::Greater
-            } else {
-                Ordering::Less
-            };
-        }
-        let (mut sa, mut sb) = (&a[i..ea], &b[j..eb]);
-        if numeric {
-            while sa.first() == Some(&b'0') {
-                sa = &sa[1..];
-            }
-            while sb.first() == Some(&b'0') {
-                sb = &sb[1..];
-            }
-            match sa.len().cmp(&sb.len()) {
-                Ordering::Equal => {}
-                other => return other,
-            }
-        }
-        match sa.cmp(sb) {
-            Ordering::Equal => {}
-            other => return other,
-        }
-        i = ea;
-        j = eb;
-    }
-    match (i >= a.len(), j >= b.len()) {
-        (true, true) => Ordering::Equal,
-        (true, false) => Ordering::Less,
-        _ => Ordering::Greater,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Test support, public so that end-to-end tests of other crates can build dpkg roots.
-
-/// Helpers to build `.deb` files and private dpkg roots in tests. They panic on failure.
-#[doc(hidden)]
-pub mod test_support {
-    use std::path::{Path, PathBuf};
-    use std::process::Command;
-
-    /// Builds `<dir>/<name>_<version>_all.deb` with `dpkg-deb --build`: a package without
-    /// maintainer scripts holding one file, `/usr/share/doc/<name>/marker`.
-    pub fn build_test_deb(dir: &Path, name: &str, version: &str) -> PathBuf {
-        build_test_deb_with(dir, name, version, "")
-    }
-
-    /// Like [`build_test_deb`], with extra control fields (`"Depends: foo\n"`).
-    pub fn build_test_deb_with(dir: &Path, name: &str, version: &str, extra: &str) -> PathBuf {
-        let tree = tempfile_dir(dir, &format!(".build-{name}-{version}"));
-        let doc = tree.join("usr/share/doc").join(name);
-        std::fs::create_dir_all(tree.join("DEBIAN")).expect("create DEBIAN");
-        std::fs::create_dir_all(&doc).expect("create doc dir");
-        std::fs::write(doc.join("marker"), format!("{name} {version}\n")).expect("write marker");
-        std::fs::write(
-            tree.join("DEBIAN/control"),
-            format!(
-                "Package: {name}\nVersion: {version}\nArchitecture: all\n\
-                 Maintainer: Tenet Tests <tests@example.invalid>\n{extra}\
-                 Description: test package {name}\n"
-            ),
-        )
-        .expect("write control");
-        let deb = dir.join(format!("{name}_{}_all.deb", version.replace(':', "%3a")));
-        let out = Command::new("dpkg-deb")
-            .args(["--root-owner-group", "--build"])
-            .arg(&tree)
-            .arg(&deb)
-            .output()
-            .expect("run dpkg-deb");
-        assert!(
-            out.status.success(),
-            "dpkg-deb --build failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::remove_dir_all(&tree).expect("remove build tree");
-        deb
-    }
-
-    /// Creates a minimal dpkg database under `root` (`var/lib/dpkg/{status,available,info,
-    /// updates,triggers}`) recording `installed` (name, version) as installed, architecture
-    /// `all`, each with an empty file list.
-    pub fn init_dpkg_root(root: &Path, installed: &[(&str, &str)]) {
-        let db = root.join("var/lib/dpkg");
-        for d in ["info", "updates", "triggers"] {
-            std::fs::create_dir_all(db.join(d)).expect("create dpkg dirs");
-        }
-        let mut status = String::new();
-        for (name, version) in installed {
-            status.push_str(&format!(
-                "Package: {name}\nStatus: install ok installed\nPriority: optional\n\
-                 Section: misc\nMaintainer: Tenet Tests <tests@example.invalid>\n\
-                 Architecture: all\nVersion: {version}\nDescription: test package {name}\n\
-                 \x20a longer description\n\n"
-            ));
-            std::fs::write(db.join("info").join(format!("{name}.list")), "")
-                .expect("write file list");
-        }
-        std::fs::write(db.join("status"), status).expect("write status");
-        std::fs::write(db.join("available"), "").expect("write available");
-    }
-
-    fn tempfile_dir(parent: &Path, name: &str) -> PathBuf {
-        let p = parent.join(name);
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create build dir");
-        p
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::test_support::{build_test_deb, build_test_deb_with, init_dpkg_root};
     use super::*;
+    use crate::packages::inventory::backend;
+    use crate::packages::{installed_packages, search_path};
+    use crate::testing::dpkg::{build_test_deb, build_test_deb_with, init_dpkg_root};
     use crate::testing::{assert_class_contract, check, fix};
     use serde_json::json;
 
@@ -1561,34 +1070,6 @@ mod tests {
     }
 
     #[test]
-    fn dpkg_status_parsing() {
-        let text = "Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:2.0-1\n\
-                    Description: a\n Package: fake\n .\n more\n\n\n\
-                    package: b\nstatus: hold ok installed\narchitecture: all\nversion: 3\n\n\
-                    Package: c\nStatus: install ok unpacked\nVersion: 1\n\n\
-                    Package: d\nStatus: install ok half-configured\n\n\
-                    Package: e\nStatus: install ok triggers-pending\nArchitecture: i386\nVersion: 5\n\n\
-                    Package: f\nStatus: install ok triggers-awaited\nArchitecture: all\nVersion: 6\n\n\
-                    Package: g\nStatus: install ok triggers-awaiting\nArchitecture: all\nVersion: 7\n\n\
-                    Package: a\nStatus: install ok installed\nArchitecture: i386\nVersion: 1:2.0-1\n";
-        let facts = parse_dpkg_status(text);
-        let got: Vec<(&str, &str, &str)> = facts
-            .iter()
-            .map(|p| (p.name.as_str(), p.version.as_str(), p.arch.as_str()))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("a", "1:2.0-1", "amd64"),
-                ("b", "3", "all"),
-                ("e", "5", "i386"),
-                ("f", "6", "all"),
-                ("a", "1:2.0-1", "i386")
-            ]
-        );
-    }
-
-    #[test]
     fn rpm_query_parsing_and_matching() {
         let out = "bash\t5.1.8-6.el9\tx86_64\nglibc\t2.34-60.el9\ti686\nglibc\t2.34-60.el9\tx86_64\n\
                    gpg-pubkey\tfd431d51-4ae0493b\t(none)\ngarbage line\n\n";
@@ -1610,45 +1091,6 @@ mod tests {
         assert!(!is_installed(&n("bash.i686"), &facts));
         assert!(!is_installed(&n("zsh"), &facts));
         assert_eq!(rpm_spelling(&n("glibc:i686")), "glibc.i686");
-    }
-
-    #[test]
-    fn deb_version_order() {
-        use Ordering::*;
-        for (a, b, want) in [
-            ("1.0", "1.0", Equal),
-            ("1.10", "1.9", Greater),
-            ("1.0~rc1", "1.0", Less),
-            ("1.0", "1.0-1", Less),
-            ("1:0.1", "9.9", Greater),
-            ("1.0a", "1.0", Greater),
-            ("1.0+b1", "1.0a", Greater),
-            ("2.0-1ubuntu1", "2.0-1", Greater),
-            ("1.001", "1.1", Equal),
-            ("1.0~~", "1.0~", Less),
-        ] {
-            assert_eq!(compare_deb_versions(a, b), want, "{a} vs {b}");
-            assert_eq!(compare_deb_versions(b, a), want.reverse(), "{b} vs {a}");
-        }
-    }
-
-    #[test]
-    fn rpm_version_order() {
-        use Ordering::*;
-        for (a, b, want) in [
-            ("1.0-1", "1.0-1", Equal),
-            ("1.10-1", "1.9-1", Greater),
-            ("1.0~rc1-1", "1.0-1", Less),
-            ("1.0-2.el9", "1.0-10.el9", Less),
-            ("1.0a-1", "1.0-1", Greater),
-            ("1.0^git1-1", "1.0-1", Greater),
-            ("1.0^git1-1", "1.0.1-1", Less),
-            ("1.01-1", "1.1-1", Equal),
-            ("2-1", "a-1", Greater),
-        ] {
-            assert_eq!(compare_rpm_versions(a, b), want, "{a} vs {b}");
-            assert_eq!(compare_rpm_versions(b, a), want.reverse(), "{b} vs {a}");
-        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::ffi::OsStr;
 
 use serde::Deserialize;
 
-use super::file::kind;
+use super::common::kind;
 use crate::class::Class;
 use crate::host::{Host, HostView};
 use crate::status::{Log, Status};

@@ -40,6 +40,7 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::common::{kind, report_difference, systemd_running};
 use crate::class::{Class, parse_rule};
 use crate::host::{Host, HostView};
 use crate::status::{Log, Status};
@@ -83,12 +84,6 @@ const SUFFIXES: [&str; 11] = [
     "service", "socket", "mount", "automount", "target", "timer", "path", "swap", "slice",
     "scope", "device",
 ];
-
-/// Whether systemd runs the managed system: the root prefix is `/` and `/run/systemd/system`
-/// exists (what `sd_booted()` tests). `Err` says why not.
-pub fn systemd_running(host: &HostView) -> Result<(), String> {
-    host.systemd_booted()
-}
 
 impl Class for SystemdUnit {
     type Rule = SystemdUnitRule;
@@ -268,7 +263,7 @@ fn link_state(host: &HostView, abs: &str) -> Result<LinkState, String> {
             Ok(None) => Ok(LinkState::Missing),
             Err(e) => Err(format!("{abs}: {e}")),
         },
-        Some(m) => Ok(LinkState::NotALink(super::file::kind(&m))),
+        Some(m) => Ok(LinkState::NotALink(kind(&m))),
     }
 }
 
@@ -313,7 +308,7 @@ fn inspect(rule: &SystemdUnitRule, host: &HostView) -> Result<State, String> {
             etc_content = host.read(&etc_real).map_err(|e| e.to_string())?;
         }
         Some(m) if m.file_type().is_symlink() => {}
-        Some(m) => etc_other = Some(super::file::kind(&m).to_string()),
+        Some(m) => etc_other = Some(kind(&m).to_string()),
         None => {}
     }
     // The unit file the install links point to.
@@ -422,7 +417,7 @@ impl State {
                     Status::Ok
                 }
                 (Some(have), _) => {
-                    super::file::report_difference(&etc_abs, have, want.as_bytes(), log);
+                    report_difference(&etc_abs, have, want.as_bytes(), log);
                     Status::Nok
                 }
             });
