@@ -107,6 +107,7 @@ fn binary_is_stale(bin: &Path, workspace: &Path) -> bool {
         meta.modified().is_ok_and(|m| m > than)
     }
     let crates = [
+        "fsutil",
         "rulesets",
         "templates",
         "release",
