@@ -432,11 +432,11 @@ impl Policies {
             rulesets: attachments.rulesets.clone(),
             service: service.map(str::to_string),
         };
-        let mut policy = Policy::resolve(&bundle, &facts, &selection)?;
-        let facts_json = serde_json::to_vec(&std::mem::take(&mut policy.facts))
+        let policy = Policy::resolve(&bundle, &facts, &selection)?;
+        let facts_json =
+            serde_json::to_vec(&policy.facts).map_err(|e| Error::Store(e.to_string()))?;
+        let body = serde_json::to_vec(&SharedPart::of(&policy))
             .map_err(|e| Error::Store(e.to_string()))?;
-        let body =
-            serde_json::to_vec(&SharedPart(&policy)).map_err(|e| Error::Store(e.to_string()))?;
         let shared = Arc::new(Shared {
             hash: policy.hash.clone(),
             body: Bytes::from(body),
@@ -481,17 +481,39 @@ pub fn normalise(mut modulesets: Vec<String>) -> Vec<String> {
     modulesets
 }
 
-/// A policy without its `facts` (taken out before): every other member, in `Policy`'s order.
-struct SharedPart<'a>(&'a Policy);
+/// A policy without its `facts`: every other member, in `Policy`'s order, borrowed (the cold
+/// path serialises once, with no intermediate value).
+#[derive(serde::Serialize)]
+struct SharedPart<'a> {
+    modulesets: &'a [tenet_rulesets::PolicyModuleset],
+    modules: &'a [tenet_rulesets::PolicyModule],
+    rulesets: &'a [tenet_rulesets::PolicyRuleset],
+    service: &'a Option<String>,
+    warnings: &'a [String],
+    hash: &'a str,
+}
 
-impl serde::Serialize for SharedPart<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        // Serialised through a map, so that a member added to `Policy` later is not lost.
-        let mut value = serde_json::to_value(self.0).map_err(serde::ser::Error::custom)?;
-        if let Some(map) = value.as_object_mut() {
-            map.remove("facts");
+impl<'a> SharedPart<'a> {
+    fn of(policy: &'a Policy) -> SharedPart<'a> {
+        // Exhaustive on purpose: a member added to `Policy` must be placed here, or it would
+        // silently vanish from what nodes receive.
+        let Policy {
+            modulesets,
+            modules,
+            rulesets,
+            facts: _,
+            service,
+            warnings,
+            hash,
+        } = policy;
+        SharedPart {
+            modulesets,
+            modules,
+            rulesets,
+            service,
+            warnings,
+            hash,
         }
-        value.serialize(s)
     }
 }
 
@@ -560,6 +582,21 @@ mod tests {
             body: Bytes::from_static(b"{}"),
         };
         assert_eq!(&empty.with_facts(b"{}").json[..], br#"{"facts":{}}"#);
+    }
+
+    #[test]
+    fn a_served_policy_is_the_policy_whatever_the_split() {
+        let bundle = tenet_rulesets::Bundle::default();
+        let mut facts = tenet_rulesets::NodeFacts::default();
+        facts.node.insert("nodename".into(), "n1".into());
+        let policy = Policy::resolve(&bundle, &facts, &Selection::default()).unwrap();
+        let shared = Shared {
+            hash: policy.hash.clone(),
+            body: Bytes::from(serde_json::to_vec(&SharedPart::of(&policy)).unwrap()),
+        };
+        let served = shared.with_facts(&serde_json::to_vec(&policy.facts).unwrap());
+        let back: Policy = serde_json::from_slice(&served.json).unwrap();
+        assert_eq!(back, policy);
     }
 
     #[test]
