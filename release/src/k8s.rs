@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -30,45 +29,13 @@ use crate::progress::Progress;
 /// --show-managed-fields` shows who set the replica count.
 pub const FIELD_MANAGER: &str = "tenet";
 
-/// A deployment (lir-data) and how to reach its cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeploymentRef {
-    /// The kubeconfig file; `None`: kube's inference (`KUBECONFIG`, `~/.kube/config`, then
-    /// the in-cluster service account).
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context; `None`: its current context.
-    pub context: Option<String>,
-    /// The deployment's namespace (`cm`).
-    pub namespace: String,
-    /// The deployment's name (`lir-data`).
-    pub name: String,
-}
-
-/// A deployment's replica counts, as its spec and status say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ReplicaState {
-    /// Wanted replicas (`spec.replicas`; Kubernetes' default 1 when unset).
-    pub spec: i32,
-    /// Replicas whose pods are ready (`status.readyReplicas`).
-    pub ready: i32,
-    /// Replicas available for at least `minReadySeconds` (`status.availableReplicas`).
-    pub available: i32,
-    /// Replicas running the current pod template (`status.updatedReplicas`).
-    pub updated: i32,
-    /// Pods the deployment has that are not terminating (`status.replicas`).
-    pub current: i32,
-}
+pub use crate::deployment::{DeploymentRef, ReplicaState};
 
 /// First and last pause between two polls of [`DeploymentRef::wait_ready`].
 const POLL_FIRST: Duration = Duration::from_millis(250);
 const POLL_MAX: Duration = Duration::from_secs(2);
 
 impl DeploymentRef {
-    /// `namespace/name`, as errors and logs name the deployment.
-    pub fn object(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-
     /// A client for the deployment's cluster: the kubeconfig file (and context) when given,
     /// else kube's inference (with the context when given).
     pub async fn client(&self) -> Result<Client> {

@@ -4,7 +4,6 @@
 //! an error of its module, never silently skipped.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -14,40 +13,9 @@ use crate::progress::Progress;
 #[derive(Debug, Clone)]
 pub struct Client(());
 
-/// A deployment (lir-data) and how to reach its cluster (as with the `k8s` feature).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeploymentRef {
-    /// The kubeconfig file.
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context.
-    pub context: Option<String>,
-    /// The deployment's namespace.
-    pub namespace: String,
-    /// The deployment's name.
-    pub name: String,
-}
-
-/// A deployment's replica counts (as with the `k8s` feature).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ReplicaState {
-    /// Wanted replicas.
-    pub spec: i32,
-    /// Replicas whose pods are ready.
-    pub ready: i32,
-    /// Replicas available for at least `minReadySeconds`.
-    pub available: i32,
-    /// Replicas running the current pod template.
-    pub updated: i32,
-    /// Pods the deployment has that are not terminating.
-    pub current: i32,
-}
+pub use crate::deployment::{DeploymentRef, ReplicaState};
 
 impl DeploymentRef {
-    /// `namespace/name`, as errors and logs name the deployment.
-    pub fn object(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-
     fn absent(&self) -> Error {
         Error::Kube {
             object: self.object(),

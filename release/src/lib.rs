@@ -27,6 +27,7 @@
 
 pub mod auth;
 pub mod converge;
+pub mod deployment;
 pub mod download;
 pub mod error;
 pub mod filestore;
