@@ -32,6 +32,7 @@ classes! {
     k8s_replicas::K8sReplicas,
     release::Release,
     keyval::KeyVal,
+    fileinc::FileInc,
 }
 
 /// Finds a class by name or alias.
