@@ -33,6 +33,7 @@ classes! {
     release::Release,
     keyval::KeyVal,
     fileinc::FileInc,
+    cron::Cron,
 }
 
 /// Finds a class by name or alias.
