@@ -34,6 +34,7 @@ classes! {
     keyval::KeyVal,
     fileinc::FileInc,
     cron::Cron,
+    timedatectl::Timedatectl,
 }
 
 /// Finds a class by name or alias.
