@@ -35,6 +35,7 @@ classes! {
     fileinc::FileInc,
     cron::Cron,
     timedatectl::Timedatectl,
+    self_signed_cert::SelfSignedCert,
 }
 
 /// Finds a class by name or alias.
