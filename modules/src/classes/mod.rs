@@ -36,6 +36,7 @@ classes! {
     cron::Cron,
     timedatectl::Timedatectl,
     self_signed_cert::SelfSignedCert,
+    tar::Tar,
 }
 
 /// Finds a class by name or alias.
