@@ -37,6 +37,7 @@ classes! {
     timedatectl::Timedatectl,
     self_signed_cert::SelfSignedCert,
     tar::Tar,
+    vuln::Vuln,
 }
 
 /// Finds a class by name or alias.
