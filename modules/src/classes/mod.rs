@@ -38,6 +38,7 @@ classes! {
     self_signed_cert::SelfSignedCert,
     tar::Tar,
     vuln::Vuln,
+    process::Process,
 }
 
 /// Finds a class by name or alias.
