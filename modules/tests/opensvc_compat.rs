@@ -450,3 +450,18 @@ fn package() {
 fn nodeconf() {
     assert_table("nodeconf", false);
 }
+
+#[test]
+fn keyval() {
+    assert_table("keyval", false);
+}
+
+#[test]
+fn fileinc() {
+    assert_table("fileinc", false);
+}
+
+#[test]
+fn tar() {
+    assert_table("tar", false);
+}
