@@ -535,11 +535,12 @@ CLASSES = {
     "self_signed_cert": {"script": "self_signed_cert.py", "gen": None, "rooted": False},
     "process": {"script": "process.py", "gen": None, "rooted": False},
     "vuln": {"script": "vuln.py", "gen": None, "rooted": True},
-    "cron": {"script": "cron.py", "gen": None, "rooted": True, "binds": ["etc", "var/spool"]},
+    "cron": {"script": "cron.py", "gen": None, "rooted": True, "binds": ["etc", "var/spool"],
+             "raw": True},
     "crontabentry": {"script": "crontabentry.py", "gen": None, "rooted": True,
                      "binds": ["etc", "var/spool"]},
     "timedatectl": {"script": "timedatectl.py", "gen": None, "rooted": True, "binds": ["etc"]},
-    "systemd_unit_state": {"script": "systemd_unit_state.py", "gen": None, "rooted": True},
+    # (systemd_unit_state.json is not here: its upstream object needs a running systemd.)
 }
 
 # tag → documented deviation id (docs/opensvc-compat.md), per class; "bad-rule" (a rule that
@@ -578,17 +579,19 @@ class Runner:
                 f.write(text.replace("#!PYTHON", "#!" + sys.executable))
             os.chmod(p, 0o755)
 
-    def env(self, rules, root):
+    def env(self, rules, root, raw=False):
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
                "LC_ALL": "C.UTF-8", "COLUMNS": "200"}
         for i, rule in enumerate(rules):
-            text = json.dumps(rule) if not isinstance(rule, str) else json.dumps(rule)
+            # cron.py reads its variables raw (the collector's `cron` form is a template
+            # string, not JSON); the others decode JSON.
+            text = rule if raw and isinstance(rule, str) else json.dumps(rule)
             env["%s%d" % (PREFIX, i + 1)] = text.replace("{R}", root)
         return env
 
     def run(self, side, cls, case, root, action, tenet=None):
-        env = self.env(case["rules"], root)
         spec = CLASSES[cls]
+        env = self.env(case["rules"], root, raw=spec.get("raw", False))
         if side == "opensvc":
             env["PATH"] = self.shims + ":" + env["PATH"]
             env["FAKE_SYSCTL_ROOT"] = root
