@@ -1053,7 +1053,9 @@ impl Host {
         use std::io::Seek;
         out.seek(io::SeekFrom::Start(0)).map_err(fail)?;
         let mut output = Vec::new();
-        out.take(MAX_OUTPUT).read_to_end(&mut output).map_err(fail)?;
+        out.take(MAX_OUTPUT)
+            .read_to_end(&mut output)
+            .map_err(fail)?;
         Ok(Started {
             status,
             output: String::from_utf8_lossy(&output).into_owned(),

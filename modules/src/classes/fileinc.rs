@@ -119,15 +119,11 @@ impl TryFrom<RawRule> for FileIncRule {
                 source: src.clone(),
                 strict: raw.strict_fmt.unwrap_or(true),
             },
-            (None, Some(src)) => {
-                if raw.strict_fmt.is_some() {
-                    return Err("strict_fmt: only applies to check rules".into());
-                }
-                Kind::Replace {
-                    pattern: compile("replace", src, false)?,
-                    source: src.clone(),
-                }
-            }
+            // The form gives strict_fmt (default true) to replace rules too: it means nothing there.
+            (None, Some(src)) => Kind::Replace {
+                pattern: compile("replace", src, false)?,
+                source: src.clone(),
+            },
         };
         let text = match (raw.fmt, raw.reference) {
             (Some(_), Some(_)) => return Err("fmt, ref: exclusive, set only one of them".into()),

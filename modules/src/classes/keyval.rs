@@ -29,9 +29,9 @@
 //!
 //! Differences from OpenSVC (each a row of `docs/opensvc-compat.md`): a wrong value is
 //! replaced where it is, not inserted before it (`#keyval-in-place`); the file's layout is
-//! kept rather than regrouped (`#keyval-layout`); values are compared as text, operators and
-//! targets are checked when the rule is loaded, `op` defaults to `=` (`#keyval-strict`); the
-//! parent directory must exist (`#keyval-no-parent`).
+//! kept rather than regrouped (`#keyval-layout`); operators and targets are checked when the
+//! rule is loaded and `op` defaults to `=` (`#keyval-strict`); values are compared as text
+//! (`#keyval-text`). A missing file is created (mode 0644) when its directory exists.
 
 use serde::Deserialize;
 use serde_json::Value;
