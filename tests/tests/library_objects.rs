@@ -234,3 +234,107 @@ fn self_signed_cert_is_read_by_openssl() {
     assert!(text.contains("DNS:web1.example.com"), "{text}");
     assert!(text.contains("Public-Key: (2048 bit)"), "{text}");
 }
+
+const SITE_POLICY: &str = r#"
+[[moduleset]]
+name = "site"
+rulesets = ["site.base"]
+modules = [{ name = "site.base" }]
+
+[[ruleset]]
+name = "site.base"
+
+[[ruleset.variable]]
+name = "site_sshd"
+class = "keyval"
+[ruleset.variable.value]
+path = "/etc/ssh/sshd_config"
+keys = [
+    { key = "PermitRootLogin", op = "=", value = "no" },
+    { key = "PermitRootLogin", op = "reset", value = "" },
+    { key = "MaxAuthTries", op = "<=", value = 4 },
+]
+
+[[ruleset.variable]]
+name = "site_motd"
+class = "fileinc"
+value = '{"path": "/etc/motd", "check": "^Managed by ", "fmt": "Managed by Tenet"}'
+
+[[ruleset.variable]]
+name = "site_backup"
+class = "cron"
+value = "add:root:0 3 * * *:/usr/local/bin/backup:backup"
+"#;
+
+/// An OpenSVC-style module script calling `$PATH_LIB/keyval.py`, `fileinc.py` and `cron.py`
+/// with its variables runs unmodified through `tenet compliance check|fix` on a root prefix.
+#[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
+fn a_module_script_calls_the_new_objects() {
+    if !require_root("a_module_script_calls_the_new_objects") {
+        return; // script modules must be owned by root
+    }
+    let policy = tempdir();
+    write(&policy.path().join("site.toml"), SITE_POLICY);
+    let modules = tempdir();
+    chmod(modules.path(), 0o755);
+    Tenet::compliance("install-compat")
+        .arg(modules.path())
+        .run()
+        .assert_code(0);
+    script(
+        modules.path(),
+        "50-site.base",
+        r#"#!/bin/bash
+here=$(cd "$(dirname "$0")" && pwd)
+PATH_LIB=$here/com.opensvc
+case "$1" in
+check|fix)
+	r=0
+	for o in "keyval.py SITE_SSHD" "fileinc.py SITE_MOTD" "cron.py SITE_BACKUP"; do
+		set -- $o "$1"
+		"$PATH_LIB/$1" "OSVC_COMP_$2" "$3"
+		[ $? -eq 1 ] && r=1
+		set -- "$3"
+	done
+	exit $r
+	;;
+fixable)
+	exit 2
+	;;
+esac
+"#,
+        0o755,
+    );
+    let root = TestRoot::builder()
+        .file(
+            "/etc/ssh/sshd_config",
+            "Port 22\nPermitRootLogin yes\nMaxAuthTries 6\n",
+        )
+        .file("/etc/motd", "Welcome\n")
+        .build();
+    std::fs::create_dir_all(root.under_root("/etc/cron.d")).unwrap();
+    let run = |action: &str| {
+        Tenet::compliance(action)
+            .policy(policy.path())
+            .root(root.path())
+            .modules_dir(modules.path())
+            .run()
+    };
+    let first = run("check");
+    first.assert_code(1);
+    run("fix").assert_code(0);
+    run("check").assert_code(0);
+    assert_eq!(
+        root.read("/etc/ssh/sshd_config").unwrap(),
+        "Port 22\nPermitRootLogin no\nMaxAuthTries 4\n"
+    );
+    assert_eq!(
+        root.read("/etc/motd").unwrap(),
+        "Welcome\nManaged by Tenet\n"
+    );
+    assert_eq!(
+        root.read("/etc/cron.d/backup").unwrap(),
+        "0 3 * * * root /usr/local/bin/backup\n"
+    );
+}

@@ -351,7 +351,7 @@ fn fix_rule(rule: &FileIncRule, host: &Host, log: &mut Log) -> Result<(), String
             for (i, line) in lines.iter_mut().enumerate() {
                 let new = pattern
                     .replace_all(line, |c: &regex::Captures| {
-                        if &c[0] == want { c[0].to_string() } else { want.clone() }
+                        if &c[0] == want.as_str() { c[0].to_string() } else { want.clone() }
                     })
                     .into_owned();
                 if new != *line {
