@@ -206,12 +206,10 @@ impl Cache {
         let n = self.nodes.get_mut(node)?;
         let e = n.entries.iter().find(|e| &e.key == key)?;
         n.used = true;
-        self.blobs
-            .get(&e.content)
-            .map(|b| Served {
-                shared: b.shared.clone(),
-                facts: e.facts.clone(),
-            })
+        self.blobs.get(&e.content).map(|b| Served {
+            shared: b.shared.clone(),
+            facts: e.facts.clone(),
+        })
     }
 
     /// Links `key` of `node` to `shared` (stored once, whoever else resolved to it) and the

@@ -33,6 +33,8 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use tenet_fsutil::tree::{Escape, resolve_in_tree};
+
 use super::common::{fetch_ref, kind};
 use crate::class::Class;
 use crate::host::{Host, HostView, RootedPath};
@@ -40,8 +42,6 @@ use crate::status::{Log, Status};
 
 /// The most file data an archive may hold.
 const MAX_DATA: u64 = 256 * 1024 * 1024;
-/// How deep symbolic links of an archive may chain.
-const MAX_LINK_DEPTH: u32 = 40;
 /// How many differences check lists before summing up.
 const MAX_REPORTED: usize = 20;
 
@@ -338,42 +338,17 @@ fn vet(members: &[Member]) -> Result<(), String> {
                 return Err(bad(&m.name, "a link with an empty target"));
             }
             let dir = m.name.parent().unwrap_or(Path::new("")).to_path_buf();
-            resolve(dir, t, &links, 0).map_err(|why| bad(&m.name, &format!("its target {} {why}", t.display())))?;
+            resolve_in_tree(dir, t, &links).map_err(|e| {
+                let why = match e {
+                    Escape::Absolute | Escape::ThroughAbsoluteLink => "is absolute",
+                    Escape::LeavesTree => "leaves the directory",
+                    Escape::TooDeep => "has too many levels of links",
+                };
+                bad(&m.name, &format!("its target {} {why}", t.display()))
+            })?;
         }
     }
     Ok(())
-}
-
-/// Resolves `target` from `cur` (relative to the tree) through the archive's links; fails
-/// when the walk leaves the tree.
-fn resolve(
-    mut cur: PathBuf,
-    target: &Path,
-    links: &HashMap<PathBuf, PathBuf>,
-    depth: u32,
-) -> Result<PathBuf, String> {
-    for comp in target.components() {
-        match comp {
-            Component::RootDir | Component::Prefix(_) => return Err("is absolute".into()),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !cur.pop() {
-                    return Err("leaves the directory".into());
-                }
-            }
-            Component::Normal(n) => {
-                cur.push(n);
-                if let Some(next) = links.get(&cur) {
-                    if depth >= MAX_LINK_DEPTH {
-                        return Err("has too many levels of links".into());
-                    }
-                    cur.pop();
-                    cur = resolve(cur, next, links, depth + 1)?;
-                }
-            }
-        }
-    }
-    Ok(cur)
 }
 
 /// How a member stands on disk.
