@@ -61,7 +61,7 @@ struct RawKey {
     value: Option<Value>,
 }
 
-/// One `keyval` rule: a file and the keys it must hold (read from [`RawRule`], checked).
+/// One `keyval` rule: a file and the keys it must hold (read from the raw upstream form, checked).
 #[derive(Debug, Deserialize)]
 #[serde(try_from = "RawRule")]
 pub struct KeyValRule {
