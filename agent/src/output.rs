@@ -3,8 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use tenet_modules::Status;
-use tenet_modules::engine::{ModuleReport, RunReport};
+use tenet_rulesets::api::{ModuleReport, RunReport, Status};
 
 /// Styles text, or not.
 #[derive(Debug, Clone, Copy)]
@@ -31,18 +30,9 @@ impl Style {
     /// A status word in its colour (green ok, red nok, plain n/a).
     pub fn status(&self, s: Status) -> String {
         match s {
-            Status::Ok => self.paint("32", "ok"),
-            Status::Nok => self.paint("31", "nok"),
-            Status::NotApplicable => "n/a".to_string(),
-        }
-    }
-
-    /// A status as the collector spells it (`ok`, `nok`, `n/a`), coloured like [`Style::status`].
-    pub fn status_text(&self, s: &str) -> String {
-        match s {
-            "ok" => self.paint("32", "ok"),
-            "nok" => self.paint("31", "nok"),
-            other => other.to_string(),
+            Status::Ok => self.paint("32", s.as_str()),
+            Status::Nok => self.paint("31", s.as_str()),
+            Status::NotApplicable => s.to_string(),
         }
     }
 
@@ -88,18 +78,14 @@ pub fn module(out: &mut impl Write, style: Style, m: &ModuleReport) -> std::io::
 /// Writes the digest: counts, modules by status, total duration, policy hash.
 pub fn digest(out: &mut impl Write, style: Style, r: &RunReport) -> std::io::Result<()> {
     writeln!(out, "{}", style.banner("digest"))?;
-    for (status, label) in [
-        (Status::NotApplicable, "n/a"),
-        (Status::Ok, "ok"),
-        (Status::Nok, "nok"),
-    ] {
+    for status in [Status::NotApplicable, Status::Ok, Status::Nok] {
         let mods: Vec<&str> = r
             .modules
             .iter()
             .filter(|m| m.status == status)
             .map(|m| m.module.as_str())
             .collect();
-        writeln!(out, "{} {label}", mods.len())?;
+        writeln!(out, "{} {status}", mods.len())?;
         for m in mods {
             writeln!(
                 out,

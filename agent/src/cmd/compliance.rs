@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tenet_modules::Host;
-use tenet_modules::engine::{self, Action, EngineConfig};
+use tenet_modules::engine::{self, EngineConfig, RunAction};
+use tenet_rulesets::api::RunReport;
 use tenet_rulesets::{Bundle, Policy, Selection};
 
 use crate::cli::{
@@ -24,10 +25,10 @@ const USAGE: u8 = 2;
 /// Runs a `compliance` subcommand. `config` is the `--config` path, if given.
 pub fn run(c: Compliance, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     match c {
-        Compliance::Check(a) => run_action(&a, Some(Action::Check), config),
-        Compliance::Fix(a) => run_action(&a, Some(Action::Fix), config),
-        Compliance::Fixable(a) => run_action(&a, Some(Action::Fixable), config),
-        Compliance::Auto(a) => run_action(&a, Some(Action::Auto), config),
+        Compliance::Check(a) => run_action(&a, Some(RunAction::Check), config),
+        Compliance::Fix(a) => run_action(&a, Some(RunAction::Fix), config),
+        Compliance::Fixable(a) => run_action(&a, Some(RunAction::Fixable), config),
+        Compliance::Auto(a) => run_action(&a, Some(RunAction::Auto), config),
         Compliance::Env(a) => run_action(&a, None, config),
         Compliance::List(a) => list(&a, config),
         Compliance::Show(a) => show(&a, config),
@@ -184,7 +185,7 @@ fn host_for(a: &RunArgs) -> Host {
 
 fn run_action(
     a: &RunArgs,
-    action: Option<Action>,
+    action: Option<RunAction>,
     config: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     if a.module.is_some() && a.policy.moduleset.is_some() {
@@ -259,17 +260,18 @@ fn run_action(
         Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => output::digest(&mut stdout.lock(), style, &report)?,
     }
+    let code = ExitCode::from(u8::from(report.summary.nok > 0));
     if let Origin::Collector { client, state } = &origin {
         deliver(
             client,
             state,
-            &report,
+            report,
             a.policy.service.as_deref(),
             &started_at,
         );
         report_releases(client, host.var_dir(), started);
     }
-    Ok(ExitCode::from(u8::from(report.summary.nok > 0)))
+    Ok(code)
 }
 
 /// Spools the run's results, then delivers everything spooled. Delivery problems never change
@@ -277,17 +279,11 @@ fn run_action(
 fn deliver(
     client: &CollectorClient,
     state: &AgentState,
-    report: &engine::RunReport,
+    report: RunReport,
     service: Option<&str>,
     started_at: &str,
 ) {
-    let run = match crate::collector::run_results(report, service, started_at) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tenet: cannot build the results to post: {e:#}");
-            return;
-        }
-    };
+    let run = crate::collector::run_results(report, service, started_at);
     if let Err(e) = state.spool_results(&run) {
         eprintln!("tenet: cannot queue the results: {e:#}");
         return;
@@ -551,7 +547,7 @@ fn show_status(a: &ShowArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> 
         outln!(
             "  {:<40} {:<4} {} {}{svc}",
             m.module,
-            style.status_text(&m.status),
+            style.status(m.status),
             m.date,
             m.action
         );
