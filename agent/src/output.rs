@@ -1,9 +1,68 @@
-//! Text rendering of runs for people: a banner per module, each action with its output and
-//! status, then a digest. Colour only on a terminal (and never with `NO_COLOR`).
+//! What the agent writes. A command's result goes to stdout through [`emit`] (JSON with
+//! `--format json`, text for people otherwise); what is not the result (warnings, notices)
+//! goes to stderr through [`note`] and [`warn`]; errors are returned as [`CliError`]s, which
+//! `main` prints. Text rendering of runs: a banner per module, each action with its output
+//! and status, then a digest. Colour only on a terminal (and never with `NO_COLOR`).
 
+use std::fmt::Display;
 use std::io::{IsTerminal, Write};
 
+use serde::Serialize;
 use tenet_rulesets::api::{ModuleReport, RunReport, Status};
+
+use crate::cli::Format;
+use crate::error::CliError;
+
+/// Prints a command's result on stdout: `value` as pretty JSON with `--format json`, else
+/// what `text` writes (text renderings print with `outln!`, which never fails on a closed
+/// stdout, or return the write error of a renderer such as [`digest`]).
+pub fn emit<T: Serialize + ?Sized>(
+    format: Format,
+    value: &T,
+    text: impl FnOnce(&T) -> std::io::Result<()>,
+) -> Result<(), CliError> {
+    emit_as(format, value, text, serde_json::to_string_pretty)
+}
+
+/// [`emit`] with the JSON on one line: the results of `register`, `pushasset`, `svc pull`,
+/// `schedule explain`, `tasks --submit` and queued releases, read by scripts a line at a time.
+pub fn emit_line<T: Serialize + ?Sized>(
+    format: Format,
+    value: &T,
+    text: impl FnOnce(&T) -> std::io::Result<()>,
+) -> Result<(), CliError> {
+    emit_as(format, value, text, serde_json::to_string)
+}
+
+fn emit_as<T: Serialize + ?Sized>(
+    format: Format,
+    value: &T,
+    text: impl FnOnce(&T) -> std::io::Result<()>,
+    json: impl FnOnce(&T) -> serde_json::Result<String>,
+) -> Result<(), CliError> {
+    match format {
+        Format::Json => outln!("{}", json(value)?),
+        Format::Text => text(value)?,
+    }
+    Ok(())
+}
+
+/// Says on stderr what is not the command's result (a fallback taken, results queued):
+/// `tenet: {message}`.
+pub fn note(message: impl Display) {
+    note_as("tenet", message);
+}
+
+/// [`note`] for a command that speaks under its own name (`tenet template list: ...`).
+pub fn note_as(who: &str, message: impl Display) {
+    // Like `outln!`: a closed stderr must not stop the command.
+    let _ = writeln!(std::io::stderr(), "{who}: {message}");
+}
+
+/// `tenet: warning: {message}` on stderr.
+pub fn warn(message: impl Display) {
+    note(format_args!("warning: {message}"));
+}
 
 /// Styles text, or not.
 #[derive(Debug, Clone, Copy)]
