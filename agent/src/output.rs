@@ -13,36 +13,29 @@ use tenet_rulesets::api::{ModuleReport, RunReport, Status};
 use crate::cli::Format;
 use crate::error::CliError;
 
-/// Prints a command's result on stdout: `value` as pretty JSON with `--format json`, else
-/// what `text` writes (text renderings print with `outln!`, which never fails on a closed
-/// stdout, or return the write error of a renderer such as [`digest`]).
+/// How [`emit`] writes JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Json {
+    /// Indented: reports, lists, statuses.
+    Pretty,
+    /// On one line: the answers of `register`, `pushasset`, `svc pull`, `schedule explain`,
+    /// `tasks --submit` and queued releases, read by scripts a line at a time.
+    Line,
+}
+
+/// Prints a command's result on stdout: `value` as JSON with `--format json`, else what
+/// `text` writes (text renderings print with `outln!`, which never fails on a closed stdout,
+/// or return the write error of a renderer such as [`digest`]).
 pub fn emit<T: Serialize + ?Sized>(
     format: Format,
+    json: Json,
     value: &T,
     text: impl FnOnce(&T) -> std::io::Result<()>,
 ) -> Result<(), CliError> {
-    emit_as(format, value, text, serde_json::to_string_pretty)
-}
-
-/// [`emit`] with the JSON on one line: the results of `register`, `pushasset`, `svc pull`,
-/// `schedule explain`, `tasks --submit` and queued releases, read by scripts a line at a time.
-pub fn emit_line<T: Serialize + ?Sized>(
-    format: Format,
-    value: &T,
-    text: impl FnOnce(&T) -> std::io::Result<()>,
-) -> Result<(), CliError> {
-    emit_as(format, value, text, serde_json::to_string)
-}
-
-fn emit_as<T: Serialize + ?Sized>(
-    format: Format,
-    value: &T,
-    text: impl FnOnce(&T) -> std::io::Result<()>,
-    json: impl FnOnce(&T) -> serde_json::Result<String>,
-) -> Result<(), CliError> {
-    match format {
-        Format::Json => outln!("{}", json(value)?),
-        Format::Text => text(value)?,
+    match (format, json) {
+        (Format::Json, Json::Pretty) => outln!("{}", serde_json::to_string_pretty(value)?),
+        (Format::Json, Json::Line) => outln!("{}", serde_json::to_string(value)?),
+        (Format::Text, _) => text(value)?,
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ use crate::cli::{
 use crate::collector::{AgentState, CallError, CollectorClient, age_text};
 use crate::config::NodeConfig;
 use crate::error::CliError;
-use crate::output::{self, Style, emit, note, warn};
+use crate::output::{self, Json, Style, emit, note, warn};
 
 /// Runs a `compliance` subcommand. `config` is the `--config` path, if given.
 pub fn run(c: Compliance, config: Option<&Path>) -> Result<ExitCode, CliError> {
@@ -239,7 +239,7 @@ fn run_action(
             let _ = out.flush();
         }
     });
-    emit(a.policy.format, &report, |r| {
+    emit(a.policy.format, Json::Pretty, &report, |r| {
         output::digest(&mut stdout.lock(), style, r)
     })?;
     let code = ExitCode::from(u8::from(report.summary.nok > 0));
@@ -368,7 +368,7 @@ fn print_env(policy: &Policy, config: &EngineConfig, format: Format) -> Result<E
             (m.name, env)
         })
         .collect();
-    emit(format, &envs, |envs| {
+    emit(format, Json::Pretty, &envs, |envs| {
         let style = Style::detect();
         for (module, env) in envs {
             outln!("{}", style.banner(module));
@@ -407,7 +407,7 @@ fn list(a: &ListArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
             .map(|m| m.name.clone())
             .collect(),
     };
-    emit(a.policy.format, &names, |names| {
+    emit(a.policy.format, Json::Pretty, &names, |names| {
         names.iter().for_each(|n| outln!("{n}"));
         Ok(())
     })?;
@@ -423,7 +423,7 @@ fn show(a: &ShowArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
     let format = a.policy.format;
     match a.what {
         ShowWhat::Status => unreachable!("handled above"),
-        ShowWhat::Moduleset => emit(format, &policy.modulesets, |modulesets| {
+        ShowWhat::Moduleset => emit(format, Json::Pretty, &policy.modulesets, |modulesets| {
             if modulesets.is_empty() {
                 outln!("(none)");
             }
@@ -444,7 +444,7 @@ fn show(a: &ShowArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
             }
             Ok(())
         })?,
-        ShowWhat::Ruleset => emit(format, &policy.rulesets, |rulesets| {
+        ShowWhat::Ruleset => emit(format, Json::Pretty, &policy.rulesets, |rulesets| {
             outln!("rules:");
             for rs in rulesets {
                 match &rs.moduleset {
@@ -478,7 +478,7 @@ fn node_client(config: Option<&Path>, root: &Path) -> Result<CollectorClient, Cl
 
 fn show_status(a: &ShowArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
     let status = node_client(config, &a.policy.root)?.status()?;
-    emit(a.policy.format, &status, |status| {
+    emit(a.policy.format, Json::Pretty, &status, |status| {
         let style = Style::detect();
         outln!(
             "{} ({}), last run {}",
@@ -519,7 +519,7 @@ fn attachment(a: &AttachArgs, attach: bool, config: Option<&Path>) -> Result<Exi
         _ => unreachable!("clap requires one of --moduleset, --ruleset"),
     };
     let answer = client.attachment(kind, name, attach)?;
-    emit(a.format, &answer, |answer| {
+    emit(a.format, Json::Pretty, &answer, |answer| {
         let changed = answer
             .get("changed")
             .and_then(|v| v.as_bool())

@@ -9,7 +9,7 @@ use crate::config::NodeConfig;
 use crate::daemon::tasks::{State, StateFile, alive};
 use crate::daemon::{self, ControlRequest};
 use crate::error::CliError;
-use crate::output::{emit, emit_line, warn};
+use crate::output::{Json, emit, warn};
 use crate::schedule::{Schedule, parse_datetime, splay_fraction};
 
 use super::compliance::node_config;
@@ -57,7 +57,7 @@ pub fn explain(a: &ExplainArgs, config: Option<&Path>) -> Result<ExitCode, CliEr
         }
     };
     let e = sched.explain(now, last, splay_fraction(&node));
-    emit_line(a.format, &e, |e| {
+    emit(a.format, Json::Line, &e, |e| {
         outln!("schedule: {}", a.expr);
         outln!("now:      {}", crate::schedule::format_datetime(now));
         outln!(
@@ -99,10 +99,15 @@ pub fn tasks(a: &TasksArgs, config: Option<&Path>) -> Result<ExitCode, CliError>
                 reply.error.unwrap_or_default()
             )));
         };
-        emit_line(a.format, &serde_json::json!({ "id": id }), |_| {
-            outln!("task {id} queued");
-            Ok(())
-        })?;
+        emit(
+            a.format,
+            Json::Line,
+            &serde_json::json!({ "id": id }),
+            |_| {
+                outln!("task {id} queued");
+                Ok(())
+            },
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let path = daemon::state_path(&var);
@@ -116,7 +121,7 @@ pub fn tasks(a: &TasksArgs, config: Option<&Path>) -> Result<ExitCode, CliError>
     // The state as saved, but whether the daemon is alive now.
     let mut shown = serde_json::to_value(&state)?;
     shown["running"] = live.into();
-    emit(a.format, &shown, |_| {
+    emit(a.format, Json::Pretty, &shown, |_| {
         if live {
             outln!(
                 "daemon: running (pid {}, since {})",

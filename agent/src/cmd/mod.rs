@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 use crate::error::CliError;
-use crate::output::emit;
+use crate::output::{Json, emit};
 
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
@@ -33,13 +33,18 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Release(r) => release::run(r, config),
         Command::Facts(f) => {
             let host = tenet_modules::Host::new(&f.root);
-            emit(f.format, &crate::facts::gather(&host), |facts| {
-                for (k, v) in &facts.node {
-                    outln!("{k}: {v}");
-                }
-                outln!("packages: {}", facts.packages.len());
-                Ok(())
-            })?;
+            emit(
+                f.format,
+                Json::Pretty,
+                &crate::facts::gather(&host),
+                |facts| {
+                    for (k, v) in &facts.node {
+                        outln!("{k}: {v}");
+                    }
+                    outln!("packages: {}", facts.packages.len());
+                    Ok(())
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }

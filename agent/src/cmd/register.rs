@@ -12,7 +12,7 @@ use crate::cli::{PushassetArgs, RegisterArgs, SvcPullArgs};
 use crate::collector::{AgentState, CallError, CollectorClient};
 use crate::config::{NodeConfig, write_private};
 use crate::error::CliError;
-use crate::output::emit_line;
+use crate::output::{Json, emit};
 
 use super::compliance::{node_config, report_flush};
 
@@ -89,7 +89,7 @@ pub fn register(a: &RegisterArgs, config: Option<&Path>) -> Result<ExitCode, Cli
         "node_id": reg.node_id, "name": reg.name,
         "config": cfg.path, "secret_file": secret_file,
     });
-    emit_line(a.format, &answer, |_| {
+    emit(a.format, Json::Line, &answer, |_| {
         outln!("registered {} as node {}", reg.name, reg.node_id);
         outln!("configuration: {}", cfg.path.display());
         outln!("secret: {} (mode 0600)", secret_file.display());
@@ -140,7 +140,7 @@ pub fn pushasset(a: &PushassetArgs, config: Option<&Path>) -> Result<ExitCode, C
         "listener_port": update.listener_port, "services": update.services,
         "results_delivered": flush.delivered, "results_waiting": flush.waiting,
     });
-    emit_line(a.format, &answer, |_| {
+    emit(a.format, Json::Line, &answer, |_| {
         outln!(
             "facts pushed: {} fields, {} packages; {} queued result(s) delivered, {} waiting",
             update.facts.node.len(),
@@ -194,7 +194,7 @@ pub fn svc_pull(a: &SvcPullArgs, config: Option<&Path>) -> Result<ExitCode, CliE
         "service": a.service, "path": path, "sha256": sha, "bytes": text.len(),
         "changed": !unchanged,
     });
-    emit_line(a.format, &answer, |_| {
+    emit(a.format, Json::Line, &answer, |_| {
         outln!(
             "{}: {} ({} bytes, sha256 {})",
             path.display(),

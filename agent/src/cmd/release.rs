@@ -30,7 +30,7 @@ use crate::collector::CollectorClient;
 use crate::config::NodeConfig;
 use crate::daemon::{self, ControlRequest};
 use crate::error::CliError;
-use crate::output::{emit, emit_line};
+use crate::output::{Json, emit};
 
 fn config_path(config: Option<&Path>, root: &Path) -> PathBuf {
     config
@@ -183,7 +183,7 @@ fn submit_or_run(
     {
         let answer = serde_json::json!({"task": null, "version": rule.version, "operation": op,
                                         "changed": false, "message": detail});
-        emit_line(format, &answer, |_| {
+        emit(format, Json::Line, &answer, |_| {
             outln!("{detail}");
             Ok(())
         })?;
@@ -215,7 +215,7 @@ fn submit_or_run(
         )));
     };
     let answer = serde_json::json!({"task": id, "version": rule.version, "operation": op});
-    emit_line(format, &answer, |_| {
+    emit(format, Json::Line, &answer, |_| {
         outln!(
             "release {} {op}: task {id} queued (follow it with `tenet release status {}`)",
             rule.version,
@@ -415,7 +415,7 @@ fn run_in_place(
     }
     // The result is the status the operation left (text: the progress lines said it all).
     if let Some(st) = status::load(&var, &spec.version)? {
-        emit(format, &st, |_| Ok(()))?;
+        emit(format, Json::Pretty, &st, |_| Ok(()))?;
     }
     outcome.map_err(|e| CliError::failed(format!("release {}: {e}", spec.version)))?;
     Ok(ExitCode::SUCCESS)
@@ -460,12 +460,12 @@ fn show_status(var: &Path, version: Option<&str>, format: Format) -> Result<Exit
                     "release {v}: unknown on this node"
                 )));
             };
-            emit(format, &s, |s| {
+            emit(format, Json::Pretty, &s, |s| {
                 show_one(s);
                 Ok(())
             })?
         }
-        None => emit(format, &status::load_all(var)?, |list| {
+        None => emit(format, Json::Pretty, &status::load_all(var)?, |list| {
             show_list(list);
             Ok(())
         })?,
