@@ -135,6 +135,9 @@ fn agent_run(run_id: &str) -> RunResults {
     RunResults::new(report, run_id.into(), "test".into(), None, None)
 }
 
+/// A change made to a valid body.
+type Change = fn(&mut Value);
+
 #[test]
 fn what_the_agent_posts_is_recorded_as_it_is() {
     let c = Collector::new();
@@ -159,7 +162,7 @@ fn what_the_agent_posts_is_recorded_as_it_is() {
 fn a_word_outside_the_vocabulary_is_a_400_naming_the_field() {
     let c = Collector::new();
     let valid = serde_json::to_value(agent_run("r")).unwrap();
-    let cases: [(&str, fn(&mut Value), &str); 5] = [
+    let cases: [(&str, Change, &str); 5] = [
         (
             "bad-action",
             |v| v["action"] = json!("bogus"),
@@ -199,7 +202,7 @@ fn a_word_outside_the_vocabulary_is_a_400_naming_the_field() {
 fn other_mismatches_stay_422_and_nothing_is_recorded() {
     let c = Collector::new();
     let valid = serde_json::to_value(agent_run("r")).unwrap();
-    let cases: [(fn(&mut Value), &str); 3] = [
+    let cases: [(Change, &str); 3] = [
         (
             |v| v["modules"][0]["extra"] = json!(1),
             "modules[0].extra: unknown field `extra`",
