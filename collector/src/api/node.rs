@@ -146,7 +146,7 @@ pub async fn get_policy(
     let policies = state.policies.clone();
     let served =
         blocking(move || policies.resolve(&node, q.service.as_deref(), modulesets)).await?;
-    let etag = format!("\"{}\"", served.hash);
+    let etag = format!("\"{}\"", served.hash());
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -159,7 +159,7 @@ pub async fn get_policy(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        served.json.clone(),
+        served.into_body(),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&etag) {

@@ -31,6 +31,14 @@ classes! {
     mount::Mount,
     k8s_replicas::K8sReplicas,
     release::Release,
+    keyval::KeyVal,
+    fileinc::FileInc,
+    cron::Cron,
+    timedatectl::Timedatectl,
+    self_signed_cert::SelfSignedCert,
+    tar::Tar,
+    vuln::Vuln,
+    process::Process,
 }
 
 /// Finds a class by name or alias.

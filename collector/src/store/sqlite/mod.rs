@@ -44,11 +44,10 @@ use crate::error::{Error, Result};
 use tenet_rulesets::action::{Action, ActionResult, DequeuedAction};
 
 fn read_generation(conn: &Connection) -> Result<u64> {
-    let g: String = conn.query_row(
-        "SELECT value FROM meta WHERE key = 'policy_generation'",
-        [],
-        |r| r.get(0),
-    )?;
+    // Read on every policy fetch: a cached statement, not parsed each time.
+    let g: String = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'policy_generation'")?
+        .query_row([], |r| r.get(0))?;
     g.parse()
         .map_err(|_| Error::Store(format!("meta.policy_generation is not a number: {g}")))
 }
