@@ -468,12 +468,17 @@ fn show(a: &ShowArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The configuration of a node registered with a collector (exit 2 when it is not).
+pub fn registered(config: Option<&Path>, root: &Path) -> Result<NodeConfig, CliError> {
+    node_config(config, root)
+        .and_then(|c| crate::collector::require_registered(&c).map(|_| c))
+        .map_err(|e| CliError::usage(format!("{e:#}")))
+}
+
 /// A node client from the configuration.
 fn node_client(config: Option<&Path>, root: &Path) -> Result<CollectorClient, CliError> {
-    let fail = |e: anyhow::Error| CliError::usage(format!("{e:#}"));
-    let cfg = node_config(config, root).map_err(fail)?;
-    crate::collector::require_registered(&cfg).map_err(fail)?;
-    CollectorClient::for_node(&cfg).map_err(fail)
+    CollectorClient::for_node(&registered(config, root)?)
+        .map_err(|e| CliError::usage(format!("{e:#}")))
 }
 
 fn show_status(a: &ShowArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {

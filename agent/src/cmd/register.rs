@@ -10,11 +10,11 @@ use tenet_rulesets::names::{self, NameKind};
 
 use crate::cli::{PushassetArgs, RegisterArgs, SvcPullArgs};
 use crate::collector::{AgentState, CallError, CollectorClient};
-use crate::config::{NodeConfig, write_private};
+use crate::config::write_private;
 use crate::error::CliError;
 use crate::output::{Json, emit};
 
-use super::compliance::{node_config, report_flush};
+use super::compliance::{node_config, registered, report_flush};
 
 /// `tenet register`: one admin call, then the configuration and the secret file are written
 /// (the secret with mode 0600, before the configuration names it).
@@ -31,9 +31,6 @@ pub fn register(a: &RegisterArgs, config: Option<&Path>) -> Result<ExitCode, Cli
             "--collector: {} is plain HTTP: the admin token and the node secret would be sent in clear. Use https:// (with --ca-file for a private or self-signed certificate), or give --insecure-http to accept it",
             a.collector
         )));
-    }
-    fn invalid(what: &'static str) -> impl Fn(names::NameError) -> CliError {
-        move |e| CliError::usage(format!("{what}: {e}"))
     }
     if let Some(t) = &a.team {
         names::check(NameKind::Team, t).map_err(invalid("--team"))?;
@@ -98,11 +95,9 @@ pub fn register(a: &RegisterArgs, config: Option<&Path>) -> Result<ExitCode, Cli
     Ok(ExitCode::SUCCESS)
 }
 
-/// The configuration of a node registered with a collector.
-fn registered(config: Option<&Path>, root: &Path) -> Result<NodeConfig, CliError> {
-    node_config(config, root)
-        .and_then(|c| crate::collector::require_registered(&c).map(|_| c))
-        .map_err(|e| CliError::usage(format!("{e:#}")))
+/// A name an option gives that its grammar refuses: `tenet: --team: invalid ...`, exit 2.
+fn invalid(what: &'static str) -> impl Fn(names::NameError) -> CliError {
+    move |e| CliError::usage(format!("{what}: {e}"))
 }
 
 /// `tenet pushasset`: facts (with the configuration's `[facts]`), listener port and hosted
