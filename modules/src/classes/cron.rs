@@ -568,6 +568,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
     fn upstream_example_in_cron_d() {
         if !require_root("cron::upstream_example_in_cron_d") {
             return;
@@ -590,6 +591,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
     fn user_crontab_gets_the_owner_group_and_mode_cron_wants() {
         if !require_root("cron::user_crontab_gets_the_owner_group_and_mode_cron_wants") {
             return;
@@ -617,6 +619,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
     fn crontabentry_form() {
         if !require_root("cron::crontabentry_form") {
             return;
