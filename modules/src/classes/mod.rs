@@ -31,6 +31,7 @@ classes! {
     mount::Mount,
     k8s_replicas::K8sReplicas,
     release::Release,
+    user::User,
 }
 
 /// Finds a class by name or alias.
