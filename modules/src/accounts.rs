@@ -501,9 +501,8 @@ impl Accounts {
     pub(crate) fn free_uid(&self, defs: &Defs, preferred: Option<u32>) -> Result<u32, String> {
         let used: Vec<u32> = self.users().map(|u| u.uid).collect();
         let (min, max) = defs.range("UID");
-        free_id(&used, min, max, preferred).ok_or_else(|| {
-            format!("no free user id between UID_MIN {min} and UID_MAX {max}")
-        })
+        free_id(&used, min, max, preferred)
+            .ok_or_else(|| format!("no free user id between UID_MIN {min} and UID_MAX {max}"))
     }
 
     /// A free group id as `groupadd` picks one (see [`Accounts::free_uid`]), in
@@ -511,9 +510,8 @@ impl Accounts {
     pub(crate) fn free_gid(&self, defs: &Defs, preferred: Option<u32>) -> Result<u32, String> {
         let used: Vec<u32> = self.groups().map(|g| g.gid).collect();
         let (min, max) = defs.range("GID");
-        free_id(&used, min, max, preferred).ok_or_else(|| {
-            format!("no free group id between GID_MIN {min} and GID_MAX {max}")
-        })
+        free_id(&used, min, max, preferred)
+            .ok_or_else(|| format!("no free group id between GID_MIN {min} and GID_MAX {max}"))
     }
 }
 
@@ -521,7 +519,11 @@ fn free_id(used: &[u32], min: u32, max: u32, preferred: Option<u32>) -> Option<u
     if let Some(p) = preferred.filter(|p| (min..=max).contains(p) && !used.contains(p)) {
         return Some(p);
     }
-    let highest = used.iter().copied().filter(|u| (min..=max).contains(u)).max();
+    let highest = used
+        .iter()
+        .copied()
+        .filter(|u| (min..=max).contains(u))
+        .max();
     match highest {
         None if min <= max => Some(min),
         Some(h) if h < max => Some(h + 1),
@@ -768,8 +770,14 @@ mod tests {
     fn ids_are_allocated_as_useradd_does() {
         assert_eq!(free_id(&[0, 1, 65534], 1000, 60000, None), Some(1000));
         assert_eq!(free_id(&[0, 1000, 1005], 1000, 60000, None), Some(1006));
-        assert_eq!(free_id(&[0, 1000, 1005], 1000, 60000, Some(1003)), Some(1003));
-        assert_eq!(free_id(&[0, 1000, 1005], 1000, 60000, Some(1005)), Some(1006));
+        assert_eq!(
+            free_id(&[0, 1000, 1005], 1000, 60000, Some(1003)),
+            Some(1003)
+        );
+        assert_eq!(
+            free_id(&[0, 1000, 1005], 1000, 60000, Some(1005)),
+            Some(1006)
+        );
         assert_eq!(free_id(&[1000, 1002], 1000, 1002, None), Some(1001));
         assert_eq!(free_id(&[1000, 1001], 1000, 1001, None), None);
     }
@@ -795,7 +803,11 @@ mod tests {
             "UMASK\t\t027\nUID_MIN 2000\nUSERGROUPS_ENAB yes\n#GID_MIN 5\nPASS_MAX_DAYS 0x10\n",
         )
         .unwrap();
-        fs::write(dir.path().join("etc/default/useradd"), "SHELL=/bin/bash\nHOME=\n").unwrap();
+        fs::write(
+            dir.path().join("etc/default/useradd"),
+            "SHELL=/bin/bash\nHOME=\n",
+        )
+        .unwrap();
         let h = Host::new(dir.path());
         let d = Defs::load(h.view()).unwrap();
         assert_eq!(d.home_mode(), 0o750);
@@ -834,7 +846,10 @@ mod tests {
             fs::read_to_string(etc.join("group")).unwrap(),
             "root:x:0:\nstaff:!:1000:\n"
         );
-        assert_eq!(fs::read_to_string(etc.join("group-")).unwrap(), "root:x:0:\n");
+        assert_eq!(
+            fs::read_to_string(etc.join("group-")).unwrap(),
+            "root:x:0:\n"
+        );
         assert_eq!(
             fs::read_to_string(etc.join("shadow-")).unwrap(),
             "root:*:19000:0:99999:7:::\n"
@@ -883,8 +898,15 @@ mod tests {
             Ok(())
         })
         .unwrap_err();
-        assert!(err.contains("/etc/passwd.lock") && err.contains("process 1"), "{err}");
-        assert!(!fs::read_to_string(dir.path().join("etc/group")).unwrap().contains("staff"));
+        assert!(
+            err.contains("/etc/passwd.lock") && err.contains("process 1"),
+            "{err}"
+        );
+        assert!(
+            !fs::read_to_string(dir.path().join("etc/group"))
+                .unwrap()
+                .contains("staff")
+        );
         // A process id that does not exist: the lock is stale.
         fs::write(&lock, "2147483646").unwrap();
         Accounts::edit(&h, &mut Log::new(), |a, _| {
@@ -893,7 +915,11 @@ mod tests {
         })
         .unwrap();
         assert!(!lock.exists());
-        assert!(fs::read_to_string(dir.path().join("etc/group")).unwrap().contains("staff"));
+        assert!(
+            fs::read_to_string(dir.path().join("etc/group"))
+                .unwrap()
+                .contains("staff")
+        );
     }
 
     /// A POSIX record lock from another process, as `lckpwdf(3)` takes it (Python's
@@ -926,13 +952,23 @@ mod tests {
         );
         // While Tenet holds it, another process's lckpwdf-style lock fails...
         let st = posix_lock(&file, 0).status().unwrap();
-        assert_eq!(st.code(), Some(3), "a POSIX lock was granted while Tenet held the file");
+        assert_eq!(
+            st.code(),
+            Some(3),
+            "a POSIX lock was granted while Tenet held the file"
+        );
         // ... and so does a second Tenet holder (another open file description).
         let other = Host::new(dir.path());
         let err = other
-            .lock_file(&other.path("/etc/.pwd.lock").unwrap(), Duration::from_millis(200))
+            .lock_file(
+                &other.path("/etc/.pwd.lock").unwrap(),
+                Duration::from_millis(200),
+            )
             .unwrap_err();
-        assert!(err.to_string().contains("locked by another process"), "{err}");
+        assert!(
+            err.to_string().contains("locked by another process"),
+            "{err}"
+        );
         drop(held);
         // While another process holds a POSIX lock, Tenet waits, then gives up.
         let mut child = posix_lock(&file, 5)
@@ -947,9 +983,15 @@ mod tests {
         .unwrap();
         assert_eq!(line.trim(), "locked");
         let err = h
-            .lock_file(&h.path("/etc/.pwd.lock").unwrap(), Duration::from_millis(300))
+            .lock_file(
+                &h.path("/etc/.pwd.lock").unwrap(),
+                Duration::from_millis(300),
+            )
             .unwrap_err();
-        assert!(err.to_string().contains("locked by another process"), "{err}");
+        assert!(
+            err.to_string().contains("locked by another process"),
+            "{err}"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
         h.lock_file(&h.path("/etc/.pwd.lock").unwrap(), Duration::from_secs(5))

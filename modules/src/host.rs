@@ -1139,9 +1139,8 @@ impl Host {
                             unlink(&name);
                         }
                         Some(pid) => {
-                            result = Err(fail(io::Error::other(format!(
-                                "locked by process {pid}"
-                            ))));
+                            result =
+                                Err(fail(io::Error::other(format!("locked by process {pid}"))));
                             break;
                         }
                         None => {

@@ -32,6 +32,8 @@ classes! {
     k8s_replicas::K8sReplicas,
     release::Release,
     user::User,
+    group::Group,
+    group_membership::GroupMembership,
 }
 
 /// Finds a class by name or alias.
