@@ -34,6 +34,7 @@ classes! {
     user::User,
     group::Group,
     group_membership::GroupMembership,
+    authkey::Authkey,
 }
 
 /// Finds a class by name or alias.
