@@ -128,7 +128,7 @@ impl Table {
     }
 
     /// Whether the file exists (or will, once a change is committed).
-    pub(crate) fn exists(&self) -> bool {
+    pub(crate) fn present(&self) -> bool {
         self.original.is_some() || self.changed
     }
 
@@ -412,7 +412,7 @@ impl Accounts {
     /// The password hash of `name`: from shadow when the shadow file exists (`None` when the
     /// user has no shadow entry), else the passwd field.
     pub(crate) fn password(&self, name: &str) -> Option<String> {
-        if self.shadow.exists() {
+        if self.shadow.present() {
             self.shadow.get(name).map(|f| f[1].clone())
         } else {
             self.user(name).map(|u| u.passwd)
@@ -422,7 +422,7 @@ impl Accounts {
     /// Sets the password hash of an existing user: in shadow when the shadow file exists (an
     /// entry is added if the user has none), else in passwd.
     pub(crate) fn set_password(&mut self, name: &str, hash: &str, defs: &Defs) {
-        if self.shadow.exists() {
+        if self.shadow.present() {
             if !self.shadow.update(name, |f| f[1] = hash.to_owned()) {
                 self.shadow.put(defs.new_shadow_entry(name, hash));
             }
@@ -434,7 +434,7 @@ impl Accounts {
     /// Adds the group `name` with `gid` as `groupadd` does: `name:x:gid:` (`!` as the
     /// password when there is no gshadow) and `name:!::` in gshadow when it exists.
     pub(crate) fn add_group(&mut self, name: &str, gid: u32) {
-        let shadowed = self.gshadow.exists();
+        let shadowed = self.gshadow.present();
         self.group.put(vec![
             name.to_owned(),
             if shadowed { "x" } else { "!" }.to_owned(),

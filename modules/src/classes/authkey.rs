@@ -678,7 +678,7 @@ fn inspect(rule: &AuthkeyRule, host: &HostView) -> Result<Option<Found>, String>
                 .lines()
                 .filter_map(|l| parse_key_line(l, false).ok())
                 .collect();
-            if keys.iter().any(|k| *k == rule.key) {
+            if keys.contains(&rule.key) {
                 found.exact_in.push(p.clone());
                 if let Some(why) = strict_modes(host, &rooted, &found.user)? {
                     found.unsafe_paths.push(why);

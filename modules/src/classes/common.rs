@@ -274,6 +274,19 @@ pub fn systemd_running(host: &HostView) -> Result<(), String> {
     host.systemd_booted()
 }
 
+/// Substitutes the node name in a file's `fmt` and ends it with a newline (OpenSVC's rules
+/// for `file` and `sudoers`).
+pub(crate) fn expand_fmt(fmt: &str, hostname: &str) -> String {
+    let short = hostname.split('.').next().unwrap_or(hostname);
+    let mut text = fmt
+        .replace("%%HOSTNAME%%", hostname)
+        .replace("%%SHORT_HOSTNAME%%", short);
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
 /// Whether a named thing (a user, a group, a key) must exist.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

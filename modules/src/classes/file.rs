@@ -80,6 +80,7 @@ use serde::de::{self, Deserializer};
 use serde_json::{Map, Value};
 
 use super::common::{
+    self,
     Attrs, Mode, Owner, de_gid, de_uid, report_difference, target, through_link, wrong_kind,
 };
 use crate::class::{Class, RuleContext};
@@ -700,21 +701,9 @@ fn wanted_content(rule: &FileRule, host: &HostView) -> Result<Vec<u8>, String> {
             "fmt, ref or template is required (or a path ending with '/' to manage a directory)"
                 .into(),
         ),
-        (Some(fmt), None, None) => Ok(expand_fmt(fmt, host.hostname()).into_bytes()),
+        (Some(fmt), None, None) => Ok(common::expand_fmt(fmt, host.hostname()).into_bytes()),
         (None, Some(reference), None) => fetch(reference),
     }
-}
-
-/// Substitutes the node name in `fmt` and ends it with a newline (OpenSVC's rules).
-fn expand_fmt(fmt: &str, hostname: &str) -> String {
-    let short = hostname.split('.').next().unwrap_or(hostname);
-    let mut text = fmt
-        .replace("%%HOSTNAME%%", hostname)
-        .replace("%%SHORT_HOSTNAME%%", short);
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text
 }
 
 /// How long an `https` download may take, connection included.

@@ -35,6 +35,7 @@ classes! {
     group::Group,
     group_membership::GroupMembership,
     authkey::Authkey,
+    sudoers::Sudoers,
 }
 
 /// Finds a class by name or alias.

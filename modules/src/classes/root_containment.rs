@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::{
+    authkey::Authkey, group::Group, group_membership::GroupMembership, sudoers::Sudoers, user::User,
+};
+use super::{
     dnsmasq::Dnsmasq, file::File, fileprop::FileProp, nodeconf::NodeConf,
     remove_files::RemoveFiles, symlink::Symlink, sysfs::Sysfs, systemd_unit::SystemdUnit,
 };
@@ -117,6 +120,20 @@ fn rules() -> Vec<(&'static str, Value)> {
             "systemd_unit",
             json!({"name": "x.service", "contents": "[Unit]\n", "enabled": false}),
         ),
+        ("user", json!({"name": "pwned", "uid": 4242})),
+        ("group", json!({"name": "pwned"})),
+        (
+            "group_membership",
+            json!({"name": "root", "members": ["root"]}),
+        ),
+        (
+            "authkey",
+            json!({"user": "root", "key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMDK0IhPzJfsl86GM/sDAcCh4qHymuSz4TuklYMo8XZ1"}),
+        ),
+        (
+            "sudoers",
+            json!({"path": "/etc/sudoers.d/x", "fmt": "root ALL=(ALL) ALL"}),
+        ),
     ]
 }
 
@@ -137,6 +154,11 @@ fn run(class: &str, host: &Host, rule: Value, do_fix: bool) -> (Status, Vec<Stri
         "nodeconf" => go::<NodeConf>(host, rule, do_fix),
         "dnsmasq" => go::<Dnsmasq>(host, rule, do_fix),
         "systemd_unit" => go::<SystemdUnit>(host, rule, do_fix),
+        "user" => go::<User>(host, rule, do_fix),
+        "group" => go::<Group>(host, rule, do_fix),
+        "group_membership" => go::<GroupMembership>(host, rule, do_fix),
+        "authkey" => go::<Authkey>(host, rule, do_fix),
+        "sudoers" => go::<Sudoers>(host, rule, do_fix),
         other => panic!("no class {other}"),
     }
 }

@@ -355,7 +355,7 @@ fn present_problems(
             ));
         }
     }
-    if accounts.shadow.exists() && accounts.shadow.get(name).is_none() {
+    if accounts.shadow.present() && accounts.shadow.get(name).is_none() {
         problems.push(format!("user {name}: no entry in /etc/shadow"));
     } else if let Some(want) = rule.hash() {
         if rule.initial_passwd {
@@ -508,7 +508,7 @@ fn create(
         }
     };
     let hash = rule.hash().unwrap_or("!").to_owned();
-    let shadowed = acc.shadow.exists();
+    let shadowed = acc.shadow.present();
     let entry = PasswdEntry {
         name: name.clone(),
         passwd: if shadowed { "x".into() } else { hash.clone() },
@@ -575,7 +575,7 @@ fn modify(
             *have = want.clone();
         }
     }
-    if acc.shadow.exists() && acc.shadow.get(name).is_none() {
+    if acc.shadow.present() && acc.shadow.get(name).is_none() {
         // As pwconv: the hash moves from passwd to a new shadow entry.
         let hash = match u.passwd.as_str() {
             "x" | "" => "!".to_owned(),
