@@ -336,11 +336,21 @@ impl Accounts {
     /// Locks the databases as shadow-utils does, reads them, lets `change` edit them, writes
     /// the files that changed (each with its `-` backup) and commits, then unlocks. Nothing
     /// is written when `change` fails. Returns what `change` returned.
+    ///
+    /// `change` is first tried on the databases as they are, without locks and quietly: when
+    /// it fails or changes nothing, it is run once more for its messages and result, and no
+    /// lock is taken (a refusal or a rule already met touches nothing, not even the lock
+    /// file). Otherwise it runs again, for real, on what the databases hold under the locks.
     pub(crate) fn edit<T>(
         host: &Host,
         log: &mut Log,
-        change: impl FnOnce(&mut Accounts, &mut Log) -> Result<T, String>,
+        change: impl Fn(&mut Accounts, &mut Log) -> Result<T, String>,
     ) -> Result<T, String> {
+        let mut trial = Accounts::load(host.view())?;
+        let tried = change(&mut trial, &mut Log::quiet());
+        if tried.is_err() || Db::ALL.iter().all(|db| !trial.table(*db).changed) {
+            return change(&mut Accounts::load(host.view())?, log);
+        }
         let path = |p: &str| host.path(p).map_err(|e| e.to_string());
         let _pwd_lock = host
             .lock_file(&path("/etc/.pwd.lock")?, LOCK_WAIT)
@@ -419,11 +429,16 @@ impl Accounts {
         }
     }
 
-    /// Sets the password hash of an existing user: in shadow when the shadow file exists (an
-    /// entry is added if the user has none), else in passwd.
+    /// Sets the password hash of an existing user as `usermod -p` does: in shadow when the
+    /// shadow file exists, today becoming the last change (an entry is added if the user has
+    /// none), else in passwd.
     pub(crate) fn set_password(&mut self, name: &str, hash: &str, defs: &Defs) {
         if self.shadow.present() {
-            if !self.shadow.update(name, |f| f[1] = hash.to_owned()) {
+            let updated = self.shadow.update(name, |f| {
+                f[1] = hash.to_owned();
+                f[2] = today().to_string();
+            });
+            if !updated {
                 self.shadow.put(defs.new_shadow_entry(name, hash));
             }
         } else {

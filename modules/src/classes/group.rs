@@ -112,23 +112,21 @@ impl Class for Group {
     }
 
     fn fix(rule: &GroupRule, host: &Host, log: &mut Log) -> Status {
-        let result = match Accounts::load(host).and_then(|a| refusal(rule, &a)) {
-            // Refused before the locks are taken: a refusal touches nothing.
-            Err(e) => Err(e),
-            Ok(()) => Defs::load(host).and_then(|defs| {
-                Accounts::edit(host, log, |acc, log| {
-                    refusal(rule, acc)?;
-                    match rule.state {
-                        State::Present => present(rule, acc, &defs, log),
-                        State::Absent => {
+        let result = Defs::load(host).and_then(|defs| {
+            Accounts::edit(host, log, |acc, log| {
+                refusal(rule, acc)?;
+                match rule.state {
+                    State::Present => present(rule, acc, &defs, log),
+                    State::Absent => {
+                        if acc.group(&rule.name).is_some() {
                             acc.remove_group(&rule.name);
                             log.info(format!("group {}: removed", rule.name));
-                            Ok(())
                         }
+                        Ok(())
                     }
-                })
-            }),
-        };
+                }
+            })
+        });
         match result {
             Ok(()) => Status::Ok,
             Err(e) => {
