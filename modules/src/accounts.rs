@@ -646,9 +646,10 @@ impl Defs {
         self.useradd("HOME").unwrap_or("/home")
     }
 
-    /// The shell of new users: `SHELL` of `/etc/default/useradd`, `/bin/sh` by default.
+    /// The shell of new users: `SHELL` of `/etc/default/useradd`, `/bin/bash` without it
+    /// (shadow-utils' built-in default).
     pub(crate) fn shell(&self) -> &str {
-        self.useradd("SHELL").unwrap_or("/bin/sh")
+        self.useradd("SHELL").unwrap_or("/bin/bash")
     }
 
     /// The skeleton directory: `SKEL` of `/etc/default/useradd`, `/etc/skel` by default.

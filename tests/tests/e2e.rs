@@ -36,3 +36,6 @@ mod substitution;
 // Issue 19 item 3: the README's quick start and the fleet commands of tenet-collector(1), run
 // as written.
 mod quickstart;
+// Issue 14 (part A): the account classes and sudoers against pwck, grpck, visudo, ssh-keygen
+// and shadow-utils itself, the upstream examples, and a module script calling the objects.
+mod accounts;

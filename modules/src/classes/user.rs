@@ -94,7 +94,8 @@ pub struct UserRule {
     /// Home directory (absolute). Default for a new account: `HOME` of
     /// `/etc/default/useradd` (`/home`) and the name.
     pub home: Option<String>,
-    /// Login shell. Default for a new account: `SHELL` of `/etc/default/useradd` (`/bin/sh`).
+    /// Login shell. Default for a new account: `SHELL` of `/etc/default/useradd` (`/bin/bash`
+    /// without it, as `useradd`).
     pub shell: Option<String>,
     /// Comment (GECOS) field.
     pub gecos: Option<String>,
