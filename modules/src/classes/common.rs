@@ -316,11 +316,25 @@ pub(crate) fn named_rules(value: &Value, what: &str) -> Result<Vec<Value>, Strin
                 "{what}: expected an object of {what} names to fields, or an object with a                  \"name\", got {item}"
             ));
         };
-        if map.get("name").is_some_and(Value::is_string) {
+        let twice = |out: &[Value], name: &str| {
+            if out
+                .iter()
+                .any(|r| r.get("name").and_then(Value::as_str) == Some(name))
+            {
+                return Err(format!(
+                    "{what} {name}: named twice in one variable; one rule per {what}"
+                ));
+            }
+            Ok(())
+        };
+        if let Some(name) = map.get("name").and_then(Value::as_str) {
+            twice(&out, name)?;
             out.push(item.clone());
             continue;
         }
         for (key, fields) in map {
+            let name = key.trim_start_matches('-');
+            twice(&out, name)?;
             let Value::Object(fields) = fields else {
                 return Err(format!(
                     "{what} {key}: expected an object of fields, got {fields}"
@@ -333,7 +347,6 @@ pub(crate) fn named_rules(value: &Value, what: &str) -> Result<Vec<Value>, Strin
             }
             let mut rule = fields.clone();
             // As OpenSVC's lstrip('-'): every leading '-' goes.
-            let name = key.trim_start_matches('-');
             if name.len() != key.len() {
                 rule.insert("state".into(), Value::String("absent".into()));
             }
@@ -418,6 +431,8 @@ mod tests {
         assert_eq!(rules, vec![json!({"name": "name", "uid": 3})]);
         let err = named_rules(&json!({"tibco": 5}), "user").unwrap_err();
         assert!(err.contains("user tibco: expected an object"), "{err}");
+        let err = named_rules(&json!({"tibco": {}, "-tibco": {}}), "user").unwrap_err();
+        assert!(err.contains("user tibco: named twice"), "{err}");
         let err = named_rules(&json!("tibco"), "group").unwrap_err();
         assert!(err.starts_with("group: expected"), "{err}");
     }
