@@ -523,6 +523,185 @@ def gen_nodeconf(rng):
     return {"rules": [rules if len(rules) > 1 else rules[0]], "tree": tree, "tags": tags, "fix": True}
 
 
+# Accounts (user, group, group_membership, authkey): a Debian-like root with a few accounts
+# in random states. Users: (name, uid, gid, own group).
+ACCT_USERS = [("tibco", 1000, 1000, True), ("app", 1001, 100, False), ("old", 1002, 1002, True)]
+ACCT_LOGIN_DEFS = ("UMASK 022\nPASS_MAX_DAYS 99999\nPASS_MIN_DAYS 0\nPASS_WARN_AGE 7\n"
+                   "UID_MIN 1000\nUID_MAX 60000\nGID_MIN 1000\nGID_MAX 60000\nUSERGROUPS_ENAB yes\n")
+ACCT_KEYS = [
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMDK0IhPzJfsl86GM/sDAcCh4qHymuSz4TuklYMo8XZ1 k1@example",
+    "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBBaFmRQ7pld/v9UyUWvPQCSKsYBLaBISUId6/ICK+lxgBk5jzM7QADmR1cMs5WGvvymoaOJ1EnlZhxlIuxlyBK0= k2@example",
+]
+
+
+def gen_accounts(rng, tags, present=None):
+    """A starting root: the databases with a random subset of ACCT_USERS (each with its home
+    present, missing or someone else's, rarely without a shadow entry), a few groups."""
+    passwd = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+    shadow = "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+    groups = [["root", "0", []], ["daemon", "1", []], ["users", "100", []], ["staff", "50", []]]
+    tree = [("dir", "etc", 0o755, 0), ("dir", "home", 0o755, 0),
+            ("file", "etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\ngshadow: files\n", 0o644, 0),
+            ("file", "etc/login.defs", ACCT_LOGIN_DEFS, 0o644, 0),
+            ("file", "etc/default/useradd", "SHELL=/bin/sh\n", 0o644, 0),
+            ("file", "etc/skel/.profile", "# profile\n", 0o644, 0)]
+    users = {}
+    for name, uid, gid, own in ACCT_USERS:
+        if present is not None and name not in present or present is None and rng.random() < 0.35:
+            continue
+        users[name] = (uid, gid)
+        shell = rng.choice(["/bin/sh", "/bin/bash", "/bin/ksh"])
+        gecos = rng.choice(["", "agecos", "Old User"])
+        passwd += "%s:x:%d:%d:%s:/home/%s:%s\n" % (name, uid, gid, gecos, name, shell)
+        if rng.random() < 0.9:
+            shadow += "%s:%s:19000:0:99999:7:::\n" % (name, rng.choice(["!", "$6$s$h", ""]))
+        else:
+            tags.add("shadow-entry")
+        if own:
+            groups.append([name, str(gid), []])
+        home = rng.choice(["ok", "ok", "missing", "other"])
+        if home == "ok":
+            tree.append(("dir", "home/" + name, 0o755, uid))
+        elif home == "other":
+            tree.append(("dir", "home/" + name, 0o755, 0))
+        for g in groups:
+            if g[0] in ("users", "staff") and rng.random() < 0.3:
+                g[2].append(name)
+    group = "".join("%s:x:%s:%s\n" % (n, g, ",".join(m)) for n, g, m in groups)
+    gshadow = "".join("%s:!::%s\n" % (n, ",".join(m)) for n, g, m in groups)
+    tree += [("file", "etc/passwd", passwd, 0o644, 0), ("file", "etc/shadow", shadow, 0o640, 0),
+             ("file", "etc/group", group, 0o644, 0), ("file", "etc/gshadow", gshadow, 0o640, 0)]
+    return tree, users, groups
+
+
+def acct_home_state(tree, name):
+    for e in tree:
+        if e[0] == "dir" and e[1] == "home/" + name:
+            return "ok" if e[3] != 0 else "other"
+    return "missing"
+
+
+def gen_user(rng):
+    tags = set()
+    tree, users, groups = gen_accounts(rng, tags)
+    name = rng.choice([u[0] for u in ACCT_USERS] + ["newbie"])
+    if rng.random() < 0.2:
+        rule = {"-" + name: {}}
+        if name in users and name == "daemon":
+            tags.add("protected")
+        return {"rules": [rule], "tree": tree, "tags": tags, "fix": True}
+    props = {}
+    for field, choices in (("shell", ["/bin/sh", "/bin/bash", "/bin/ksh"]),
+                           ("gecos", ["", "agecos", "New gecos"]),
+                           ("uid", [1000, 1001, 1500, "1600"]),
+                           ("gid", [100, 1000, 50, 4242, "users"]),
+                           ("home", ["/home/%s" % name, "/srv/%s" % name]),
+                           ("password", ["", "x", "!!", "$6$s$h", "$6$other$h"]),
+                           ("check_home", ["yes", "no"])):
+        if rng.random() < 0.3:
+            props[field] = rng.choice(choices)
+    if rng.random() < 0.05:
+        props["shel"] = "/bin/sh"
+        tags.add("unknown-field")
+    if props.get("gid") == "users":
+        tags.add("bad-rule")  # a group name: OpenSVC's int() fails
+    exists = name in users
+    check_home = props.get("check_home", "yes") == "yes"
+    if not exists:
+        if props.get("password") in (None, "", "x"):
+            tags.add("new-password")
+        if check_home or "home" in props:
+            tags.add("home")
+    else:
+        if "shell" in props or "gecos" in props or "uid" in props or "gid" in props or "home" in props \
+                or props.get("password") not in (None, "", "x"):
+            tags.add("conv")
+        if "home" in props and props["home"] != "/home/" + name:
+            tags.add("usermod-move")
+        if check_home and acct_home_state(tree, name) != "ok":
+            tags.add("home")
+        # A property usermod refuses (a uid in use, a group that does not exist): OpenSVC
+        # applies the others, one usermod each.
+        uid = props.get("uid")
+        used = [u for u, (i, _) in users.items() if u != name and uid is not None and i == int(uid)]
+        known_gids = [int(g[1]) for g in groups]
+        if used or (isinstance(props.get("gid"), int) and props["gid"] not in known_gids):
+            tags.add("partial")
+    return {"rules": [{name: props}], "tree": tree, "tags": tags, "fix": True}
+
+
+def gen_group(rng):
+    tags = set()
+    tree, users, groups = gen_accounts(rng, tags)
+    name = rng.choice(["tibco", "ops", "staff", "old", "users"])
+    if rng.random() < 0.25:
+        return {"rules": [{"-" + name: {}}], "tree": tree, "tags": tags, "fix": True}
+    props = {}
+    if rng.random() < 0.8:
+        props["gid"] = rng.choice([50, 1000, 2000, "2001", 100])
+    elif not any(g[0] == name for g in groups):
+        tags.add("no-gid")
+    return {"rules": [{name: props}], "tree": tree, "tags": tags, "fix": True}
+
+
+def gen_group_membership(rng):
+    tags = set()
+    tree, users, groups = gen_accounts(rng, tags)
+    name = rng.choice(["users", "staff", "tibco", "ops"])
+    members = rng.sample(["tibco", "app", "old", "ghost"], rng.randint(1, 2))
+    g = [x for x in groups if x[0] == name]
+    if sum(1 for m in members if m not in users) >= 2:
+        tags.add("exit-sum")
+    if not g:
+        tags.add("missing-group")
+    else:
+        gid = int(g[0][1])
+        for m in members:
+            if m in users and users[m][1] == gid:
+                tags.add("primary")
+            if m in users and any(m in x[2] for x in groups):
+                tags.add("primary")  # OpenSVC's Python 3 crash on a user with groups
+    return {"rules": [{name: {"members": members}}], "tree": tree, "tags": tags, "fix": True}
+
+
+def gen_authkey(rng):
+    tags = set()
+    tree, users, groups = gen_accounts(rng, tags, present=["tibco"])
+    sshd = pick(rng, [("#AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2\n", 3),
+                      ("AuthorizedKeysFile .ssh/authorized_keys\n", 2),
+                      ("AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2\n", 1),
+                      ("AllowUsers root\n", 1), ("AllowGroups staff\n", 1)])
+    tree += [("dir", "etc/ssh", 0o755, 0), ("file", "etc/ssh/sshd_config", "UsePAM yes\n" + sshd, 0o644, 0)]
+    key = rng.choice(ACCT_KEYS)
+    rule = {"user": rng.choice(["tibco", "tibco", "ghost"]), "key": key}
+    action = pick(rng, [("add", 4), ("del", 2), (None, 1)])
+    if action:
+        rule["action"] = action
+    authfile = pick(rng, [("authorized_keys", 3), ("authorized_keys2", 1), (None, 2)])
+    if authfile:
+        rule["authfile"] = authfile
+    if acct_home_state(tree, "tibco") != "missing" and rng.random() < 0.6:
+        present = rng.choice(["same", "comment", "other", "options"])
+        line = {"same": key, "comment": key.rsplit(" ", 1)[0] + " laptop",
+                "other": ACCT_KEYS[1 - ACCT_KEYS.index(key)], "options": "no-pty " + key}[present]
+        f = rng.choice(["authorized_keys", "authorized_keys2"])
+        mode = rng.choice([0o600, 0o600, 0o664])
+        tree += [("dir", "home/tibco/.ssh", 0o700, 1000),
+                 ("file", "home/tibco/.ssh/" + f, "# keys\n" + line + "\n", mode, 1000)]
+        if present in ("comment", "options"):
+            tags.add("match")
+        if mode & 0o022:
+            tags.add("strictmodes")
+        if acct_home_state(tree, "tibco") == "other":
+            tags.add("strictmodes")
+    if rule.get("action", "add") == "add" and authfile != "authorized_keys" \
+            and "AuthorizedKeysFile .ssh/authorized_keys\n" != sshd:
+        tags.add("file")
+    if rule.get("action", "add") == "add" and sshd.startswith("Allow"):
+        tags.add("sshd")
+    return {"rules": [rule], "tree": tree, "tags": tags, "fix": True}
+
+
 # ---------------------------------------------------------------------------------------------
 # Classes: generator, upstream script, how the tree is compared, and the documented
 # deviations (doc ids) a disagreement may be explained by.
@@ -535,12 +714,12 @@ CLASSES = {
     "sysctl": {"script": "sysctl.py", "gen": gen_sysctl, "rooted": True},
     "package": {"script": "package.py", "gen": gen_package, "rooted": True},
     "nodeconf": {"script": "nodeconf.py", "gen": gen_nodeconf, "rooted": True},
-    # Tables only (--tables): no random generator yet.
-    "user": {"script": "user.py", "gen": None, "rooted": True, "accounts": True},
-    "group": {"script": "group.py", "gen": None, "rooted": True, "accounts": True},
-    "group_membership": {"script": "group_membership.py", "gen": None, "rooted": True,
-                         "accounts": True},
-    "authkey": {"script": "authkey.py", "gen": None, "rooted": True, "accounts": True},
+    "user": {"script": "user.py", "gen": gen_user, "rooted": True, "accounts": True},
+    "group": {"script": "group.py", "gen": gen_group, "rooted": True, "accounts": True},
+    "group_membership": {"script": "group_membership.py", "gen": gen_group_membership,
+                         "rooted": True, "accounts": True},
+    "authkey": {"script": "authkey.py", "gen": gen_authkey, "rooted": True, "accounts": True},
+    # Tables only: sudoers.py cannot start (#sudoers-import), every random case would differ.
     "sudoers": {"script": "sudoers.py", "gen": None, "rooted": False},
 }
 
@@ -571,6 +750,16 @@ DEVIATIONS = {
     "package": {"installed-not-ii": "package-states", "arch-qualifier": "package-arch"},
     "nodeconf": {"boolean": "nodeconf-boolean", "ge-string": "nodeconf-ge-string",
                  "unset-without-value": "nodeconf-unset"},
+    "user": {"home": "user-home", "new-password": "user-new-password", "conv": "user-conv",
+             "shadow-entry": "user-shadow-entry", "usermod-move": "user-usermod",
+             "partial": "user-partial", "unknown-field": "user-rule"},
+    "group": {"no-gid": "group-no-gid"},
+    "group_membership": {"primary": "membership-primary",
+                         "missing-group": "membership-missing-group",
+                         "exit-sum": "membership-exit-code"},
+    "authkey": {"file": "authkey-file", "match": "authkey-match",
+                "strictmodes": "authkey-strictmodes", "sshd": "authkey-sshd"},
+    "sudoers": {},
 }
 
 
@@ -674,11 +863,29 @@ def nodeconf_state(root):
     return {"%s.%s" % (s, k): text(v) for s, t in data.items() for k, v in t.items()}
 
 
+def accounts_state(root):
+    """The account databases by entry and the tree under home and etc/ssh; the `-` backups and
+    the lock file are left out (#user-conv: OpenSVC's pwconv/grpconv rewrite every file)."""
+    out = {}
+    for db in ("passwd", "shadow", "group", "gshadow"):
+        p = os.path.join(root, "etc", db)
+        if os.path.exists(p):
+            for line in open(p).read().splitlines():
+                out["%s %s" % (db, line.split(":")[0])] = line
+    snap = snapshot(root)
+    for k, v in snap.items():
+        if k.startswith("home") or k.startswith("etc/ssh"):
+            out[k] = v
+    return out
+
+
 def state(cls, root, case):
     if cls == "sysctl":
         return sysctl_state(root, [])
     if cls == "nodeconf":
         return nodeconf_state(root)
+    if CLASSES[cls].get("accounts"):
+        return accounts_state(root)
     return snapshot(root)
 
 

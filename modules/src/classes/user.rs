@@ -302,10 +302,14 @@ fn not_creatable(rule: &UserRule) -> String {
     )
 }
 
-/// The gid a rule's `gid` names, through the managed system's groups.
+/// The gid a rule's `gid` names, through the managed system's groups: the group must exist
+/// (`useradd` and `usermod` refuse a gid no group has).
 fn wanted_gid(owner: &Owner, accounts: &Accounts) -> Result<u32, String> {
     match owner {
-        Owner::Id(id) => Ok(*id),
+        Owner::Id(id) => accounts
+            .group_by_gid(*id)
+            .map(|g| g.gid)
+            .ok_or_else(|| format!("gid: no group has id {id} (not in /etc/group)")),
         Owner::Name(name) => accounts
             .group(name)
             .map(|g| g.gid)
@@ -482,10 +486,6 @@ fn create(
     };
     let mut new_group = None;
     let gid = match &rule.gid {
-        Some(Owner::Id(gid)) => acc
-            .group_by_gid(*gid)
-            .map(|g| g.gid)
-            .ok_or_else(|| format!("gid: no group has id {gid} (not in /etc/group)"))?,
         Some(owner) => wanted_gid(owner, acc)?,
         None if defs.user_private_groups() => {
             if acc.group(name).is_some() {
@@ -933,6 +933,10 @@ mod tests {
         let (st, log) = fix::<User>(&h, json!({"tibco": {"gid": "nogroup"}}));
         assert_eq!(st, Status::Nok);
         assert!(log.iter().any(|l| l.contains("unknown group \"nogroup\"")), "{log:?}");
+        // An existing account is not given a gid no group has either (usermod -g refuses it).
+        let (st, log) = fix::<User>(&h, json!({"daemon": {"gid": 4242, "check_home": "no"}}));
+        assert_eq!(st, Status::Nok);
+        assert!(log.iter().any(|l| l.contains("no group has id 4242")), "{log:?}");
         assert_eq!(read(dir.path(), "etc/passwd"), passwd);
         assert!(!dir.path().join("etc/passwd-").exists());
     }
