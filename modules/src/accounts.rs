@@ -90,6 +90,8 @@ pub(crate) struct Table {
     original: Option<Vec<u8>>,
     /// Mode and owner of the file as read.
     meta: Option<(u32, u32, u32)>,
+    /// Whether the path is a symbolic link (read through it, never written).
+    link: bool,
     changed: bool,
 }
 
@@ -123,6 +125,7 @@ impl Table {
             lines,
             original: bytes,
             meta,
+            link: false,
             changed: false,
         }
     }
@@ -305,16 +308,24 @@ impl Accounts {
     pub(crate) fn load(view: &HostView) -> Result<Accounts, String> {
         let read = |db: Db| -> Result<Table, String> {
             let path = view.path(db.path()).map_err(|e| e.to_string())?;
-            let meta = view
-                .metadata(&path)
-                .map_err(|e| e.to_string())?
-                .filter(|m| m.is_file())
-                .map(|m| (m.mode() & 0o7777, m.uid(), m.gid()));
-            let bytes = match meta {
-                Some(_) => view.read(&path).map_err(|e| e.to_string())?,
-                None => None,
+            let Some(m) = view.metadata(&path).map_err(|e| e.to_string())? else {
+                return Ok(Table::parse(db, None, None));
             };
-            Ok(Table::parse(db, bytes, meta))
+            // A link is read through (inside the root prefix, as the C library would), but
+            // never written through: `edit` refuses it.
+            let link = m.file_type().is_symlink();
+            if !m.is_file() && !link {
+                let kind = if m.is_dir() {
+                    "a directory"
+                } else {
+                    "a special file"
+                };
+                return Err(format!("{} is {kind}, not a file", db.path()));
+            }
+            let bytes = view.read(&path).map_err(|e| e.to_string())?;
+            let mut table = Table::parse(db, bytes, Some((m.mode() & 0o7777, m.uid(), m.gid())));
+            table.link = link;
+            Ok(table)
         };
         Ok(Accounts {
             passwd: read(Db::Passwd)?,
@@ -364,6 +375,15 @@ impl Accounts {
         }
         let mut accounts = Accounts::load(host.view())?;
         let out = change(&mut accounts, log)?;
+        for db in Db::ALL {
+            let table = accounts.table(db);
+            if table.changed && table.link {
+                return Err(format!(
+                    "{} is a symbolic link; not replacing it with a file (edit its target)",
+                    db.path()
+                ));
+            }
+        }
         for db in Db::ALL {
             let table = accounts.table(db);
             if !table.changed {
@@ -884,6 +904,32 @@ mod tests {
             .filter(|n| n.ends_with(".lock") && n != ".pwd.lock" || n.contains("tenet"))
             .collect();
         assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn a_linked_database_is_read_but_never_replaced() {
+        let (dir, h) = root_with_db();
+        let etc = dir.path().join("etc");
+        fs::rename(etc.join("group"), etc.join("group.real")).unwrap();
+        std::os::unix::fs::symlink("group.real", etc.join("group")).unwrap();
+        let acc = Accounts::load(h.view()).unwrap();
+        assert!(acc.group("root").is_some());
+        let err = Accounts::edit(&h, &mut Log::new(), |a, _| {
+            a.add_group("staff", 1000);
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(err.contains("/etc/group is a symbolic link"), "{err}");
+        assert!(
+            fs::symlink_metadata(etc.join("group"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            fs::read_to_string(etc.join("group.real")).unwrap(),
+            "root:x:0:\n"
+        );
     }
 
     #[test]

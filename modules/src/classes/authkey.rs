@@ -780,6 +780,12 @@ fn add(rule: &AuthkeyRule, host: &Host, found: &Found, log: &mut Log) -> Result<
             content.push('\n');
         }
         let meta = host.metadata(&target).map_err(err)?;
+        if meta.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+            return Err(format!(
+                "{} is a symbolic link; not replacing it with a file",
+                found.target
+            ));
+        }
         let safe_mode = meta
             .as_ref()
             .map_or(0o600, |m| m.mode() & 0o7777 & !0o022);
@@ -828,6 +834,15 @@ fn allow_in_sshd(host: &Host, found: &Found, log: &mut Log) -> Result<(), String
     let err = |e: crate::Error| e.to_string();
     for ((file, index), word) in edits {
         let path = host.path(&file).map_err(err)?;
+        if host
+            .metadata(&path)
+            .map_err(err)?
+            .is_some_and(|m| m.file_type().is_symlink())
+        {
+            return Err(format!(
+                "{file} is a symbolic link; not replacing it with a file"
+            ));
+        }
         let text = host
             .read(&path)
             .map_err(err)?
@@ -892,6 +907,15 @@ fn remove(rule: &AuthkeyRule, host: &Host, found: &Found, log: &mut Log) -> Resu
             kept.push('\n');
         }
         let path = host.path(file).map_err(err)?;
+        if host
+            .metadata(&path)
+            .map_err(err)?
+            .is_some_and(|m| m.file_type().is_symlink())
+        {
+            return Err(format!(
+                "{file} is a symbolic link; not replacing it with a file (the key stays)"
+            ));
+        }
         let written = host
             .write_atomic(&path, kept.as_bytes(), None, None)
             .map_err(err)?;
