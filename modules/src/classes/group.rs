@@ -8,7 +8,7 @@
 //!
 //! check reads `/etc/group` of the managed system. fix edits `/etc/group` and `/etc/gshadow`
 //! directly under the root prefix, as `groupadd`, `groupmod` and `groupdel` would (the locks,
-//! backups and atomic writes of [`crate::accounts`]): a new group is `name:x:gid:` with
+//! backups and atomic writes of `modules/src/accounts.rs`): a new group is `name:x:gid:` with
 //! `name:!::` in gshadow (when the system has one), its gid the rule's or a free one from
 //! `GID_MIN`..`GID_MAX`; a gid already used by another group is refused; a changed gid is
 //! carried over to the users whose primary group it was (as `groupmod -g`). Absent removes the

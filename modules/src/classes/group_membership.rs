@@ -11,8 +11,8 @@
 //! is (they are left out, with a message, as in OpenSVC); every member already in the group
 //! exists too (`grpck` calls a member without an account an error). fix adds the missing
 //! members to `/etc/group` and to `/etc/gshadow` (when the group is there), as `usermod -a -G`
-//! would, with the locks, backups and atomic writes of [`crate::accounts`]. It creates neither
-//! users nor groups (the `user` and `group` classes do), and removes no member.
+//! would, with the locks, backups and atomic writes of `modules/src/accounts.rs`. It creates
+//! neither users nor groups (the `user` and `group` classes do), and removes no member.
 //!
 //! Differences from OpenSVC are rows of `docs/opensvc-compat.md` (`#membership-*`).
 

@@ -14,7 +14,7 @@
 //! entry.
 //!
 //! fix edits the databases directly under the root prefix, as `useradd`, `usermod` and
-//! `userdel` would (the locks, backups and atomic writes of [`crate::accounts`]): a new
+//! `userdel` would (the locks, backups and atomic writes of `modules/src/accounts.rs`): a new
 //! account gets the rule's properties and `useradd`'s defaults for the others (a free uid,
 //! a user private group or `GROUP`, `HOME`/name, `SHELL`, a locked password `!`, password
 //! ageing from `login.defs`), and a home copied from the skeleton. A changed uid or gid is
