@@ -578,8 +578,8 @@ pub struct AttachArgs {
 /// `tenet object`
 #[derive(Debug, Clone, Args)]
 pub struct ObjectArgs {
-    /// Class name (file, sysctl, package, nodeconf, sysfs, symlink, remove_files, fileprop,
-    /// bridge, dnsmasq, systemd_unit, mount).
+    /// Class name or alias: file, sysctl, package, user, group, keyval, cron, ... (every class
+    /// and its OpenSVC aliases, such as `users` or `sysctl.py`, are listed in docs/classes.md).
     pub class: String,
     /// Environment variable prefix, e.g. OSVC_COMP_SPDC_KERNEL_FILE.
     pub prefix: String,

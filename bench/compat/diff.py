@@ -25,6 +25,14 @@ How each class is run:
   OpenSVC calls `dpkg -l`, shimmed to the real dpkg with `--admindir=R/var/lib/dpkg`.
 - nodeconf: OpenSVC drives `nodemgr get|set|unset`; a shim edits the same TOML file Tenet
   manages (R/node.toml), values stored as text as in OpenSVC's node.conf. Compared by meaning.
+- user, group, group_membership, authkey: the account databases R/etc/passwd, shadow, group,
+  gshadow and homes under R/home. Tenet runs with root R. OpenSVC (which reads the accounts
+  through the C library and runs the real useradd / usermod / groupadd ...) runs in private
+  mount and PID namespaces where R/etc is bind-mounted over /etc and R/home over /home, with
+  /var/log and /var/mail on empty tmpfs (useradd resets lastlog and faillog entries) and only
+  its own processes visible (authkey.py signals the sshd it finds in `ps`). Trees are compared
+  as they are, `{DAY}` standing for today in days since the epoch (shadow's last change).
+- sudoers: as file (absolute paths in a temporary directory, Tenet with root `/`).
 """
 
 import argparse
@@ -38,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 
 PREFIX = "OSVC_COMP_DIFF_"
@@ -514,6 +523,185 @@ def gen_nodeconf(rng):
     return {"rules": [rules if len(rules) > 1 else rules[0]], "tree": tree, "tags": tags, "fix": True}
 
 
+# Accounts (user, group, group_membership, authkey): a Debian-like root with a few accounts
+# in random states. Users: (name, uid, gid, own group).
+ACCT_USERS = [("tibco", 1000, 1000, True), ("app", 1001, 100, False), ("old", 1002, 1002, True)]
+ACCT_LOGIN_DEFS = ("UMASK 022\nPASS_MAX_DAYS 99999\nPASS_MIN_DAYS 0\nPASS_WARN_AGE 7\n"
+                   "UID_MIN 1000\nUID_MAX 60000\nGID_MIN 1000\nGID_MAX 60000\nUSERGROUPS_ENAB yes\n")
+ACCT_KEYS = [
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMDK0IhPzJfsl86GM/sDAcCh4qHymuSz4TuklYMo8XZ1 k1@example",
+    "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBBaFmRQ7pld/v9UyUWvPQCSKsYBLaBISUId6/ICK+lxgBk5jzM7QADmR1cMs5WGvvymoaOJ1EnlZhxlIuxlyBK0= k2@example",
+]
+
+
+def gen_accounts(rng, tags, present=None):
+    """A starting root: the databases with a random subset of ACCT_USERS (each with its home
+    present, missing or someone else's, rarely without a shadow entry), a few groups."""
+    passwd = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+    shadow = "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+    groups = [["root", "0", []], ["daemon", "1", []], ["users", "100", []], ["staff", "50", []]]
+    tree = [("dir", "etc", 0o755, 0), ("dir", "home", 0o755, 0),
+            ("file", "etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\ngshadow: files\n", 0o644, 0),
+            ("file", "etc/login.defs", ACCT_LOGIN_DEFS, 0o644, 0),
+            ("file", "etc/default/useradd", "SHELL=/bin/sh\n", 0o644, 0),
+            ("file", "etc/skel/.profile", "# profile\n", 0o644, 0)]
+    users = {}
+    for name, uid, gid, own in ACCT_USERS:
+        if present is not None and name not in present or present is None and rng.random() < 0.35:
+            continue
+        users[name] = (uid, gid)
+        shell = rng.choice(["/bin/sh", "/bin/bash", "/bin/ksh"])
+        gecos = rng.choice(["", "agecos", "Old User"])
+        passwd += "%s:x:%d:%d:%s:/home/%s:%s\n" % (name, uid, gid, gecos, name, shell)
+        if rng.random() < 0.9:
+            shadow += "%s:%s:19000:0:99999:7:::\n" % (name, rng.choice(["!", "$6$s$h", ""]))
+        else:
+            tags.add("shadow-entry")
+        if own:
+            groups.append([name, str(gid), []])
+        home = rng.choice(["ok", "ok", "missing", "other"])
+        if home == "ok":
+            tree.append(("dir", "home/" + name, 0o755, uid))
+        elif home == "other":
+            tree.append(("dir", "home/" + name, 0o755, 0))
+        for g in groups:
+            if g[0] in ("users", "staff") and rng.random() < 0.3:
+                g[2].append(name)
+    group = "".join("%s:x:%s:%s\n" % (n, g, ",".join(m)) for n, g, m in groups)
+    gshadow = "".join("%s:!::%s\n" % (n, ",".join(m)) for n, g, m in groups)
+    tree += [("file", "etc/passwd", passwd, 0o644, 0), ("file", "etc/shadow", shadow, 0o640, 0),
+             ("file", "etc/group", group, 0o644, 0), ("file", "etc/gshadow", gshadow, 0o640, 0)]
+    return tree, users, groups
+
+
+def acct_home_state(tree, name):
+    for e in tree:
+        if e[0] == "dir" and e[1] == "home/" + name:
+            return "ok" if e[3] != 0 else "other"
+    return "missing"
+
+
+def gen_user(rng):
+    tags = set()
+    tree, users, groups = gen_accounts(rng, tags)
+    name = rng.choice([u[0] for u in ACCT_USERS] + ["newbie"])
+    if rng.random() < 0.2:
+        rule = {"-" + name: {}}
+        if name in users and name == "daemon":
+            tags.add("protected")
+        return {"rules": [rule], "tree": tree, "tags": tags, "fix": True}
+    props = {}
+    for field, choices in (("shell", ["/bin/sh", "/bin/bash", "/bin/ksh"]),
+                           ("gecos", ["", "agecos", "New gecos"]),
+                           ("uid", [1000, 1001, 1500, "1600"]),
+                           ("gid", [100, 1000, 50, 4242, "users"]),
+                           ("home", ["/home/%s" % name, "/srv/%s" % name]),
+                           ("password", ["", "x", "!!", "$6$s$h", "$6$other$h"]),
+                           ("check_home", ["yes", "no"])):
+        if rng.random() < 0.3:
+            props[field] = rng.choice(choices)
+    if rng.random() < 0.05:
+        props["shel"] = "/bin/sh"
+        tags.add("unknown-field")
+    if props.get("gid") == "users":
+        tags.add("bad-rule")  # a group name: OpenSVC's int() fails
+    exists = name in users
+    check_home = props.get("check_home", "yes") == "yes"
+    if not exists:
+        if props.get("password") in (None, "", "x"):
+            tags.add("new-password")
+        if check_home or "home" in props:
+            tags.add("home")
+    else:
+        if "shell" in props or "gecos" in props or "uid" in props or "gid" in props or "home" in props \
+                or props.get("password") not in (None, "", "x"):
+            tags.add("conv")
+        if "home" in props and props["home"] != "/home/" + name:
+            tags.add("usermod-move")
+        if check_home and acct_home_state(tree, name) != "ok":
+            tags.add("home")
+        # A property usermod refuses (a uid in use, a group that does not exist): OpenSVC
+        # applies the others, one usermod each.
+        uid = props.get("uid")
+        used = [u for u, (i, _) in users.items() if u != name and uid is not None and i == int(uid)]
+        known_gids = [int(g[1]) for g in groups]
+        if used or (isinstance(props.get("gid"), int) and props["gid"] not in known_gids):
+            tags.add("partial")
+    return {"rules": [{name: props}], "tree": tree, "tags": tags, "fix": True}
+
+
+def gen_group(rng):
+    tags = set()
+    tree, users, groups = gen_accounts(rng, tags)
+    name = rng.choice(["tibco", "ops", "staff", "old", "users"])
+    if rng.random() < 0.25:
+        return {"rules": [{"-" + name: {}}], "tree": tree, "tags": tags, "fix": True}
+    props = {}
+    if rng.random() < 0.8:
+        props["gid"] = rng.choice([50, 1000, 2000, "2001", 100])
+    elif not any(g[0] == name for g in groups):
+        tags.add("no-gid")
+    return {"rules": [{name: props}], "tree": tree, "tags": tags, "fix": True}
+
+
+def gen_group_membership(rng):
+    tags = set()
+    tree, users, groups = gen_accounts(rng, tags)
+    name = rng.choice(["users", "staff", "tibco", "ops"])
+    members = rng.sample(["tibco", "app", "old", "ghost"], rng.randint(1, 2))
+    g = [x for x in groups if x[0] == name]
+    if sum(1 for m in members if m not in users) >= 2:
+        tags.add("exit-sum")
+    if not g:
+        tags.add("missing-group")
+    else:
+        gid = int(g[0][1])
+        for m in members:
+            if m in users and users[m][1] == gid:
+                tags.add("primary")
+            if m in users and any(m in x[2] for x in groups):
+                tags.add("primary")  # OpenSVC's Python 3 crash on a user with groups
+    return {"rules": [{name: {"members": members}}], "tree": tree, "tags": tags, "fix": True}
+
+
+def gen_authkey(rng):
+    tags = set()
+    tree, users, groups = gen_accounts(rng, tags, present=["tibco"])
+    sshd = pick(rng, [("#AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2\n", 3),
+                      ("AuthorizedKeysFile .ssh/authorized_keys\n", 2),
+                      ("AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2\n", 1),
+                      ("AllowUsers root\n", 1), ("AllowGroups staff\n", 1)])
+    tree += [("dir", "etc/ssh", 0o755, 0), ("file", "etc/ssh/sshd_config", "UsePAM yes\n" + sshd, 0o644, 0)]
+    key = rng.choice(ACCT_KEYS)
+    rule = {"user": rng.choice(["tibco", "tibco", "ghost"]), "key": key}
+    action = pick(rng, [("add", 4), ("del", 2), (None, 1)])
+    if action:
+        rule["action"] = action
+    authfile = pick(rng, [("authorized_keys", 3), ("authorized_keys2", 1), (None, 2)])
+    if authfile:
+        rule["authfile"] = authfile
+    if acct_home_state(tree, "tibco") != "missing" and rng.random() < 0.6:
+        present = rng.choice(["same", "comment", "other", "options"])
+        line = {"same": key, "comment": key.rsplit(" ", 1)[0] + " laptop",
+                "other": ACCT_KEYS[1 - ACCT_KEYS.index(key)], "options": "no-pty " + key}[present]
+        f = rng.choice(["authorized_keys", "authorized_keys2"])
+        mode = rng.choice([0o600, 0o600, 0o664])
+        tree += [("dir", "home/tibco/.ssh", 0o700, 1000),
+                 ("file", "home/tibco/.ssh/" + f, "# keys\n" + line + "\n", mode, 1000)]
+        if present in ("comment", "options"):
+            tags.add("match")
+        if mode & 0o022:
+            tags.add("strictmodes")
+        if acct_home_state(tree, "tibco") == "other":
+            tags.add("strictmodes")
+    if rule.get("action", "add") == "add" and authfile != "authorized_keys" \
+            and "AuthorizedKeysFile .ssh/authorized_keys\n" != sshd:
+        tags.add("file")
+    if rule.get("action", "add") == "add" and sshd.startswith("Allow"):
+        tags.add("sshd")
+    return {"rules": [rule], "tree": tree, "tags": tags, "fix": True}
+
+
 # ---------------------------------------------------------------------------------------------
 # Classes: generator, upstream script, how the tree is compared, and the documented
 # deviations (doc ids) a disagreement may be explained by.
@@ -541,7 +729,21 @@ CLASSES = {
                      "binds": ["etc", "var/spool"]},
     "timedatectl": {"script": "timedatectl.py", "gen": None, "rooted": True, "binds": ["etc"]},
     # (systemd_unit_state.json is not here: its upstream object needs a running systemd.)
+    "user": {"script": "user.py", "gen": gen_user, "rooted": True, "accounts": True},
+    "group": {"script": "group.py", "gen": gen_group, "rooted": True, "accounts": True},
+    "group_membership": {"script": "group_membership.py", "gen": gen_group_membership,
+                         "rooted": True, "accounts": True},
+    "authkey": {"script": "authkey.py", "gen": gen_authkey, "rooted": True, "accounts": True},
+    # Tables only: sudoers.py cannot start (#sudoers-import), every random case would differ.
+    "sudoers": {"script": "sudoers.py", "gen": None, "rooted": False},
 }
+
+# The namespaces the account objects run in (see the module documentation).
+ACCOUNTS_NS = (
+    'mount --bind "$0/etc" /etc; '
+    'if [ -d "$0/home" ]; then mount --bind "$0/home" /home; fi; '
+    'mount -t tmpfs tmpfs /var/log; mount -t tmpfs tmpfs /var/mail; exec "$@"'
+)
 
 # tag → documented deviation id (docs/opensvc-compat.md), per class; "bad-rule" (a rule that
 # makes the upstream object crash, taking its other rules down) applies to every class.
@@ -563,6 +765,16 @@ DEVIATIONS = {
     "package": {"installed-not-ii": "package-states", "arch-qualifier": "package-arch"},
     "nodeconf": {"boolean": "nodeconf-boolean", "ge-string": "nodeconf-ge-string",
                  "unset-without-value": "nodeconf-unset"},
+    "user": {"home": "user-home", "new-password": "user-new-password", "conv": "user-conv",
+             "shadow-entry": "user-shadow-entry", "usermod-move": "user-usermod",
+             "partial": "user-partial", "unknown-field": "user-rule"},
+    "group": {"no-gid": "group-no-gid"},
+    "group_membership": {"primary": "membership-primary",
+                         "missing-group": "membership-missing-group",
+                         "exit-sum": "membership-exit-code"},
+    "authkey": {"file": "authkey-file", "match": "authkey-match",
+                "strictmodes": "authkey-strictmodes", "sshd": "authkey-sshd"},
+    "sudoers": {},
 }
 
 
@@ -584,8 +796,14 @@ class Runner:
                "LC_ALL": "C.UTF-8", "COLUMNS": "200"}
         for i, rule in enumerate(rules):
             # cron.py reads its variables raw (the collector's `cron` form is a template
-            # string, not JSON); the others decode JSON.
-            text = rule if raw and isinstance(rule, str) else json.dumps(rule)
+            # string, not JSON); the others decode JSON. A rule given as {"__text__": ...} is
+            # the variable's text as it is (even invalid JSON).
+            if isinstance(rule, dict) and set(rule) == {"__text__"}:
+                text = rule["__text__"]
+            elif raw and isinstance(rule, str):
+                text = rule
+            else:
+                text = json.dumps(rule)
             env["%s%d" % (PREFIX, i + 1)] = text.replace("{R}", root)
         return env
 
@@ -604,6 +822,9 @@ class Runner:
                 script = "; ".join('mount --bind "%s" /%s' % (os.path.join(root, b), b) for b in binds)
                 cmd = ["unshare", "-m", "--propagation", "private", "sh", "-ec",
                        script + '; exec "$@"', "sh"] + cmd
+            if spec.get("accounts"):
+                cmd = ["unshare", "-m", "-p", "-f", "--mount-proc", "--propagation", "private",
+                       "sh", "-ec", ACCOUNTS_NS, root] + cmd
         else:
             env["TENET_VAR_DIR"] = os.path.join(os.path.dirname(root), "var-" + os.path.basename(root))
             if spec["rooted"]:
@@ -663,11 +884,29 @@ def nodeconf_state(root):
     return {"%s.%s" % (s, k): text(v) for s, t in data.items() for k, v in t.items()}
 
 
+def accounts_state(root):
+    """The account databases by entry and the tree under home and etc/ssh; the `-` backups and
+    the lock file are left out (#user-conv: OpenSVC's pwconv/grpconv rewrite every file)."""
+    out = {}
+    for db in ("passwd", "shadow", "group", "gshadow"):
+        p = os.path.join(root, "etc", db)
+        if os.path.exists(p):
+            for line in open(p).read().splitlines():
+                out["%s %s" % (db, line.split(":")[0])] = line
+    snap = snapshot(root)
+    for k, v in snap.items():
+        if k.startswith("home") or k.startswith("etc/ssh"):
+            out[k] = v
+    return out
+
+
 def state(cls, root, case):
     if cls == "sysctl":
         return sysctl_state(root, [])
     if cls == "nodeconf":
         return nodeconf_state(root)
+    if CLASSES[cls].get("accounts"):
+        return accounts_state(root)
     return snapshot(root)
 
 
@@ -778,10 +1017,14 @@ def table_tree(root):
     return out
 
 
+def today():
+    return int(time.time()) // 86400
+
+
 def table_tree_diff(want, have):
     wmap = {}
     for entry in want:
-        path, n = parse_entry(entry)
+        path, n = parse_entry(entry.replace("{DAY}", str(today())))
         if n["kind"] != "l" and n["mode"] is None:
             n["mode"] = 0o755 if n["kind"] == "d" else 0o644
         wmap[path] = n
@@ -815,7 +1058,8 @@ def run_tables(runner, tables_dir, classes):
             want = row["opensvc"]
             root = os.path.join(runner.work, "table-%s-%d" % (cls, i), "root")
             table_build(root, row["tree"])
-            case = {"rules": [row["rule"]], "keys": []}
+            rule = {"__text__": row["rule_text"]} if "rule_text" in row else row["rule"]
+            case = {"rules": [rule], "keys": []}
             problems = []
             logs = []
             rc, log = runner.run("opensvc", cls, case, root, "check")
@@ -905,8 +1149,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="tenet-compat-") as work:
         runner = Runner(os.path.abspath(args.upstream), os.path.abspath(args.tenet), work)
         for cls in args.classes or [c for c in CLASSES if CLASSES[c]["gen"]]:
-            if not CLASSES[cls]["gen"]:
-                print("%s: no random cases (compatibility tables only: --tables)" % cls)
+            if CLASSES[cls]["gen"] is None:
+                if not args.json:
+                    print("%-9s %-13s  no random cases (--tables checks its rows)" % ("", cls))
                 continue
             rng = random.Random("%s-%d" % (cls, args.seed))
             figs = {label: {"cases": 0, "check_agree": 0, "fix_cases": 0, "fix_agree": 0,

@@ -1061,6 +1061,155 @@ impl Host {
             output: String::from_utf8_lossy(&output).into_owned(),
         })
     }
+
+    /// Takes an exclusive advisory lock on the whole of `path` (created empty, mode 0600,
+    /// when missing), waiting up to `wait` for another holder to let go. The lock is an
+    /// open-file-description `fcntl` write lock: it conflicts with the POSIX record locks
+    /// other programs take on the same file (`lckpwdf(3)` on `/etc/.pwd.lock`, which
+    /// shadow-utils and PAM use), and, unlike a POSIX lock, it is not dropped when some other
+    /// descriptor of the file is closed. Released when the returned guard is dropped.
+    pub fn lock_file(&self, path: &RootedPath, wait: std::time::Duration) -> Result<FileLock> {
+        let fail = |e: io::Error| Error::io(&path.real(), e);
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(fail(io::Error::other("not a valid lock file path")));
+        };
+        self.create_dir_all(&parent)?;
+        let dir = parent
+            .open(OFlag::O_PATH | OFlag::O_DIRECTORY, true)
+            .map_err(fail)?;
+        let fd = nix::fcntl::openat(
+            &dir,
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| fail(e.into()))?;
+        // The whole file (a length of 0 reaches to its end, whatever it becomes); an OFD lock
+        // must give 0 as its pid.
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_OFD_SETLK(&lock)) {
+                Ok(_) => return Ok(FileLock { _fd: fd }),
+                Err(Errno::EAGAIN | Errno::EACCES) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(Errno::EAGAIN | Errno::EACCES) => {
+                    return Err(fail(io::Error::other(format!(
+                        "locked by another process for {} s",
+                        wait.as_secs()
+                    ))));
+                }
+                Err(e) => return Err(fail(e.into())),
+            }
+        }
+    }
+
+    /// Creates the lock file `path` holding this process's id, the way shadow-utils locks
+    /// `/etc/passwd` as `/etc/passwd.lock`: the id is written to `<path>.<pid>`, which is then
+    /// hard-linked to `path`, so the lock appears with its content or not at all. A lock whose
+    /// process is gone is stale and replaced; a live one is an error naming the process. The
+    /// lock file is removed when the returned guard is dropped.
+    pub fn pid_lock(&self, path: &RootedPath) -> Result<PidLock> {
+        let fail = |e: io::Error| Error::io(&path.real(), e);
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(fail(io::Error::other("not a valid lock file path")));
+        };
+        let name = name.to_os_string();
+        self.create_dir_all(&parent)?;
+        let dir = parent
+            .open(OFlag::O_PATH | OFlag::O_DIRECTORY, true)
+            .map_err(fail)?;
+        let me = std::process::id();
+        let mut tmp = name.clone();
+        tmp.push(format!(".{me}"));
+        let unlink = |n: &OsStr| {
+            let _ = nix::unistd::unlinkat(&dir, n, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        };
+        unlink(&tmp);
+        let written = (|| -> io::Result<()> {
+            let fd = nix::fcntl::openat(
+                &dir,
+                tmp.as_os_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )?;
+            File::from(fd).write_all(me.to_string().as_bytes())
+        })();
+        if let Err(e) = written {
+            unlink(&tmp);
+            return Err(fail(e));
+        }
+        let mut result = Err(fail(io::Error::other("lock not taken")));
+        for _ in 0..2 {
+            match nix::unistd::linkat(
+                &dir,
+                tmp.as_os_str(),
+                &dir,
+                name.as_os_str(),
+                AtFlags::empty(),
+            ) {
+                Ok(()) => {
+                    result = Ok(());
+                    break;
+                }
+                Err(Errno::EEXIST) => {
+                    let holder = nix::fcntl::openat(
+                        &dir,
+                        name.as_os_str(),
+                        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .ok()
+                    .and_then(|fd| {
+                        let mut text = String::new();
+                        File::from(fd).read_to_string(&mut text).ok()?;
+                        text.trim().parse::<i32>().ok()
+                    });
+                    match holder {
+                        Some(pid) if pid > 0 && !process_alive(pid) => {
+                            tracing::info!(
+                                "removing the stale lock {} of process {pid}",
+                                path.real().display()
+                            );
+                            unlink(&name);
+                        }
+                        Some(pid) => {
+                            result =
+                                Err(fail(io::Error::other(format!("locked by process {pid}"))));
+                            break;
+                        }
+                        None => {
+                            result = Err(fail(io::Error::other(
+                                "exists without a process id; remove it if no account tool runs",
+                            )));
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    result = Err(fail(e.into()));
+                    break;
+                }
+            }
+        }
+        unlink(&tmp);
+        result.map(|()| PidLock {
+            dir,
+            name,
+            shown: path.real(),
+        })
+    }
 }
 
 /// What [`Host::start_change`] saw.
@@ -1071,6 +1220,32 @@ pub struct Started {
     pub status: Option<std::process::ExitStatus>,
     /// Its stdout and stderr, interleaved (the first 64 KiB).
     pub output: String,
+}
+
+/// An exclusive lock on a file ([`Host::lock_file`]), released when dropped.
+#[derive(Debug)]
+pub struct FileLock {
+    _fd: OwnedFd,
+}
+
+/// A lock file holding this process's id ([`Host::pid_lock`]), removed when dropped.
+#[derive(Debug)]
+pub struct PidLock {
+    dir: OwnedFd,
+    name: OsString,
+    shown: PathBuf,
+}
+
+impl Drop for PidLock {
+    fn drop(&mut self) {
+        if let Err(e) = nix::unistd::unlinkat(
+            &self.dir,
+            self.name.as_os_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
+            tracing::warn!("cannot remove the lock {}: {e}", self.shown.display());
+        }
+    }
 }
 
 /// A program of the machine Tenet runs on (not of the managed system): the first executable

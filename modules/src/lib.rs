@@ -18,6 +18,7 @@
 //!   replaces; fixing a compliant rule changes nothing.
 //! - One module's failure (crash, timeout, bad rule, unknown class) never stops the run.
 
+mod accounts;
 pub mod class;
 pub mod classes;
 pub mod engine;

@@ -35,6 +35,11 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("script", "bsdutils"),
     ("crontab", "cron"),
+    ("visudo", "sudo"),
+    ("pwck", "passwd"),
+    ("grpck", "passwd"),
+    ("useradd", "passwd"),
+    ("ssh-keygen", "openssh-client"),
 ];
 
 /// A `Command` for an external program a test needs. When the program is not on `PATH` the

@@ -39,3 +39,6 @@ mod quickstart;
 // Issue 14 (part B): keyval, fileinc, cron, process, timedatectl, self_signed_cert, tar, vuln
 // and systemd_unit_state through their compat aliases; crontab -l and openssl confirm.
 mod library_objects;
+// Issue 14 (part A): the account classes and sudoers against pwck, grpck, visudo, ssh-keygen
+// and shadow-utils itself, the upstream examples, and a module script calling the objects.
+mod accounts;

@@ -329,6 +329,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Substitutes the node name in a file's `fmt` and ends it with a newline (OpenSVC's rules
+/// for `file` and `sudoers`).
+pub(crate) fn expand_fmt(fmt: &str, hostname: &str) -> String {
+    let short = hostname.split('.').next().unwrap_or(hostname);
+    let mut text = fmt
+        .replace("%%HOSTNAME%%", hostname)
+        .replace("%%SHORT_HOSTNAME%%", short);
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
 /// Decodes what follows `data:` in an RFC 2397 URL: `[<mediatype>][;base64],<data>`. The
 /// media type is ignored; the data is percent-decoded, then base64-decoded when `;base64` is
 /// given (whitespace ignored, padding optional).
@@ -379,10 +392,155 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Whether a named thing (a user, a group, a key) must exist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// It must exist (the default).
+    #[default]
+    Present,
+    /// It must not exist.
+    Absent,
+}
+
+/// Splits the value of an account class (`user`, `group`, `group_membership`) into one JSON
+/// object per name. OpenSVC's form maps names to their fields, a `-` before a name meaning
+/// "absent": `{"tibco": {"uid": 1000}, "-old": {}}`. Tenet's own form is one object with a
+/// `name` string: `{"name": "tibco", "uid": 1000}` (what a TOML array of tables gives). A
+/// list may mix both. Each object returned has its `name` (and `state = "absent"` for a `-`
+/// name); `what` names the class in errors.
+pub(crate) fn named_rules(value: &Value, what: &str) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    let items: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    for item in items {
+        let Value::Object(map) = item else {
+            return Err(format!(
+                "{what}: expected an object of {what} names to fields, or an object with a                  \"name\", got {item}"
+            ));
+        };
+        let twice = |out: &[Value], name: &str| {
+            if out
+                .iter()
+                .any(|r| r.get("name").and_then(Value::as_str) == Some(name))
+            {
+                return Err(format!(
+                    "{what} {name}: named twice in one variable; one rule per {what}"
+                ));
+            }
+            Ok(())
+        };
+        if let Some(name) = map.get("name").and_then(Value::as_str) {
+            twice(&out, name)?;
+            out.push(item.clone());
+            continue;
+        }
+        for (key, fields) in map {
+            let name = key.trim_start_matches('-');
+            twice(&out, name)?;
+            let Value::Object(fields) = fields else {
+                return Err(format!(
+                    "{what} {key}: expected an object of fields, got {fields}"
+                ));
+            };
+            if fields.contains_key("name") {
+                return Err(format!(
+                    "{what} {key}: field `name` is not allowed where the name is the key"
+                ));
+            }
+            let mut rule = fields.clone();
+            // As OpenSVC's lstrip('-'): every leading '-' goes.
+            if name.len() != key.len() {
+                rule.insert("state".into(), Value::String("absent".into()));
+            }
+            rule.insert("name".into(), Value::String(name.to_owned()));
+            out.push(Value::Object(rule));
+        }
+    }
+    Ok(out)
+}
+
+/// Parses the objects [`named_rules`] made into rules, errors prefixed with the class and
+/// the name (`user tibco: unknown field ...`).
+pub(crate) fn parse_named<R: serde::de::DeserializeOwned>(
+    value: &Value,
+    what: &str,
+) -> Result<Vec<R>, String> {
+    named_rules(value, what)?
+        .iter()
+        .map(|v| {
+            R::deserialize(v).map_err(|e| {
+                let name = v.get("name").and_then(Value::as_str).unwrap_or("?");
+                format!("{what} {name}: {e}")
+            })
+        })
+        .collect()
+}
+
+/// serde `deserialize_with` for a numeric id (`uid`, `gid` of a group): a non-negative
+/// number or a string of digits, as OpenSVC's `int()` reads it.
+pub(crate) fn de_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let value = Value::deserialize(d)?;
+    let id = match &value {
+        Value::Null => return Ok(None),
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => s.trim().parse::<u32>().ok(),
+        _ => None,
+    };
+    id.map(Some).ok_or_else(|| {
+        de::Error::custom(format!(
+            "invalid id {value}: expected a number from 0 to 4294967295"
+        ))
+    })
+}
+
+/// serde `deserialize_with` for a yes/no switch: `"yes"` / `"no"` (OpenSVC's spelling) or a
+/// boolean.
+pub(crate) fn de_yes_no<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    let value = Value::deserialize(d)?;
+    match &value {
+        Value::Null => Ok(None),
+        Value::Bool(b) => Ok(Some(*b)),
+        Value::String(s) if s == "yes" => Ok(Some(true)),
+        Value::String(s) if s == "no" => Ok(Some(false)),
+        _ => Err(de::Error::custom(format!(
+            "invalid value {value}: expected \"yes\", \"no\", true or false"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn named_rules_both_forms() {
+        let v = json!([
+            {"tibco": {"uid": 1}, "--old": {}},
+            {"name": "native", "uid": 2},
+        ]);
+        let rules = named_rules(&v, "user").unwrap();
+        assert_eq!(
+            rules,
+            vec![
+                json!({"name": "tibco", "uid": 1}),
+                json!({"name": "old", "state": "absent"}),
+                json!({"name": "native", "uid": 2}),
+            ]
+        );
+        // A user called "name" in OpenSVC's form.
+        let rules = named_rules(&json!({"name": {"uid": 3}}), "user").unwrap();
+        assert_eq!(rules, vec![json!({"name": "name", "uid": 3})]);
+        let err = named_rules(&json!({"tibco": 5}), "user").unwrap_err();
+        assert!(err.contains("user tibco: expected an object"), "{err}");
+        let err = named_rules(&json!({"tibco": {}, "-tibco": {}}), "user").unwrap_err();
+        assert!(err.contains("user tibco: named twice"), "{err}");
+        let err = named_rules(&json!("tibco"), "group").unwrap_err();
+        assert!(err.starts_with("group: expected"), "{err}");
+    }
 
     #[test]
     fn mode_spellings() {

@@ -79,8 +79,8 @@ use serde_json::{Map, Value};
 
 pub use super::common::decode_data_url;
 use super::common::{
-    Attrs, Mode, Owner, de_gid, de_uid, fetch_ref, report_difference, target, through_link,
-    wrong_kind,
+    self, Attrs, Mode, Owner, de_gid, de_uid, fetch_ref, report_difference, target,
+    through_link, wrong_kind,
 };
 use crate::class::{Class, RuleContext};
 use crate::host::{Host, HostView, RootedPath};
@@ -700,21 +700,9 @@ fn wanted_content(rule: &FileRule, host: &HostView) -> Result<Vec<u8>, String> {
             "fmt, ref or template is required (or a path ending with '/' to manage a directory)"
                 .into(),
         ),
-        (Some(fmt), None, None) => Ok(expand_fmt(fmt, host.hostname()).into_bytes()),
+        (Some(fmt), None, None) => Ok(common::expand_fmt(fmt, host.hostname()).into_bytes()),
         (None, Some(reference), None) => fetch_ref(reference),
     }
-}
-
-/// Substitutes the node name in `fmt` and ends it with a newline (OpenSVC's rules).
-fn expand_fmt(fmt: &str, hostname: &str) -> String {
-    let short = hostname.split('.').next().unwrap_or(hostname);
-    let mut text = fmt
-        .replace("%%HOSTNAME%%", hostname)
-        .replace("%%SHORT_HOSTNAME%%", short);
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text
 }
 
 /// serde `deserialize_with` for `fmt`: text as is; a number or a boolean as OpenSVC's

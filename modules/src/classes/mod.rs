@@ -39,6 +39,11 @@ classes! {
     tar::Tar,
     vuln::Vuln,
     process::Process,
+    user::User,
+    group::Group,
+    group_membership::GroupMembership,
+    authkey::Authkey,
+    sudoers::Sudoers,
 }
 
 /// Finds a class by name or alias.

@@ -1,4 +1,4 @@
-//! Every class that writes files, against roots whose directories are symbolic links out of
+//! Every class that writes files (issue 14's included), against roots whose directories are symbolic links out of
 //! the root prefix: nothing outside changes, nothing is created on the way, check does not
 //! show what lies outside, and the rule says which link is in the way. Also the source scan
 //! that keeps classes from reaching files other than through the host.
@@ -7,6 +7,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+use super::{
+    authkey::Authkey, group::Group, group_membership::GroupMembership, sudoers::Sudoers, user::User,
+};
+use super::{
+    cron::Cron, fileinc::FileInc, keyval::KeyVal, self_signed_cert::SelfSignedCert, tar::Tar,
+    timedatectl::Timedatectl,
+};
 use super::{
     dnsmasq::Dnsmasq, file::File, fileprop::FileProp, nodeconf::NodeConf,
     remove_files::RemoveFiles, symlink::Symlink, sysfs::Sysfs, systemd_unit::SystemdUnit,
@@ -44,9 +51,15 @@ fn case(escape: Escape) -> Case {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let outside = dir.path().join("outside");
-    for d in ["srv", "var/lib/tenet"] {
+    for d in ["srv", "var/lib/tenet", "usr/share/zoneinfo/Etc"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
+    // A real zone inside the root: timedatectl's rule is valid, only the link is in the way.
+    std::fs::write(
+        root.join("usr/share/zoneinfo/Etc/UTC"),
+        "TZif2 fake Etc/UTC",
+    )
+    .unwrap();
     for d in ["", "sub", "systemd/system", "dnsmasq.d", "tenet", "kernel"] {
         std::fs::create_dir_all(outside.join(d)).unwrap();
     }
@@ -80,6 +93,24 @@ fn case(escape: Escape) -> Case {
         root,
         outside,
     }
+}
+
+/// A one-member tar archive as a `data:` URL (the tar class's `ref`).
+fn tar_data_url() -> String {
+    use base64::Engine as _;
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(7);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "pwned", &b"pwned!\n"[..])
+        .unwrap();
+    let bytes = builder.into_inner().unwrap();
+    format!(
+        "data:application/x-tar;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
 fn rules() -> Vec<(&'static str, Value)> {
@@ -117,6 +148,42 @@ fn rules() -> Vec<(&'static str, Value)> {
             "systemd_unit",
             json!({"name": "x.service", "contents": "[Unit]\n", "enabled": false}),
         ),
+        ("user", json!({"name": "pwned", "uid": 4242})),
+        ("group", json!({"name": "pwned"})),
+        (
+            "group_membership",
+            json!({"name": "root", "members": ["root"]}),
+        ),
+        (
+            "authkey",
+            json!({"user": "root", "key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMDK0IhPzJfsl86GM/sDAcCh4qHymuSz4TuklYMo8XZ1"}),
+        ),
+        (
+            "keyval",
+            json!({"path": "/etc/secret", "keys": [{"key": "pwned", "op": "=", "value": "1"}]}),
+        ),
+        (
+            "fileinc",
+            json!({"path": "/etc/secret", "check": "pwned", "fmt": "pwned"}),
+        ),
+        (
+            "cron",
+            json!({"action": "add", "user": "root", "schedule": "* * * * *",
+                   "command": "/bin/true", "file": "pwned"}),
+        ),
+        (
+            "self_signed_cert",
+            json!({"CN": "pwned", "crt": "/etc/pwned.crt", "key": "/etc/pwned.key"}),
+        ),
+        ("timedatectl", json!({"timezone": "Etc/UTC"})),
+        (
+            "tar",
+            json!({"ref": tar_data_url(), "path": "/srv/out/sub"}),
+        ),
+        (
+            "sudoers",
+            json!({"path": "/etc/sudoers.d/x", "fmt": "root ALL=(ALL) ALL"}),
+        ),
     ]
 }
 
@@ -137,6 +204,17 @@ fn run(class: &str, host: &Host, rule: Value, do_fix: bool) -> (Status, Vec<Stri
         "nodeconf" => go::<NodeConf>(host, rule, do_fix),
         "dnsmasq" => go::<Dnsmasq>(host, rule, do_fix),
         "systemd_unit" => go::<SystemdUnit>(host, rule, do_fix),
+        "user" => go::<User>(host, rule, do_fix),
+        "group" => go::<Group>(host, rule, do_fix),
+        "group_membership" => go::<GroupMembership>(host, rule, do_fix),
+        "authkey" => go::<Authkey>(host, rule, do_fix),
+        "sudoers" => go::<Sudoers>(host, rule, do_fix),
+        "keyval" => go::<KeyVal>(host, rule, do_fix),
+        "fileinc" => go::<FileInc>(host, rule, do_fix),
+        "cron" => go::<Cron>(host, rule, do_fix),
+        "self_signed_cert" => go::<SelfSignedCert>(host, rule, do_fix),
+        "timedatectl" => go::<Timedatectl>(host, rule, do_fix),
+        "tar" => go::<Tar>(host, rule, do_fix),
         other => panic!("no class {other}"),
     }
 }
@@ -285,9 +363,11 @@ fn classes_reach_the_system_only_through_the_host() {
     // held to the same rule.
     let entries = ["classes", "packages"]
         .into_iter()
-        .flat_map(|d| std::fs::read_dir(src.join(d)).unwrap());
-    for entry in entries {
-        let path = entry.unwrap().path();
+        .flat_map(|d| std::fs::read_dir(src.join(d)).unwrap())
+        .map(|e| e.unwrap().path())
+        // The account databases (user, group, group_membership, authkey) are held to it too.
+        .chain([src.join("accounts.rs")]);
+    for path in entries {
         let name = path
             .strip_prefix(&src)
             .unwrap()
