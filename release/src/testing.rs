@@ -34,6 +34,8 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("dpkg-deb", "dpkg"),
     ("python3", "python3"),
     ("script", "bsdutils"),
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
 ];
 
 /// A `Command` for an external program a test needs. When the program is not on `PATH` the

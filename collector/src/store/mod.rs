@@ -403,6 +403,21 @@ pub trait Store: Send + Sync + 'static {
     fn run_history(&self, node_id: &str, limit: u32) -> Result<Vec<RunModules>>;
     /// The audit entries about `objects` (`ruleset NAME`, `moduleset NAME`), newest first.
     fn audit_of(&self, objects: &[String], limit: u32) -> Result<Vec<AuditEntry>>;
+    /// Each module's sub-actions with their logs (check, fixable, fix: a rule's diff is in
+    /// its check's log) in the most recent of the node's last `runs` runs that has it (a
+    /// `fixable` run only when no other has), per service and module.
+    fn latest_module_logs(&self, node_id: &str, runs: u32) -> Result<Vec<ModuleLogs>>;
+}
+
+/// A module's sub-actions in its latest run (see [`Store::latest_module_logs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleLogs {
+    /// The service ("" for the node itself).
+    pub service: String,
+    /// The module.
+    pub module: String,
+    /// (sub-action, exit code, log), in order.
+    pub actions: Vec<(String, i32, String)>,
 }
 
 /// What a token may do.

@@ -428,7 +428,9 @@ fn form_markup(
             section.panel aria-labelledby="preview-h" {
                 h2 #preview-h { "Preview" @if let Some(s) = service { " of service " (s) } }
                 p.help { (text.len()) " bytes; nothing is stored until you submit." }
-                pre #preview { (text) }
+                // HTML drops a newline right after `<pre>`: this one, so that a text starting
+                // with a newline shows (and copies) byte for byte.
+                pre #preview { "\n" (text) }
             }
         }
     }

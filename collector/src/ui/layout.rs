@@ -20,7 +20,8 @@ const NAV: [(&str, &str); 6] = [
 
 /// Headers of every console response: no caching of pages that hold fleet data, no framing,
 /// scripts and styles from the collector only (the one stylesheet and script are files, never
-/// inline), no referrer leaving the console.
+/// inline), no referrer leaving the console (`same-origin`, not `no-referrer`: with the latter
+/// browsers send `Origin: null` on the console's own form posts, which the guard refuses).
 fn harden(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert(
@@ -35,7 +36,7 @@ fn harden(resp: &mut Response) {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

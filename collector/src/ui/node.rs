@@ -16,12 +16,14 @@ use super::layout::{self, badge, csrf, enc, module_link, or_dash, ruleset_link};
 use super::session::Session;
 use super::{chart, mask};
 use crate::api::AppState;
-use crate::store::{Attachments, NodeState, ReleaseRow, RunModules, Target};
+use crate::store::{Attachments, ModuleLogs, NodeState, ReleaseRow, RunModules, Target};
 
 /// Runs shown in the history.
 const HISTORY_RUNS: u32 = 40;
 /// Actions shown.
 const ACTIONS_SHOWN: u32 = 20;
+/// Runs searched for each module's latest sub-actions and logs.
+const LOG_RUNS: u32 = 20;
 
 struct NodeView {
     id: String,
@@ -31,6 +33,8 @@ struct NodeView {
     attributes: NodeAttributes,
     reported: Vec<String>,
     modules: Vec<ModuleStatus>,
+    /// The sub-actions of each module's latest result.
+    logs: Vec<ModuleLogs>,
     last_run: Option<String>,
     history: Vec<RunModules>,
     actions: Vec<Action>,
@@ -64,6 +68,7 @@ pub async fn page(
             attributes: st.store.node_attributes(&id)?,
             reported: st.store.reported_services(&id)?,
             modules,
+            logs: st.store.latest_module_logs(&id, LOG_RUNS)?,
             last_run,
             history: st.store.run_history(&id, HISTORY_RUNS)?,
             actions: st.store.list_actions(Some(&id), &[], ACTIONS_SHOWN)?,
@@ -98,7 +103,7 @@ pub async fn page(
                 dt { "Services (reported)" } dd { (join_or_dash(&view.reported)) }
             }
         }
-        (modules_panel(&view.modules))
+        (modules_panel(&view.modules, &view.logs))
         (applies_panel(&view))
         section.panel aria-labelledby="history-h" {
             h2 #history-h { "Run history" }
@@ -150,12 +155,17 @@ fn join_or_dash(v: &[String]) -> String {
     }
 }
 
-/// The lines of a module log about one variable (`VAR: ...`), without the prefix: a rule's
-/// messages and its diff.
+/// The lines of a module log about one variable (`VAR: ...`, or `ERR: VAR: ...` for the
+/// error stream, as the engine renders logs), without the prefix: a rule's messages and its
+/// diff.
 pub fn rule_lines<'a>(log: &'a str, variable: &str) -> Vec<&'a str> {
     let prefix = format!("{variable}: ");
     log.lines()
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter_map(|l| {
+            l.strip_prefix("ERR: ")
+                .unwrap_or(l)
+                .strip_prefix(prefix.as_str())
+        })
         .collect()
 }
 
@@ -172,7 +182,8 @@ fn diff_block(lines: &[&str]) -> Markup {
     }
 }
 
-fn modules_panel(modules: &[ModuleStatus]) -> Markup {
+fn modules_panel(modules: &[ModuleStatus], logs: &[ModuleLogs]) -> Markup {
+    let no_actions: Vec<(String, i32, String)> = Vec::new();
     html! {
         section.panel aria-labelledby="modules-h" {
             h2 #modules-h { "Latest run of each module" }
@@ -181,6 +192,9 @@ fn modules_panel(modules: &[ModuleStatus]) -> Markup {
             }
             @for m in modules {
                 @let anchor = format!("module-{}", enc(&m.module));
+                @let service = m.service.as_deref().unwrap_or("");
+                @let actions = logs.iter().find(|l| l.module == m.module && l.service == service)
+                    .map(|l| &l.actions).unwrap_or(&no_actions);
                 details.module id=(anchor) open[m.status == "nok"] {
                     summary {
                         (badge(&m.status)) " " strong { (m.module) }
@@ -193,7 +207,10 @@ fn modules_panel(modules: &[ModuleStatus]) -> Markup {
                             thead { tr { th scope="col" { "Rule (variable)" } th scope="col" { "Class" } th scope="col" { "Status" } th scope="col" { "Message and diff" } } }
                             tbody {
                                 @for r in rules {
-                                    @let lines = rule_lines(&m.log, &r.variable);
+                                    // The rule's lines from the first sub-action that has any
+                                    // (the check's, where a diff is).
+                                    @let lines = actions.iter().map(|(_, _, log)| rule_lines(log, &r.variable))
+                                        .find(|l| !l.is_empty()).unwrap_or_else(|| rule_lines(&m.log, &r.variable));
                                     tr.rule data-variable=(r.variable) {
                                         td.mono { (r.variable) } td { (r.class) } td { (badge(&r.status)) }
                                         td {
@@ -207,9 +224,17 @@ fn modules_panel(modules: &[ModuleStatus]) -> Markup {
                             }
                         }
                     }
-                    details {
-                        summary { "Log" }
-                        pre.log { (mask::text(&m.log)) }
+                    @if actions.is_empty() {
+                        details {
+                            summary { "Log" }
+                            pre.log { (mask::text(&m.log)) }
+                        }
+                    }
+                    @for (action, code, log) in actions {
+                        details {
+                            summary { "Log of " (action) " (exit code " (code) ")" }
+                            pre.log { (mask::text(log)) }
+                        }
                     }
                 }
             }
@@ -425,7 +450,7 @@ mod tests {
 
     #[test]
     fn a_rules_lines_are_found_in_the_module_log() {
-        let log = "a.conf: /etc/a.conf: content differs\na.conf: --- /etc/a.conf\na.conf: +++ /etc/a.conf\na.conf: -old\na.conf: +new\nb: fine";
+        let log = "ERR: a.conf: /etc/a.conf: content differs\na.conf: --- /etc/a.conf\na.conf: +++ /etc/a.conf\na.conf: -old\na.conf: +new\nb: fine";
         assert_eq!(
             rule_lines(log, "a.conf"),
             vec![

@@ -12,8 +12,8 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::super::{
-    AuditEntry, DailyCompliance, FleetFilter, FleetNode, ModuleCount, ModuleNode, NodeState,
-    RunModules, RunRate, RunSummary, TokenRole,
+    AuditEntry, DailyCompliance, FleetFilter, FleetNode, ModuleCount, ModuleLogs, ModuleNode,
+    NodeState, RunModules, RunRate, RunSummary, TokenRole,
 };
 use super::status_row;
 use crate::error::{Error, Result};
@@ -424,4 +424,54 @@ pub(super) fn audit_of(c: &Connection, objects: &[String], limit: u32) -> Result
             })
         })?
         .collect::<rusqlite::Result<_>>()?)
+}
+
+pub(super) fn latest_module_logs(
+    c: &Connection,
+    node_id: &str,
+    runs: u32,
+) -> Result<Vec<ModuleLogs>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT r.service, mr.module, mr.detail, r.action = 'fixable'
+         FROM module_results mr JOIN runs r ON r.id = mr.run_pk
+         WHERE r.id IN (SELECT id FROM runs WHERE node_id = ?1 ORDER BY id DESC LIMIT ?2)
+         ORDER BY r.action = 'fixable', r.id DESC, mr.id",
+    )?;
+    let rows = stmt.query_map(params![node_id, runs], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out: Vec<ModuleLogs> = Vec::new();
+    for row in rows {
+        let (service, module, detail) = row?;
+        if out
+            .iter()
+            .any(|m| m.service == service && m.module == module)
+        {
+            continue;
+        }
+        let detail: serde_json::Value =
+            serde_json::from_str(&detail).map_err(|e| super::corrupt("module result", e))?;
+        let actions = detail["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a["action"].as_str().unwrap_or_default().to_string(),
+                    a["exit_code"].as_i64().unwrap_or_default() as i32,
+                    a["log"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        out.push(ModuleLogs {
+            service,
+            module,
+            actions,
+        });
+    }
+    Ok(out)
 }

@@ -36,8 +36,8 @@ use tenet_rulesets::{Bundle, NodeFacts, PackageFact};
 
 use super::{
     AttachKind, Attachments, AuditEntry, BundleEdit, DailyCompliance, EditOutcome, FleetFilter,
-    FleetNode, Gauges, ModuleCount, ModuleNode, NodeAuth, NodeSummary, NotifyTarget, ReleaseRow,
-    RunModules, RunRate, RunSummary, ServiceConfig, Store, Target, TokenRole, now_text,
+    FleetNode, Gauges, ModuleCount, ModuleLogs, ModuleNode, NodeAuth, NodeSummary, NotifyTarget,
+    ReleaseRow, RunModules, RunRate, RunSummary, ServiceConfig, Store, Target, TokenRole, now_text,
 };
 use crate::error::{Error, Result};
 use tenet_rulesets::action::{Action, ActionResult, DequeuedAction};
@@ -850,6 +850,10 @@ impl Store for SqliteStore {
 
     fn audit_of(&self, objects: &[String], limit: u32) -> Result<Vec<AuditEntry>> {
         self.read(|c| console::audit_of(c, objects, limit))
+    }
+
+    fn latest_module_logs(&self, node_id: &str, runs: u32) -> Result<Vec<ModuleLogs>> {
+        self.read(|c| console::latest_module_logs(c, node_id, runs))
     }
 }
 
