@@ -87,7 +87,7 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--disable-dev-shm-usage",
-            "--window-size=1280,1000",
+            "--window-size=1280,1300",
         ]
         .iter()
         .map(|s| s.to_string())

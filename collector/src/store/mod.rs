@@ -514,8 +514,9 @@ pub struct ModuleCount {
     pub module: String,
     /// Latest statuses nok.
     pub nok: i64,
-    /// Latest statuses in all.
-    pub total: i64,
+    /// Latest statuses in all, over the whole fleet (`None` for a filtered selection: counting
+    /// them would read every status of the selected nodes).
+    pub total: Option<i64>,
 }
 
 /// A node's runs over some days (from the daily aggregates).

@@ -350,7 +350,10 @@ fn worst_panel(worst: &[ModuleCount]) -> Markup {
                     thead { tr { th scope="col" { "Module" } th scope="col" { "nok" } th scope="col" { "of" } } }
                     tbody {
                         @for w in worst {
-                            tr { td { (module_link(&w.module)) } td.num { (w.nok) } td.num { (w.total) } }
+                            tr {
+                                td { (module_link(&w.module)) } td.num { (w.nok) }
+                                td.num { @match w.total { Some(t) => (t), None => "—" } }
+                            }
                         }
                     }
                 }

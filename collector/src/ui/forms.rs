@@ -192,21 +192,25 @@ fn problems(form: &Form, e: &tenet_templates::Error, outcome: &mut Outcome) {
     }
 }
 
+/// A posted form, rendered.
+struct Posted {
+    /// The typed inputs.
+    inputs: Map<String, Value>,
+    /// The text and the service it names.
+    rendered: tenet_templates::RenderedForm,
+    /// The service field, for forms that do not name their service.
+    service: Option<String>,
+    /// The fields as typed, to show again.
+    raw: Vec<(String, String)>,
+}
+
 /// Renders a posted form: `Ok` with the text and service, or the page showing what is wrong.
 async fn render_posted(
     state: &AppState,
     session: &Session,
     name: &str,
     body: &[u8],
-) -> Result<
-    (
-        Map<String, Value>,
-        tenet_templates::RenderedForm,
-        Option<String>,
-        Vec<(String, String)>,
-    ),
-    Response,
-> {
+) -> Result<Posted, Response> {
     let form = find_form(state, name)?;
     let (inputs, service, raw) = read_inputs(form, body);
     let mut outcome = Outcome::default();
@@ -217,7 +221,12 @@ async fn render_posted(
             .map(|r| (inputs, r))
     });
     match rendered {
-        Ok((inputs, r)) => Ok((inputs, r, service, raw)),
+        Ok((inputs, rendered)) => Ok(Posted {
+            inputs,
+            rendered,
+            service,
+            raw,
+        }),
         Err(e) => {
             problems(form, &e, &mut outcome);
             Err(layout::page_with_status(
@@ -238,7 +247,7 @@ pub async fn preview(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (_, rendered, _, raw) = match render_posted(&state, &session, &name, &body).await {
+    let Posted { rendered, raw, .. } = match render_posted(&state, &session, &name, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -265,8 +274,12 @@ pub async fn submit(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (inputs, rendered, service, raw) = match render_posted(&state, &session, &name, &body).await
-    {
+    let Posted {
+        inputs,
+        rendered,
+        service,
+        raw,
+    } = match render_posted(&state, &session, &name, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };

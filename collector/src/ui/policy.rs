@@ -12,7 +12,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use tenet_rulesets::{Bundle, FilterTest, Ruleset, VarValue, Variable};
 
-use super::layout::{self, badge, module_link, node_link, or_dash, ruleset_link};
+use super::layout::{self, module_link, node_link, or_dash, ruleset_link};
 use super::session::Session;
 use super::{chart, mask};
 use crate::api::AppState;
@@ -341,6 +341,5 @@ pub async fn audit_page(
         p.help { "The latest " (entries.len()) " entries, newest first." }
         (audit_table(&entries))
     };
-    let _ = badge;
     layout::page(&session, "Audit", "Audit log", body)
 }

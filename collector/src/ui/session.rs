@@ -220,9 +220,12 @@ fn same_origin(headers: &HeaderMap) -> bool {
     !host.is_empty() && bare.eq_ignore_ascii_case(host)
 }
 
-/// Requests a viewer may send although they are POSTs: they change nothing stored.
+/// Requests a viewer may send although they are POSTs: they change nothing stored (sign-out,
+/// `/ui/forms/{name}/preview`; not `/ui/forms/preview`, the submit of a form named preview).
 fn viewer_may_post(path: &str) -> bool {
-    path == "/ui/logout" || (path.starts_with("/ui/forms/") && path.ends_with("/preview"))
+    let parts: Vec<&str> = path.split('/').collect();
+    path == "/ui/logout"
+        || matches!(parts.as_slice(), ["", "ui", "forms", name, "preview"] if !name.is_empty())
 }
 
 /// The middleware before every `/ui` handler (see the module documentation).
@@ -336,7 +339,7 @@ fn percent_decode(bytes: &[u8]) -> String {
             b'+' => out.push(b' '),
             b'%' if i + 3 <= bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
                 (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
+                    out.push((h << 4) | l);
                     i += 3;
                     continue;
                 }
@@ -511,6 +514,20 @@ mod tests {
         }
         let plain = set_cookie(ConsoleOptions::default(), "v", 60);
         assert!(!plain.to_str().unwrap().contains("Secure"));
+    }
+
+    #[test]
+    fn viewers_may_post_only_what_changes_nothing() {
+        assert!(viewer_may_post("/ui/logout"));
+        assert!(viewer_may_post("/ui/forms/spd-service/preview"));
+        assert!(
+            !viewer_may_post("/ui/forms/preview"),
+            "a form named preview: its submit"
+        );
+        assert!(!viewer_may_post("/ui/forms/spd-service"));
+        assert!(!viewer_may_post("/ui/actions"));
+        assert!(!viewer_may_post("/ui/forms/a/b/preview"));
+        assert!(!viewer_may_post("/ui/forms//preview"));
     }
 
     #[test]

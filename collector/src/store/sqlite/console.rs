@@ -2,8 +2,9 @@
 //!
 //! The fleet page must stay fast with 10,000 nodes and 30 days of history, so what it reads is
 //! kept pre-aggregated by triggers rather than computed per request: `node_compliance` holds
-//! each node's counts of latest module statuses (maintained from `module_status`), and
-//! `fleet_daily` the compliance of the whole fleet per day (maintained from `node_daily`, so
+//! each node's counts of latest module statuses (maintained from `module_status`),
+//! `module_compliance` each module's, and `fleet_daily` the compliance of the whole fleet per
+//! day (maintained from `node_daily`, so
 //! it always equals `SELECT day, COUNT(*), SUM(nok = 0), ... FROM node_daily GROUP BY day`).
 //! Triggers keep the writers (`record_run`, the retention roll-up and pruning, node deletion)
 //! unaware of these tables.
@@ -54,6 +55,37 @@ CREATE TRIGGER module_status_uncounted AFTER DELETE ON module_status BEGIN
     WHERE node_id = OLD.node_id;
 END;
 
+CREATE TABLE module_compliance (
+    module TEXT PRIMARY KEY,
+    ok INTEGER NOT NULL DEFAULT 0,
+    nok INTEGER NOT NULL DEFAULT 0,
+    na INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO module_compliance (module, ok, nok, na)
+    SELECT module, SUM(status = 'ok'), SUM(status = 'nok'), SUM(status NOT IN ('ok', 'nok'))
+    FROM module_status GROUP BY module;
+CREATE INDEX module_compliance_nok ON module_compliance (nok);
+CREATE TRIGGER module_status_module_counted AFTER INSERT ON module_status BEGIN
+    INSERT INTO module_compliance (module, ok, nok, na)
+    VALUES (NEW.module, NEW.status = 'ok', NEW.status = 'nok', NEW.status NOT IN ('ok', 'nok'))
+    ON CONFLICT (module) DO UPDATE SET ok = ok + excluded.ok, nok = nok + excluded.nok,
+        na = na + excluded.na;
+END;
+CREATE TRIGGER module_status_module_recounted AFTER UPDATE OF status ON module_status BEGIN
+    UPDATE module_compliance SET
+        ok = ok - (OLD.status = 'ok') + (NEW.status = 'ok'),
+        nok = nok - (OLD.status = 'nok') + (NEW.status = 'nok'),
+        na = na - (OLD.status NOT IN ('ok', 'nok')) + (NEW.status NOT IN ('ok', 'nok'))
+    WHERE module = NEW.module;
+END;
+CREATE TRIGGER module_status_module_uncounted AFTER DELETE ON module_status BEGIN
+    UPDATE module_compliance SET
+        ok = ok - (OLD.status = 'ok'),
+        nok = nok - (OLD.status = 'nok'),
+        na = na - (OLD.status NOT IN ('ok', 'nok'))
+    WHERE module = OLD.module;
+END;
+
 CREATE TABLE fleet_daily (
     day TEXT PRIMARY KEY,
     subjects INTEGER NOT NULL,
@@ -88,11 +120,35 @@ CREATE TRIGGER node_daily_uncounted AFTER DELETE ON node_daily BEGIN
     DELETE FROM fleet_daily WHERE day = OLD.day AND subjects <= 0;
 END;
 
+-- The `nodes` facts, one row per field, for the console's FIELD=VALUE filter (an index lookup
+-- instead of reading every node's facts document, packages included).
+CREATE TABLE node_fact (
+    node_id TEXT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    field TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (node_id, field)
+) WITHOUT ROWID;
+CREATE INDEX node_fact_value ON node_fact (field, value);
+INSERT INTO node_fact (node_id, field, value)
+    SELECT n.id, j.key, j.value FROM nodes n, json_each(n.facts, '$.node') j
+    WHERE json_valid(n.facts) AND j.value IS NOT NULL;
+CREATE TRIGGER nodes_facts_listed AFTER INSERT ON nodes BEGIN
+    INSERT INTO node_fact (node_id, field, value)
+    SELECT NEW.id, j.key, j.value FROM json_each(NEW.facts, '$.node') j
+    WHERE json_valid(NEW.facts) AND j.value IS NOT NULL;
+END;
+CREATE TRIGGER nodes_facts_relisted AFTER UPDATE OF facts ON nodes BEGIN
+    DELETE FROM node_fact WHERE node_id = NEW.id;
+    INSERT INTO node_fact (node_id, field, value)
+    SELECT NEW.id, j.key, j.value FROM json_each(NEW.facts, '$.node') j
+    WHERE json_valid(NEW.facts) AND j.value IS NOT NULL;
+END;
+
 -- The fleet listing reads names in order without touching the facts.
 CREATE INDEX nodes_listing ON nodes (name, id, last_seen);
--- Worst modules (nok statuses by module), and a module's nodes.
+-- Worst modules of filtered nodes (nok statuses with their nodes), and a module's nodes.
 DROP INDEX module_status_status;
-CREATE INDEX module_status_status_module ON module_status (status, module);
+CREATE INDEX module_status_status_module ON module_status (status, module, node_id);
 CREATE INDEX module_status_module ON module_status (module, node_id);
 CREATE INDEX audit_log_object ON audit_log (object, id);
 "#;
@@ -119,14 +175,13 @@ fn conditions(filter: &FleetFilter) -> (String, Vec<Box<dyn ToSql>>) {
         conds.push(format!("n.name LIKE ?{} ESCAPE '\\'", params.len()));
     }
     for (field, value) in &filter.facts {
-        // Facts are stored as serde_json writes them: `"field":"value"` without blanks.
-        let pair = format!(
-            "{}:{}",
-            serde_json::Value::from(field.as_str()),
-            serde_json::Value::from(value.as_str())
-        );
-        params.push(Box::new(format!("%{}%", like_escaped(&pair))));
-        conds.push(format!("n.facts LIKE ?{} ESCAPE '\\'", params.len()));
+        params.push(Box::new(field.clone()));
+        params.push(Box::new(value.clone()));
+        conds.push(format!(
+            "n.id IN (SELECT node_id FROM node_fact WHERE field = ?{} AND value = ?{})",
+            params.len() - 1,
+            params.len()
+        ));
     }
     if let Some(m) = &filter.module {
         params.push(Box::new(m.clone()));
@@ -226,49 +281,60 @@ pub(super) fn fleet_nodes(c: &Connection, filter: &FleetFilter) -> Result<Vec<Fl
     Ok(rows)
 }
 
+/// The ids of the nodes matching `filter`.
+fn matching_set(c: &Connection, filter: &FleetFilter) -> Result<std::collections::HashSet<String>> {
+    let (ids, params) = matching_ids(filter);
+    Ok(c.prepare_cached(&ids)?
+        .query_map(params_from_iter(params.iter()), |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
 pub(super) fn worst_modules(
     c: &Connection,
     filter: &FleetFilter,
     limit: u32,
 ) -> Result<Vec<ModuleCount>> {
-    let (sub, mut params) = if filter.is_empty() {
-        (String::new(), Vec::new())
-    } else {
-        let (ids, params) = matching_ids(filter);
-        (format!("AND node_id IN ({ids})"), params)
-    };
-    params.push(Box::new(limit));
-    let sql = format!(
-        "SELECT module, COUNT(*) FROM module_status WHERE status = 'nok' {sub}
-         GROUP BY module ORDER BY 2 DESC, module LIMIT ?{}",
-        params.len()
-    );
-    let worst: Vec<(String, i64)> = c
-        .prepare_cached(&sql)?
-        .query_map(params_from_iter(params.iter()), |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut out = Vec::with_capacity(worst.len());
-    let (sub, mut params) = if filter.is_empty() {
-        (String::new(), Vec::new())
-    } else {
-        let (ids, params) = matching_ids(filter);
-        (format!("AND node_id IN ({ids})"), params)
-    };
-    params.push(Box::new(String::new()));
-    let at = params.len();
-    let sql = format!("SELECT COUNT(*) FROM module_status WHERE module = ?{at} {sub}");
-    let mut total = c.prepare_cached(&sql)?;
-    for (module, nok) in worst {
-        params[at - 1] = Box::new(module.clone());
-        let n: i64 = total.query_row(params_from_iter(params.iter()), |r| r.get(0))?;
-        out.push(ModuleCount {
+    if filter.is_empty() {
+        return Ok(c
+            .prepare_cached(
+                "SELECT module, nok, ok + nok + na FROM module_compliance WHERE nok > 0
+                 ORDER BY nok DESC, module LIMIT ?1",
+            )?
+            .query_map([limit], |r| {
+                Ok(ModuleCount {
+                    module: r.get(0)?,
+                    nok: r.get(1)?,
+                    total: Some(r.get(2)?),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?);
+    }
+    // The nok statuses (a covering index range, a small part of the statuses), kept when their
+    // node matches. Counting every status of the matching nodes would read them all: the
+    // total is left out.
+    let nodes = matching_set(c, filter)?;
+    let mut counts: std::collections::HashMap<String, i64> = Default::default();
+    let mut stmt = c.prepare_cached(
+        "SELECT module, node_id FROM module_status INDEXED BY module_status_status_module
+         WHERE status = 'nok'",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let node: String = r.get(1)?;
+        if nodes.contains(&node) {
+            *counts.entry(r.get(0)?).or_default() += 1;
+        }
+    }
+    let mut out: Vec<ModuleCount> = counts
+        .into_iter()
+        .map(|(module, nok)| ModuleCount {
             module,
             nok,
-            total: n,
-        });
-    }
+            total: None,
+        })
+        .collect();
+    out.sort_by(|a, b| b.nok.cmp(&a.nok).then_with(|| a.module.cmp(&b.module)));
+    out.truncate(limit as usize);
     Ok(out)
 }
 
@@ -334,12 +400,10 @@ pub(super) fn module_nodes(
     limit: u32,
 ) -> Result<(Summary, Vec<ModuleNode>)> {
     let (ok, nok, na): (i64, i64, i64) = c
-        .prepare_cached(
-            "SELECT COALESCE(SUM(status = 'ok'), 0), COALESCE(SUM(status = 'nok'), 0),
-                    COALESCE(SUM(status NOT IN ('ok', 'nok')), 0)
-             FROM module_status WHERE module = ?1",
-        )?
-        .query_row([module], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        .prepare_cached("SELECT ok, nok, na FROM module_compliance WHERE module = ?1")?
+        .query_row([module], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?
+        .unwrap_or_default();
     let rows = c
         .prepare_cached(
             "SELECT ms.module, ms.service, ms.moduleset, ms.status, ms.action, ms.log,
@@ -474,4 +538,218 @@ pub(super) fn latest_module_logs(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::SqliteStore;
+    use crate::store::{FleetFilter, NodeState, Store, TokenRole};
+    use tenet_rulesets::api::{ModuleResult, RunResults, Summary};
+
+    fn run(id: &str, statuses: &[(&str, &str)]) -> RunResults {
+        RunResults {
+            run_id: id.into(),
+            agent_version: "t".into(),
+            service: None,
+            started_at: None,
+            action: "check".into(),
+            policy_hash: "h".into(),
+            modules: statuses
+                .iter()
+                .map(|(m, s)| ModuleResult {
+                    module: m.to_string(),
+                    moduleset: "ms".into(),
+                    kind: None,
+                    status: s.to_string(),
+                    actions: Vec::new(),
+                    rules: None,
+                    duration_ms: 1,
+                })
+                .collect(),
+            summary: Summary::default(),
+            duration_ms: 1,
+        }
+    }
+
+    /// What the triggers keep, recomputed from the tables they follow.
+    fn consistent(store: &SqliteStore) {
+        store
+            .read(|c| {
+                let kept: Vec<(String, i64, i64, i64)> = c
+                    .prepare("SELECT node_id, ok, nok, na FROM node_compliance WHERE ok + nok + na > 0 ORDER BY node_id")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let computed: Vec<(String, i64, i64, i64)> = c
+                    .prepare("SELECT node_id, SUM(status = 'ok'), SUM(status = 'nok'), SUM(status NOT IN ('ok', 'nok')) FROM module_status GROUP BY node_id ORDER BY node_id")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                assert_eq!(kept, computed, "node_compliance follows module_status");
+                let kept: Vec<(String, i64, i64, i64)> = c
+                    .prepare("SELECT module, ok, nok, na FROM module_compliance WHERE ok + nok + na > 0 ORDER BY module")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let computed: Vec<(String, i64, i64, i64)> = c
+                    .prepare("SELECT module, SUM(status = 'ok'), SUM(status = 'nok'), SUM(status NOT IN ('ok', 'nok')) FROM module_status GROUP BY module ORDER BY module")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                assert_eq!(kept, computed, "module_compliance follows module_status");
+                let kept: Vec<(String, i64, i64, i64, i64, i64)> = c
+                    .prepare("SELECT day, subjects, compliant, ok, nok, na FROM fleet_daily WHERE subjects > 0 ORDER BY day")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let computed: Vec<(String, i64, i64, i64, i64, i64)> = c
+                    .prepare("SELECT day, COUNT(*), SUM(nok = 0), SUM(ok), SUM(nok), SUM(na) FROM node_daily GROUP BY day ORDER BY day")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                assert_eq!(kept, computed, "fleet_daily follows node_daily");
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn the_kept_aggregates_follow_runs_roll_ups_prunes_and_deletions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        for (id, name) in [("n1", "web1"), ("n2", "web2"), ("n3", "db1")] {
+            store.register_node(id, name, "x", "test").unwrap();
+        }
+        store
+            .record_run("n1", &run("a", &[("m1", "ok"), ("m2", "nok")]))
+            .unwrap();
+        store
+            .record_run("n2", &run("b", &[("m1", "ok"), ("m2", "ok")]))
+            .unwrap();
+        store.record_run("n3", &run("c", &[("m1", "n/a")])).unwrap();
+        consistent(&store);
+        // A later run changes statuses (upserts: the update trigger).
+        store.record_run("n1", &run("d", &[("m2", "ok")])).unwrap();
+        store.record_run("n2", &run("e", &[("m1", "nok")])).unwrap();
+        consistent(&store);
+
+        let f = time::macros::format_description!("[year]-[month]-[day]");
+        let today = time::OffsetDateTime::now_utc().date();
+        let (d, next) = (
+            today.format(&f).unwrap(),
+            (today + time::Duration::days(1)).format(&f).unwrap(),
+        );
+        store.rollup_day(&d, &next).unwrap();
+        consistent(&store);
+        // Rolled up again (an interrupted roll-up): INSERT OR REPLACE, counted once.
+        store.rollup_day(&d, &next).unwrap();
+        consistent(&store);
+        let trend = store
+            .fleet_daily("2000-01-01", &FleetFilter::default())
+            .unwrap();
+        assert_eq!(
+            trend,
+            store.compliance_daily("2000-01-01", None).unwrap(),
+            "the API's figures"
+        );
+        assert_eq!(trend[0].subjects, 3);
+
+        // Filters narrow every read.
+        let nok = FleetFilter {
+            state: Some(NodeState::Nok),
+            ..Default::default()
+        };
+        let names: Vec<String> = store
+            .fleet_nodes(&nok)
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        assert_eq!(names, ["web2"]);
+        let web = FleetFilter {
+            name: Some("WEB".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            store.fleet_nodes(&web).unwrap().len(),
+            2,
+            "case-insensitive"
+        );
+        let m1 = FleetFilter {
+            module: Some("m2".into()),
+            ..Default::default()
+        };
+        assert_eq!(store.fleet_nodes(&m1).unwrap().len(), 2);
+        let worst = store.worst_modules(&FleetFilter::default(), 10).unwrap();
+        assert_eq!(
+            (worst[0].module.as_str(), worst[0].nok, worst[0].total),
+            ("m1", 1, Some(3))
+        );
+        let db1 = FleetFilter {
+            name: Some("db".into()),
+            ..Default::default()
+        };
+        assert!(
+            store.worst_modules(&db1, 10).unwrap().is_empty(),
+            "db1 has nothing nok"
+        );
+        assert_eq!(store.worst_modules(&web, 10).unwrap()[0].nok, 1);
+        assert_eq!(
+            store.fleet_daily("2000-01-01", &nok).unwrap()[0].subjects,
+            1
+        );
+        let put = |id: &str, os: &str| {
+            let mut facts = tenet_rulesets::NodeFacts::default();
+            facts.node.insert("os_name".into(), os.into());
+            store.put_facts(id, &facts, os, 1214, &[]).unwrap();
+        };
+        put("n1", "Linux");
+        put("n2", "SunOS");
+        put("n1", "AIX");
+        let sunos = FleetFilter {
+            facts: vec![("os_name".into(), "SunOS".into())],
+            ..Default::default()
+        };
+        assert_eq!(store.fleet_nodes(&sunos).unwrap()[0].name, "web2");
+        let linux = FleetFilter {
+            facts: vec![("os_name".into(), "Linux".into())],
+            ..Default::default()
+        };
+        assert!(
+            store.fleet_nodes(&linux).unwrap().is_empty(),
+            "facts replaced, not added"
+        );
+        let like = FleetFilter {
+            name: Some("%".into()),
+            ..Default::default()
+        };
+        assert!(
+            store.fleet_nodes(&like).unwrap().is_empty(),
+            "LIKE wildcards are text"
+        );
+
+        // A deleted node leaves both aggregates (cascades fire the triggers).
+        store.delete_node("n2", "test").unwrap();
+        consistent(&store);
+        store.prune_daily("2999-01-01", 1000).unwrap();
+        consistent(&store);
+        assert!(
+            store
+                .fleet_daily("2000-01-01", &FleetFilter::default())
+                .unwrap()
+                .is_empty()
+        );
+
+        // Token roles.
+        store
+            .create_token("v", "digest-v", TokenRole::Viewer)
+            .unwrap();
+        store
+            .create_token("a", "digest-a", TokenRole::Admin)
+            .unwrap();
+        assert_eq!(
+            store.token("digest-v").unwrap(),
+            Some(("v".into(), TokenRole::Viewer))
+        );
+        assert_eq!(
+            store.admin_token("digest-v").unwrap(),
+            None,
+            "a viewer is no admin"
+        );
+        assert_eq!(store.admin_token("digest-a").unwrap(), Some("a".into()));
+    }
 }
