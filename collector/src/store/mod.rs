@@ -389,9 +389,10 @@ pub trait Store: Send + Sync + 'static {
     /// Compliance per day since `since_day` (oldest first) of the nodes matching `filter`
     /// (every node and service: the same figures as [`Store::compliance_daily`]).
     fn fleet_daily(&self, since_day: &str, filter: &FleetFilter) -> Result<Vec<DailyCompliance>>;
-    /// Per node: runs over the days since `since_day` it reported on, and how many such days
-    /// (from the daily aggregates), for its usual interval between runs.
-    fn run_rates(&self, since_day: &str) -> Result<Vec<RunRate>>;
+    /// Every daily aggregate row of nodes (and their services) since `since_day`: what the
+    /// console's trend of a filtered selection and the nodes' usual intervals are computed
+    /// from (it keeps them in memory until the next day is rolled up).
+    fn node_days(&self, since_day: &str) -> Result<Vec<NodeDay>>;
     /// Counts of the latest statuses of `module` over every node and service, and the first
     /// `limit` of them, nok first, then by node.
     fn module_nodes(
@@ -519,15 +520,23 @@ pub struct ModuleCount {
     pub total: Option<i64>,
 }
 
-/// A node's runs over some days (from the daily aggregates).
+/// One daily aggregate row of a node or a service on it (`node_daily`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunRate {
+pub struct NodeDay {
     /// Node id.
     pub node_id: String,
-    /// Runs (node runs, not its services').
+    /// Whether the row is of a service on the node rather than the node itself.
+    pub service: bool,
+    /// The day (`YYYY-MM-DD`).
+    pub day: String,
+    /// Runs that day.
     pub runs: i64,
-    /// Days it reported on.
-    pub days: i64,
+    /// Modules ending ok, nok, n/a at their last run of the day.
+    pub ok: i64,
+    /// nok.
+    pub nok: i64,
+    /// n/a.
+    pub na: i64,
 }
 
 /// One node's (or service's) latest status of a module.

@@ -29,9 +29,6 @@ pub const PAGE_SIZE: usize = 50;
 const RATE_DAYS: i64 = 7;
 /// A node's usual interval when it has no history yet.
 const DEFAULT_INTERVAL: f64 = 86_400.0;
-/// How long the usual intervals are kept before being read again (they change once a day,
-/// when a day is rolled up).
-const RATES_TTL: Duration = Duration::from_secs(600);
 /// Late nodes listed (the count covers them all).
 const LATE_SHOWN: usize = 20;
 
@@ -126,28 +123,94 @@ pub fn human(secs: f64) -> String {
     }
 }
 
-/// Each node's usual interval between runs, in seconds, from the last days' aggregates
-/// (cached: they change once a day).
-fn rates(state: &AppState) -> crate::Result<Arc<HashMap<String, f64>>> {
-    if let Some((at, r)) = state.console.rates.lock().expect("rates lock").as_ref()
-        && at.elapsed() < RATES_TTL
+/// The daily aggregates of the trend window, per node, in memory: the trend of a filtered
+/// selection is summed from it (a selection of thousands of nodes would otherwise read tens of
+/// thousands of rows per page), and each node's usual interval between runs taken from its
+/// last days. Read again when a new day is rolled up (or after [`HISTORY_TTL`]).
+pub struct History {
+    /// The rolled-up day and window it was read for.
+    key: (Option<String>, String),
+    /// Per node: (index of the day in the window, ok, nok, na) of its rows (its services'
+    /// included).
+    days: HashMap<String, Vec<(u16, i64, i64, i64)>>,
+    /// Per node: its usual interval between runs, in seconds.
+    rates: HashMap<String, f64>,
+}
+
+/// How long the history may be kept without checking for a new day.
+const HISTORY_TTL: Duration = Duration::from_secs(3600);
+
+fn history(state: &AppState, days: &[String]) -> crate::Result<Arc<History>> {
+    let since = days.first().cloned().unwrap_or_default();
+    let rolled = state.store.retention_state()?.0;
+    let key = (rolled, since.clone());
+    if let Some((at, h)) = state.console.history.lock().expect("history lock").as_ref()
+        && h.key == key
+        && at.elapsed() < HISTORY_TTL
     {
-        return Ok(r.clone());
+        return Ok(h.clone());
     }
-    let since = chart::last_days(RATE_DAYS)
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    let map: HashMap<String, f64> = state
-        .store
-        .run_rates(&since)?
-        .into_iter()
-        .filter(|r| r.runs > 0)
-        .map(|r| (r.node_id, 86_400.0 * r.days as f64 / r.runs as f64))
+    let index: HashMap<&str, u16> = days
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.as_str(), i as u16))
         .collect();
-    let map = Arc::new(map);
-    *state.console.rates.lock().expect("rates lock") = Some((Instant::now(), map.clone()));
-    Ok(map)
+    let rate_from = days.len().saturating_sub(RATE_DAYS as usize);
+    let mut by_node: HashMap<String, Vec<(u16, i64, i64, i64)>> = HashMap::new();
+    let mut runs: HashMap<String, (i64, i64)> = HashMap::new();
+    for r in state.store.node_days(&since)? {
+        let Some(&i) = index.get(r.day.as_str()) else {
+            continue;
+        };
+        if !r.service && usize::from(i) >= rate_from {
+            let e = runs.entry(r.node_id.clone()).or_default();
+            e.0 += r.runs;
+            e.1 += 1;
+        }
+        by_node
+            .entry(r.node_id)
+            .or_default()
+            .push((i, r.ok, r.nok, r.na));
+    }
+    let rates = runs
+        .into_iter()
+        .filter(|(_, (runs, _))| *runs > 0)
+        .map(|(id, (runs, days))| (id, 86_400.0 * days as f64 / runs as f64))
+        .collect();
+    let h = Arc::new(History {
+        key,
+        days: by_node,
+        rates,
+    });
+    *state.console.history.lock().expect("history lock") = Some((Instant::now(), h.clone()));
+    Ok(h)
+}
+
+/// Compliance per day of `nodes`, from the history (the same sums as the store's).
+fn trend_of(history: &History, days: &[String], nodes: &[FleetNode]) -> Vec<DailyCompliance> {
+    let mut per_day = vec![[0i64; 5]; days.len()];
+    for n in nodes {
+        for (i, ok, nok, na) in history.days.get(&n.node_id).into_iter().flatten() {
+            let d = &mut per_day[usize::from(*i)];
+            d[0] += 1;
+            d[1] += i64::from(*nok == 0);
+            d[2] += ok;
+            d[3] += nok;
+            d[4] += na;
+        }
+    }
+    days.iter()
+        .zip(per_day)
+        .filter(|(_, d)| d[0] > 0)
+        .map(|(day, d)| DailyCompliance {
+            day: day.clone(),
+            subjects: d[0],
+            compliant: d[1],
+            ok: d[2],
+            nok: d[3],
+            na: d[4],
+        })
+        .collect()
 }
 
 /// A node late on its schedule: not seen for longer than twice its usual interval (and ten
@@ -232,21 +295,27 @@ pub async fn page(
     let since = days.first().cloned().unwrap_or_default();
     let st = state.clone();
     let f = filter.clone();
+    let window = days.clone();
     let read = tokio::task::spawn_blocking(move || -> crate::Result<_> {
         let nodes = st.store.fleet_nodes(&f)?;
         let worst = st.store.worst_modules(&f, 10)?;
-        let trend = st.store.fleet_daily(&since, &f)?;
-        let rates = rates(&st)?;
-        Ok((nodes, worst, trend, rates))
+        let history = history(&st, &window)?;
+        // The whole fleet's trend is kept by the store; a selection's is summed here.
+        let trend = if f.is_empty() {
+            st.store.fleet_daily(&since, &f)?
+        } else {
+            trend_of(&history, &window, &nodes)
+        };
+        Ok((nodes, worst, trend, history))
     })
     .await;
-    let (nodes, worst, trend, rates) = match read {
+    let (nodes, worst, trend, history) = match read {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => return layout::api_error(e.into()),
         Err(e) => return layout::internal(e),
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let late = late(&nodes, &rates, now);
+    let late = late(&nodes, &history.rates, now);
     let pages = nodes.len().div_ceil(PAGE_SIZE).max(1);
     let page = q.page.unwrap_or(1).clamp(1, pages);
     let shown =
@@ -450,6 +519,45 @@ mod tests {
                 .contains("unknown filter")
         );
         assert!(parse_filter("a b").unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn a_selections_trend_sums_its_nodes_rows() {
+        let days: Vec<String> = vec![
+            "2026-01-01".into(),
+            "2026-01-02".into(),
+            "2026-01-03".into(),
+        ];
+        let mut h = History {
+            key: (None, String::new()),
+            days: HashMap::new(),
+            rates: HashMap::new(),
+        };
+        // a: ok then nok; its service: ok on day 2; b: nok on day 1; c: not selected.
+        h.days
+            .insert("a".into(), vec![(0, 3, 0, 0), (1, 2, 1, 0), (1, 1, 0, 0)]);
+        h.days.insert("b".into(), vec![(0, 1, 2, 1)]);
+        h.days.insert("c".into(), vec![(0, 9, 9, 9), (2, 9, 0, 0)]);
+        let node = |id: &str| FleetNode {
+            node_id: id.into(),
+            name: id.into(),
+            last_seen: None,
+            compliance: Default::default(),
+        };
+        let t = trend_of(&h, &days, &[node("a"), node("b")]);
+        assert_eq!(t.len(), 2, "day 3 has no selected row");
+        assert_eq!(
+            (
+                t[0].day.as_str(),
+                t[0].subjects,
+                t[0].compliant,
+                t[0].ok,
+                t[0].nok,
+                t[0].na
+            ),
+            ("2026-01-01", 2, 1, 4, 2, 1)
+        );
+        assert_eq!((t[1].subjects, t[1].compliant, t[1].nok), (2, 1, 1));
     }
 
     #[test]

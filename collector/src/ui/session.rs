@@ -96,8 +96,8 @@ struct Entry {
 pub struct Console {
     options: ConsoleOptions,
     sessions: Mutex<HashMap<String, Entry>>,
-    /// Usual interval between runs per node id (seconds), and when it was computed.
-    pub(super) rates: Mutex<Option<(Instant, std::sync::Arc<HashMap<String, f64>>)>>,
+    /// The trend window's daily aggregates per node (`fleet::History`), and when read.
+    pub(super) history: Mutex<Option<(Instant, std::sync::Arc<super::fleet::History>)>>,
 }
 
 impl Console {
@@ -106,7 +106,7 @@ impl Console {
         Console {
             options,
             sessions: Mutex::new(HashMap::new()),
-            rates: Mutex::new(None),
+            history: Mutex::new(None),
         }
     }
 

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::super::{
     AuditEntry, DailyCompliance, FleetFilter, FleetNode, ModuleCount, ModuleLogs, ModuleNode,
-    NodeState, RunModules, RunRate, RunSummary, TokenRole,
+    NodeDay, NodeState, RunModules, RunSummary, TokenRole,
 };
 use super::status_row;
 use crate::error::{Error, Result};
@@ -379,16 +379,19 @@ pub(super) fn fleet_daily(
         .collect::<rusqlite::Result<_>>()?)
 }
 
-pub(super) fn run_rates(c: &Connection, since_day: &str) -> Result<Vec<RunRate>> {
+pub(super) fn node_days(c: &Connection, since_day: &str) -> Result<Vec<NodeDay>> {
     Ok(c.prepare_cached(
-        "SELECT node_id, SUM(runs), COUNT(*) FROM node_daily
-         WHERE day >= ?1 AND service = '' GROUP BY node_id",
+        "SELECT node_id, service <> '', day, runs, ok, nok, na FROM node_daily WHERE day >= ?1",
     )?
     .query_map([since_day], |r| {
-        Ok(RunRate {
+        Ok(NodeDay {
             node_id: r.get(0)?,
-            runs: r.get(1)?,
-            days: r.get(2)?,
+            service: r.get(1)?,
+            day: r.get(2)?,
+            runs: r.get(3)?,
+            ok: r.get(4)?,
+            nok: r.get(5)?,
+            na: r.get(6)?,
         })
     })?
     .collect::<rusqlite::Result<_>>()?)

@@ -36,8 +36,9 @@ use tenet_rulesets::{Bundle, NodeFacts, PackageFact};
 
 use super::{
     AttachKind, Attachments, AuditEntry, BundleEdit, DailyCompliance, EditOutcome, FleetFilter,
-    FleetNode, Gauges, ModuleCount, ModuleLogs, ModuleNode, NodeAuth, NodeSummary, NotifyTarget,
-    ReleaseRow, RunModules, RunRate, RunSummary, ServiceConfig, Store, Target, TokenRole, now_text,
+    FleetNode, Gauges, ModuleCount, ModuleLogs, ModuleNode, NodeAuth, NodeDay, NodeSummary,
+    NotifyTarget, ReleaseRow, RunModules, RunSummary, ServiceConfig, Store, Target, TokenRole,
+    now_text,
 };
 use crate::error::{Error, Result};
 use tenet_rulesets::action::{Action, ActionResult, DequeuedAction};
@@ -832,8 +833,8 @@ impl Store for SqliteStore {
         self.read(|c| console::fleet_daily(c, since_day, filter))
     }
 
-    fn run_rates(&self, since_day: &str) -> Result<Vec<RunRate>> {
-        self.read(|c| console::run_rates(c, since_day))
+    fn node_days(&self, since_day: &str) -> Result<Vec<NodeDay>> {
+        self.read(|c| console::node_days(c, since_day))
     }
 
     fn module_nodes(
