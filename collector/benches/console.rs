@@ -155,7 +155,7 @@ fn populate(db: &std::path::Path, nodes: usize, days: i64, modules: usize) {
                 .unwrap();
             let mut states = Vec::with_capacity(modules);
             for m in &module_names {
-                let nok = rng.next() % 12 == 0;
+                let nok = rng.next().is_multiple_of(12);
                 let st = if nok { "nok" } else { "ok" };
                 states.push(nok);
                 let rules = serde_json::json!([
@@ -327,7 +327,8 @@ fn main() {
         "page (server time)", "p50 ms", "p95 ms", "p99 ms", "max ms", "KB"
     );
     let mut rng = Lcg(7);
-    let pages: Vec<(&str, Box<dyn Fn(&mut Lcg) -> String>)> = vec![
+    type PathOf = Box<dyn Fn(&mut Lcg) -> String>;
+    let pages: Vec<(&str, PathOf)> = vec![
         ("fleet /ui/", Box::new(|_| "/ui/".to_string())),
         (
             "fleet, page k of 200",

@@ -70,11 +70,15 @@ struct Outcome {
     notice: Option<Markup>,
 }
 
-fn find_form<'a>(state: &'a AppState, name: &str) -> Result<&'a Form, Response> {
-    state
-        .templates
-        .form(name)
-        .map_err(|e| layout::error_page(StatusCode::NOT_FOUND, "No such form", &e.to_string()))
+/// The form `name`, or the page saying there is none.
+fn find_form<'a>(state: &'a AppState, name: &str) -> Result<&'a Form, Box<Response>> {
+    state.templates.form(name).map_err(|e| {
+        Box::new(layout::error_page(
+            StatusCode::NOT_FOUND,
+            "No such form",
+            &e.to_string(),
+        ))
+    })
 }
 
 /// Query of a form page.
@@ -94,7 +98,7 @@ pub async fn page(
 ) -> Response {
     let form = match find_form(&state, &name) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let values: Vec<(String, String)> = form
         .inputs
@@ -135,17 +139,18 @@ pub async fn page(
     )
 }
 
-/// The inputs of a posted form, typed by the form (empty fields are not given: an optional
-/// input then takes its default, a mandatory one is reported missing), the service field, and
-/// the raw values to show again.
-fn read_inputs(
-    form: &Form,
-    body: &[u8],
-) -> (
-    Result<Map<String, Value>, tenet_templates::Error>,
-    Option<String>,
-    Vec<(String, String)>,
-) {
+/// A posted form's fields.
+struct Fields {
+    /// The inputs, typed by the form (empty fields are not given: an optional input then
+    /// takes its default, a mandatory one is reported missing).
+    inputs: Result<Map<String, Value>, tenet_templates::Error>,
+    /// The service field.
+    service: Option<String>,
+    /// The values as typed, to show again.
+    raw: Vec<(String, String)>,
+}
+
+fn read_inputs(form: &Form, body: &[u8]) -> Fields {
     let pairs = serde_urlencoded_pairs(body);
     let mut given = Vec::new();
     let mut raw = Vec::new();
@@ -162,7 +167,11 @@ fn read_inputs(
             }
         }
     }
-    (form.inputs_from_pairs(&given), service, raw)
+    Fields {
+        inputs: form.inputs_from_pairs(&given),
+        service,
+        raw,
+    }
 }
 
 /// Sorts a form error's problems by input; a check's message naming an input first
@@ -210,9 +219,13 @@ async fn render_posted(
     session: &Session,
     name: &str,
     body: &[u8],
-) -> Result<Posted, Response> {
+) -> Result<Posted, Box<Response>> {
     let form = find_form(state, name)?;
-    let (inputs, service, raw) = read_inputs(form, body);
+    let Fields {
+        inputs,
+        service,
+        raw,
+    } = read_inputs(form, body);
     let mut outcome = Outcome::default();
     let rendered = inputs.and_then(|inputs| {
         state
@@ -229,13 +242,13 @@ async fn render_posted(
         }),
         Err(e) => {
             problems(form, &e, &mut outcome);
-            Err(layout::page_with_status(
+            Err(Box::new(layout::page_with_status(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 session,
                 "Forms",
                 &format!("Form {name}"),
                 form_markup(session, name, form, &raw, &outcome),
-            ))
+            )))
         }
     }
 }
@@ -249,11 +262,11 @@ pub async fn preview(
 ) -> Response {
     let Posted { rendered, raw, .. } = match render_posted(&state, &session, &name, &body).await {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let form = match find_form(&state, &name) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let outcome = Outcome {
         preview: Some((rendered.text, rendered.service)),
@@ -281,7 +294,7 @@ pub async fn submit(
         raw,
     } = match render_posted(&state, &session, &name, &body).await {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match crate::api::forms::store_rendered(
         &state,
@@ -305,7 +318,7 @@ pub async fn submit(
         Err(e) if e.status().is_client_error() => {
             let form = match find_form(&state, &name) {
                 Ok(f) => f,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             let outcome = Outcome {
                 general: vec![e.to_string()],
