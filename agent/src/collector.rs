@@ -27,7 +27,8 @@ use reqwest::blocking::{Client, RequestBuilder, Response};
 use serde::{Deserialize, Serialize};
 use tenet_rulesets::Policy;
 use tenet_rulesets::api::{
-    ErrorBody, FactsUpdate, NodeStatus, RegisterRequest, Registration, RunRecorded, RunResults,
+    ErrorBody, FactsUpdate, NodeStatus, RegisterRequest, Registration, RunRecorded, RunReport,
+    RunResults,
 };
 
 use crate::config::{NodeConfig, write_private};
@@ -235,7 +236,10 @@ impl CollectorClient {
         Ok((policy, raw))
     }
 
-    /// `POST /api/v1/nodes/{id}/results`.
+    /// `POST /api/v1/nodes/{id}/results`: a spooled [`RunResults`] document as read back from
+    /// the spool. It is forwarded as it is, not retyped here: one the types refuse (spooled by
+    /// another agent version) is for the collector to refuse, with its reason, so that it goes
+    /// to the dead-letter folder rather than blocking the queue.
     pub fn post_results(&self, run: &serde_json::Value) -> Result<RunRecorded, CallError> {
         let path = format!("/api/v1/nodes/{}/results", self.node_id());
         let resp = self.send(self.request(reqwest::Method::POST, &path).json(run))?;
@@ -648,21 +652,15 @@ pub struct Flush {
     pub error: Option<String>,
 }
 
-/// Builds what is posted from the engine's report (same JSON, plus delivery fields).
-pub fn run_results(
-    report: &impl Serialize,
-    service: Option<&str>,
-    started_at: &str,
-) -> anyhow::Result<RunResults> {
-    let mut v = serde_json::to_value(report)?;
-    let obj = v
-        .as_object_mut()
-        .ok_or_else(|| anyhow!("report is not an object"))?;
-    obj.insert("run_id".into(), uuid::Uuid::new_v4().to_string().into());
-    obj.insert("agent_version".into(), env!("CARGO_PKG_VERSION").into());
-    obj.insert("service".into(), service.into());
-    obj.insert("started_at".into(), started_at.into());
-    serde_json::from_value(v).context("report does not match the results format")
+/// What is posted for the engine's report: the same report, behind its delivery fields.
+pub fn run_results(report: RunReport, service: Option<&str>, started_at: &str) -> RunResults {
+    RunResults::new(
+        report,
+        uuid::Uuid::new_v4().to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+        service.map(str::to_string),
+        Some(started_at.to_string()),
+    )
 }
 
 /// `YYYY-MM-DD HH:MM:SS` now, UTC.

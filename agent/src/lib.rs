@@ -9,7 +9,9 @@
 //! Must not depend on: tenet-collector (they talk over HTTP only).
 //!
 //! Invariants: the binary's `main` only parses, sets up logging and maps errors to exit codes;
-//! usage and policy errors exit 2, nok or failed modules exit 1, compliance exits 0.
+//! usage and policy errors exit 2, nok or failed modules exit 1, compliance exits 0. Commands
+//! return a [`CliError`] instead of printing errors, and print results through
+//! [`output::emit`].
 
 /// `println!` that never panics: with stdout closed (`tenet ... | head`) the run goes on
 /// (a fix must not stop halfway because nobody reads its report).
@@ -25,6 +27,7 @@ pub mod cmd;
 pub mod collector;
 pub mod config;
 pub mod daemon;
+pub mod error;
 pub mod facts;
 pub mod output;
 pub mod schedule;
@@ -35,8 +38,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Runs the agent with these arguments (`argv[0]` included).
-pub fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
+pub use error::CliError;
+
+/// Runs the agent with these arguments (`argv[0]` included): the exit code of the outcome, or
+/// the error for `main` to print and map to its exit code.
+pub fn run(args: Vec<OsString>) -> Result<ExitCode, CliError> {
     // A task of `tenet daemon`: die with it, so no work goes on that nobody supervises or
     // reports (the daemon reports an interrupted action as failed when it restarts).
     if let Some(parent) = std::env::var("TENET_DAEMON_PID")
@@ -45,7 +51,10 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
     {
         let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
         if nix::unistd::getppid().as_raw() != parent {
-            anyhow::bail!("the tenet daemon (pid {parent}) that started this task is gone");
+            return Err(anyhow::anyhow!(
+                "the tenet daemon (pid {parent}) that started this task is gone"
+            )
+            .into());
         }
     }
     // Called as `files.py PREFIX ACTION` (a compat alias): the OpenSVC object convention.
@@ -62,12 +71,5 @@ pub fn run(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
             .collect();
         return cmd::object::run_alias(class, &rest);
     }
-    let cli = match cli::Cli::try_parse_from(args) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return Ok(ExitCode::from(if e.use_stderr() { 2 } else { 0 }));
-        }
-    };
-    cmd::dispatch(cli)
+    cmd::dispatch(cli::Cli::try_parse_from(args)?)
 }

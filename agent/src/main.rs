@@ -4,6 +4,8 @@
 
 use std::process::ExitCode;
 
+use tenet_agent::CliError;
+
 fn main() -> ExitCode {
     // The daemon logs what it does (info); commands only warnings. TENET_LOG overrides;
     // TENET_LOG_FORMAT=json writes one JSON object per line (journald, log shippers).
@@ -29,11 +31,19 @@ fn main() -> ExitCode {
     } else {
         fmt.init();
     }
+    // The one place errors become exit codes.
     match tenet_agent::run(std::env::args_os().collect()) {
         Ok(code) => code,
+        Err(CliError::Clap(e)) => {
+            let _ = e.print();
+            ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+        }
         Err(e) => {
-            eprintln!("tenet: error: {e:#}");
-            ExitCode::from(2)
+            eprintln!("{e}");
+            ExitCode::from(match e {
+                CliError::Failed(_) => 1,
+                CliError::Usage(_) | CliError::Internal(_) | CliError::Clap(_) => 2,
+            })
         }
     }
 }

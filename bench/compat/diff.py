@@ -526,6 +526,21 @@ CLASSES = {
     "sysctl": {"script": "sysctl.py", "gen": gen_sysctl, "rooted": True},
     "package": {"script": "package.py", "gen": gen_package, "rooted": True},
     "nodeconf": {"script": "nodeconf.py", "gen": gen_nodeconf, "rooted": True},
+    # Issue 14's classes: compatibility tables only (no random generator yet). `binds`: the
+    # root's directories bind-mounted over the host's for the upstream object, which has no
+    # root prefix (cron.py and crontabentry.py read /etc/cron.d and the cron spool).
+    "keyval": {"script": "keyval.py", "gen": None, "rooted": False},
+    "fileinc": {"script": "fileinc.py", "gen": None, "rooted": False},
+    "tar": {"script": "tar.py", "gen": None, "rooted": False},
+    "self_signed_cert": {"script": "self_signed_cert.py", "gen": None, "rooted": False},
+    "process": {"script": "process.py", "gen": None, "rooted": False},
+    "vuln": {"script": "vuln.py", "gen": None, "rooted": True},
+    "cron": {"script": "cron.py", "gen": None, "rooted": True, "binds": ["etc", "var/spool"],
+             "raw": True},
+    "crontabentry": {"script": "crontabentry.py", "gen": None, "rooted": True,
+                     "binds": ["etc", "var/spool"]},
+    "timedatectl": {"script": "timedatectl.py", "gen": None, "rooted": True, "binds": ["etc"]},
+    # (systemd_unit_state.json is not here: its upstream object needs a running systemd.)
 }
 
 # tag → documented deviation id (docs/opensvc-compat.md), per class; "bad-rule" (a rule that
@@ -564,17 +579,19 @@ class Runner:
                 f.write(text.replace("#!PYTHON", "#!" + sys.executable))
             os.chmod(p, 0o755)
 
-    def env(self, rules, root):
+    def env(self, rules, root, raw=False):
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
                "LC_ALL": "C.UTF-8", "COLUMNS": "200"}
         for i, rule in enumerate(rules):
-            text = json.dumps(rule) if not isinstance(rule, str) else json.dumps(rule)
+            # cron.py reads its variables raw (the collector's `cron` form is a template
+            # string, not JSON); the others decode JSON.
+            text = rule if raw and isinstance(rule, str) else json.dumps(rule)
             env["%s%d" % (PREFIX, i + 1)] = text.replace("{R}", root)
         return env
 
     def run(self, side, cls, case, root, action, tenet=None):
-        env = self.env(case["rules"], root)
         spec = CLASSES[cls]
+        env = self.env(case["rules"], root, raw=spec.get("raw", False))
         if side == "opensvc":
             env["PATH"] = self.shims + ":" + env["PATH"]
             env["FAKE_SYSCTL_ROOT"] = root
@@ -582,9 +599,11 @@ class Runner:
             env["FAKE_NODE_CONFIG"] = os.path.join(root, "node.toml")
             env["OSVC_COMP_NODES_OS_VENDOR"] = "Debian"
             cmd = [sys.executable, os.path.join(self.upstream, spec["script"]), PREFIX, action]
-            if cls == "sysctl":
+            binds = ["etc"] if cls == "sysctl" else spec.get("binds", [])
+            if binds:
+                script = "; ".join('mount --bind "%s" /%s' % (os.path.join(root, b), b) for b in binds)
                 cmd = ["unshare", "-m", "--propagation", "private", "sh", "-ec",
-                       'mount --bind "$0" /etc; exec "$@"', os.path.join(root, "etc")] + cmd
+                       script + '; exec "$@"', "sh"] + cmd
         else:
             env["TENET_VAR_DIR"] = os.path.join(os.path.dirname(root), "var-" + os.path.basename(root))
             if spec["rooted"]:
@@ -885,7 +904,10 @@ def main():
     dump = open(args.dump, "w") if args.dump else None
     with tempfile.TemporaryDirectory(prefix="tenet-compat-") as work:
         runner = Runner(os.path.abspath(args.upstream), os.path.abspath(args.tenet), work)
-        for cls in args.classes or list(CLASSES):
+        for cls in args.classes or [c for c in CLASSES if CLASSES[c]["gen"]]:
+            if not CLASSES[cls]["gen"]:
+                print("%s: no random cases (compatibility tables only: --tables)" % cls)
+                continue
             rng = random.Random("%s-%d" % (cls, args.seed))
             figs = {label: {"cases": 0, "check_agree": 0, "fix_cases": 0, "fix_agree": 0,
                             "agree": 0, "documented": {}, "undocumented": 0} for label in tenets}

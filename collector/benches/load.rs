@@ -255,6 +255,21 @@ struct Phase {
     errors: usize,
     seconds: f64,
     latencies_us: Vec<u64>,
+    /// CPU the server process spent in the phase (user + system). Unlike requests per second,
+    /// this does not move when other work shares the machine, so it is the figure to compare
+    /// two builds with on a busy host.
+    server_cpu: Duration,
+}
+
+/// User + system CPU time of a process so far, from `/proc/PID/stat` (fields 14 and 15).
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name (field 2) may hold spaces; the fields after it start past its `)`.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // /proc counts in USER_HZ ticks, which Linux fixes at 100 on the architectures we build for.
+    Duration::from_millis(ticks * 10)
 }
 
 impl Phase {
@@ -266,8 +281,9 @@ impl Phase {
             self.latencies_us[i] as f64 / 1000.0
         };
         println!(
-            "{label:<28} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  ({} requests, {} errors, {:.1} s)",
+            "{label:<28} {:>8.0} req/s  server {:>5.0} µs CPU/req  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  ({} requests, {} errors, {:.1} s)",
             self.requests as f64 / self.seconds,
+            self.server_cpu.as_secs_f64() * 1e6 / self.requests as f64,
             pct(0.50),
             pct(0.99),
             *self.latencies_us.last().unwrap() as f64 / 1000.0,
@@ -279,6 +295,7 @@ impl Phase {
 }
 
 async fn drive(
+    server: u32,
     url: &str,
     creds: Arc<Vec<(String, String)>>,
     concurrency: usize,
@@ -290,6 +307,7 @@ async fn drive(
         .build()
         .unwrap();
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = process_cpu(server);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -356,6 +374,7 @@ async fn drive(
         errors,
         seconds: start.elapsed().as_secs_f64(),
         latencies_us,
+        server_cpu: process_cpu(server).saturating_sub(cpu_before),
     }
 }
 
@@ -418,10 +437,20 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let pid = server.id();
     rt.block_on(async {
-        let mut cold = drive(&url, creds.clone(), concurrency, Limit::Count(nodes), false).await;
+        let mut cold = drive(
+            pid,
+            &url,
+            creds.clone(),
+            concurrency,
+            Limit::Count(nodes),
+            false,
+        )
+        .await;
         cold.report("policy fetch, cold (resolve)");
         let mut warm = drive(
+            pid,
             &url,
             creds.clone(),
             concurrency,
@@ -431,6 +460,7 @@ fn main() {
         .await;
         warm.report("policy fetch, warm (cached)");
         let mut posts = drive(
+            pid,
             &url,
             creds.clone(),
             concurrency,

@@ -35,13 +35,79 @@ pub const MAX_PER_NODE: usize = 16;
 /// Bookkeeping counted per request entry on top of its key's strings.
 const ENTRY_OVERHEAD: usize = 128;
 
-/// A resolved policy, ready to send.
+/// A resolved policy, ready to send: the part nodes share and this node's facts, joined only
+/// on the wire, so a cached fetch copies no policy bytes.
 #[derive(Debug, Clone)]
 pub struct Served {
-    /// The policy's content hash.
-    pub hash: String,
-    /// Its JSON.
-    pub json: Bytes,
+    shared: Arc<Shared>,
+    /// The node's `facts` member, as JSON.
+    facts: Bytes,
+}
+
+impl Served {
+    /// The policy's content hash (its ETag).
+    pub fn hash(&self) -> &str {
+        &self.shared.hash
+    }
+
+    /// The policy's JSON in pieces that concatenate to it: the shared object without its
+    /// closing brace, the `facts` key, the facts, the closing brace. `facts` comes last.
+    fn pieces(&self) -> [Bytes; 4] {
+        let body = &self.shared.body;
+        let key: &'static [u8] = if body.len() > 2 {
+            b",\"facts\":"
+        } else {
+            b"\"facts\":"
+        };
+        [
+            body.slice(..body.len() - 1),
+            Bytes::from_static(key),
+            self.facts.clone(),
+            Bytes::from_static(b"}"),
+        ]
+    }
+
+    /// The policy's JSON in one buffer (a copy: for the snapshot and tests, not for sending).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.pieces().concat()
+    }
+
+    /// The response body: the pieces written as they are, with an exact `Content-Length`.
+    pub fn into_body(self) -> axum::body::Body {
+        let pieces = VecDeque::from(self.pieces());
+        let left = pieces.iter().map(|p| p.len() as u64).sum();
+        axum::body::Body::new(Pieces { pieces, left })
+    }
+}
+
+/// An HTTP body made of a few buffers sent one after the other.
+struct Pieces {
+    pieces: VecDeque<Bytes>,
+    left: u64,
+}
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        std::task::Poll::Ready(this.pieces.pop_front().map(|p| {
+            this.left -= p.len() as u64;
+            Ok(http_body::Frame::data(p))
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
 }
 
 /// What nodes share: a resolved policy's JSON object without its `facts` member.
@@ -50,26 +116,6 @@ struct Shared {
     hash: String,
     /// `{"modulesets":…,"hash":"…"}`: a JSON object, never empty.
     body: Bytes,
-}
-
-impl Shared {
-    /// The full policy: the shared object with `facts` added as its last member.
-    fn with_facts(&self, facts: &[u8]) -> Served {
-        let body = &self.body[..self.body.len() - 1];
-        let mut json = Vec::with_capacity(self.body.len() + facts.len() + 10);
-        json.extend_from_slice(body);
-        json.extend_from_slice(if body.len() > 1 {
-            b",\"facts\":"
-        } else {
-            b"\"facts\":"
-        });
-        json.extend_from_slice(facts);
-        json.push(b'}');
-        Served {
-            hash: self.hash.clone(),
-            json: Bytes::from(json),
-        }
-    }
 }
 
 /// What a node's row says about a request: equal keys, equal policy.
@@ -160,9 +206,10 @@ impl Cache {
         let n = self.nodes.get_mut(node)?;
         let e = n.entries.iter().find(|e| &e.key == key)?;
         n.used = true;
-        self.blobs
-            .get(&e.content)
-            .map(|b| b.shared.with_facts(&e.facts))
+        self.blobs.get(&e.content).map(|b| Served {
+            shared: b.shared.clone(),
+            facts: e.facts.clone(),
+        })
     }
 
     /// Links `key` of `node` to `shared` (stored once, whoever else resolved to it) and the
@@ -369,7 +416,7 @@ impl Policies {
         node: &NodeAuth,
         service: Option<&str>,
         modulesets: Option<Vec<String>>,
-    ) -> Result<Arc<Served>> {
+    ) -> Result<Served> {
         let (generation, bundle) = self.bundle()?;
         let modulesets = modulesets.map(normalise);
         let service_attachments = match service {
@@ -386,7 +433,7 @@ impl Policies {
             modulesets: modulesets.clone(),
         };
         if let Some(hit) = self.cache.lock().expect("policy cache").get(&node.id, &key) {
-            return Ok(Arc::new(hit));
+            return Ok(hit);
         }
 
         let attachments = match service_attachments {
@@ -441,20 +488,23 @@ impl Policies {
             hash: policy.hash.clone(),
             body: Bytes::from(body),
         });
-        let served = shared.with_facts(&facts_json);
+        let served = Served {
+            shared,
+            facts: Bytes::from(facts_json),
+        };
         // Keep what was served under its hash, so a result's policy_hash can be looked up
         // later. The hash covers modulesets, modules, rulesets and service, not the facts: the
         // first policy served with a hash is kept.
-        if let Ok(text) = std::str::from_utf8(&served.json) {
-            self.store.save_policy_snapshot(&served.hash, text)?;
+        if let Ok(text) = String::from_utf8(served.to_vec()) {
+            self.store.save_policy_snapshot(served.hash(), &text)?;
         }
         self.cache.lock().expect("policy cache").insert(
             &node.id,
             key,
-            shared,
-            Bytes::from(facts_json),
+            served.shared.clone(),
+            served.facts.clone(),
         );
-        Ok(Arc::new(served))
+        Ok(served)
     }
 
     /// Request entries currently cached (for tests and metrics).
@@ -567,21 +617,41 @@ mod tests {
         assert_eq!(normalise(v(&["b", "a", "b", "a", "a"])), v(&["a", "b"]));
     }
 
+    fn served(body: &'static [u8], facts: &'static [u8]) -> Served {
+        Served {
+            shared: Arc::new(Shared {
+                hash: "h".into(),
+                body: Bytes::from_static(body),
+            }),
+            facts: Bytes::from_static(facts),
+        }
+    }
+
     #[test]
     fn the_facts_are_put_back_as_the_last_member() {
-        let s = Shared {
-            hash: "h".into(),
-            body: Bytes::from_static(br#"{"modules":[],"hash":"h"}"#),
-        };
-        let served = s.with_facts(br#"{"node":{"nodename":"n1"}}"#);
-        let v: serde_json::Value = serde_json::from_slice(&served.json).unwrap();
-        assert_eq!(v["facts"]["node"]["nodename"], "n1");
-        assert_eq!(v["hash"], "h");
-        let empty = Shared {
-            hash: "h".into(),
-            body: Bytes::from_static(b"{}"),
-        };
-        assert_eq!(&empty.with_facts(b"{}").json[..], br#"{"facts":{}}"#);
+        let s = served(
+            br#"{"modules":[],"hash":"h"}"#,
+            br#"{"node":{"nodename":"n1"}}"#,
+        );
+        assert_eq!(
+            s.to_vec(),
+            br#"{"modules":[],"hash":"h","facts":{"node":{"nodename":"n1"}}}"#
+        );
+        assert_eq!(served(b"{}", b"{}").to_vec(), br#"{"facts":{}}"#);
+    }
+
+    #[tokio::test]
+    async fn the_body_sent_is_the_policy_with_its_exact_length() {
+        use http_body_util::BodyExt;
+        let s = served(br#"{"hash":"h"}"#, br#"{"node":{}}"#);
+        let json = s.to_vec();
+        let body = s.into_body();
+        // The exact size is what lets hyper send a Content-Length instead of chunks.
+        assert_eq!(
+            http_body::Body::size_hint(&body).exact(),
+            Some(json.len() as u64)
+        );
+        assert_eq!(body.collect().await.unwrap().to_bytes(), json);
     }
 
     #[test]
@@ -590,12 +660,14 @@ mod tests {
         let mut facts = tenet_rulesets::NodeFacts::default();
         facts.node.insert("nodename".into(), "n1".into());
         let policy = Policy::resolve(&bundle, &facts, &Selection::default()).unwrap();
-        let shared = Shared {
-            hash: policy.hash.clone(),
-            body: Bytes::from(serde_json::to_vec(&SharedPart::of(&policy)).unwrap()),
+        let served = Served {
+            shared: Arc::new(Shared {
+                hash: policy.hash.clone(),
+                body: Bytes::from(serde_json::to_vec(&SharedPart::of(&policy)).unwrap()),
+            }),
+            facts: Bytes::from(serde_json::to_vec(&policy.facts).unwrap()),
         };
-        let served = shared.with_facts(&serde_json::to_vec(&policy.facts).unwrap());
-        let back: Policy = serde_json::from_slice(&served.json).unwrap();
+        let back: Policy = serde_json::from_slice(&served.to_vec()).unwrap();
         assert_eq!(back, policy);
     }
 
@@ -609,7 +681,7 @@ mod tests {
         let a = c.get("n1", &key("f1", None)).unwrap();
         let b = c.get("n2", &key("f2", None)).unwrap();
         let name = |s: &Served| {
-            serde_json::from_slice::<serde_json::Value>(&s.json).unwrap()["facts"]["node"]
+            serde_json::from_slice::<serde_json::Value>(&s.to_vec()).unwrap()["facts"]["node"]
                 ["nodename"]
                 .clone()
         };

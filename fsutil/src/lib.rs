@@ -1,8 +1,9 @@
-//! # tenet-fsutil: the one durable file write
+//! # tenet-fsutil: the one durable file write, the one tree-escape check
 //!
 //! Role: [`atomic_write`], the write every tenet crate uses for a file that must be either the
 //! old content or the new one, never a torn mix (configuration, policy exports, status and
-//! marker files, the daemon's journal).
+//! marker files, the daemon's journal); and [`tree::resolve_in_tree`], the walk that decides
+//! whether a link of an unpacked tree (a release image, a `tar` class archive) stays inside it.
 //!
 //! Why a crate of its own: `tenet-rulesets`, `tenet-templates` and `tenet-release` depend on
 //! no other tenet crate (they are the bottom of the dependency graph, see ARCHITECTURE.md),
@@ -15,6 +16,8 @@
 //!
 //! Invariant: after `atomic_write` returns `Ok`, the file holds exactly the bytes given
 //! (fsynced); on `Err`, the file is as it was and no temporary file is left.
+
+pub mod tree;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};

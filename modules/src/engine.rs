@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenet_rulesets::subst::{self, SubstContext};
 use tenet_rulesets::{Policy, PolicyRuleset, VarValue, Variable};
@@ -27,31 +26,11 @@ use crate::host::Host;
 use crate::script::{self, Script};
 use crate::status::{Log, LogLine, Status, Stream};
 
-/// What a run does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Report compliance; change nothing.
-    Check,
-    /// Bring modules to compliance.
-    Fix,
-    /// Report whether fixes are possible.
-    Fixable,
-    /// Fix autofix modules, check the others.
-    Auto,
-}
-
-impl Action {
-    /// The action's name, as passed to scripts and printed.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Check => "check",
-            Action::Fix => "fix",
-            Action::Fixable => "fixable",
-            Action::Auto => "auto",
-        }
-    }
-}
+/// The report types are the run-report vocabulary of `tenet_rulesets::api`, defined once for
+/// the engine, the agent's output, the results posted and the collector.
+pub use tenet_rulesets::api::{
+    ActionReport, ModuleKind, ModuleReport, RuleReport, RunAction, RunReport, Summary,
+};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -83,94 +62,12 @@ impl Default for EngineConfig {
     }
 }
 
-/// The report of a run: the JSON contract of `tenet compliance ... --format json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunReport {
-    /// `check`, `fix`, `fixable` or `auto`.
-    pub action: Action,
-    /// Hash of the policy the run was evaluated against.
-    pub policy_hash: String,
-    /// Modules, in run order.
-    pub modules: Vec<ModuleReport>,
-    /// Counts of module statuses.
-    pub summary: Summary,
-    /// Wall time of the whole run.
-    pub duration_ms: u64,
-}
-
-/// Counts of module statuses.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Summary {
-    /// Modules ending ok.
-    pub ok: usize,
-    /// Modules ending nok.
-    pub nok: usize,
-    /// Modules ending n/a.
-    pub na: usize,
-}
-
-/// What happened to one module.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModuleReport {
-    /// Module name.
-    pub module: String,
-    /// The moduleset it was run from.
-    pub moduleset: String,
-    /// `script` or `auto`.
-    pub kind: ModuleKind,
-    /// Final status.
-    pub status: Status,
-    /// Every executed sub-action, in order.
-    pub actions: Vec<ActionReport>,
-    /// For auto-modules: per-variable results of the last check (or of the action run).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rules: Option<Vec<RuleReport>>,
-    /// Wall time of the module.
-    pub duration_ms: u64,
-}
-
-/// Whether a module is a script or an auto-module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModuleKind {
-    /// An `NN-name` executable.
-    Script,
-    /// Variables run by built-in classes.
-    Auto,
-}
-
-/// One executed sub-action (check, fixable or fix).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ActionReport {
-    /// `check`, `fixable` or `fix`.
-    pub action: String,
-    /// 0 ok, 1 nok, 2 n/a (what a script returned, or the merged class result).
-    pub exit_code: i32,
-    /// Output lines; lines from stderr start with `ERR: `.
-    pub log: String,
-    /// Wall time.
-    pub duration_ms: u64,
-}
-
-/// The result of one variable of an auto-module.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RuleReport {
-    /// Variable name.
-    pub variable: String,
-    /// Its class.
-    pub class: String,
-    /// Result.
-    pub status: Status,
-    /// Why (the last error line), or what was seen.
-    pub message: String,
-}
-
 /// Runs `action` over the modules of `policy` on `host`. `on_module` sees each module's
 /// report as soon as it is done (for live output).
 pub fn run(
     policy: &Policy,
     host: &Host,
-    action: Action,
+    action: RunAction,
     config: &EngineConfig,
     mut on_module: impl FnMut(&ModuleReport),
 ) -> RunReport {
@@ -181,19 +78,11 @@ pub fn run(
         on_module(&report);
         reports.push(report);
     }
-    let mut summary = Summary::default();
-    for r in &reports {
-        match r.status {
-            Status::Ok => summary.ok += 1,
-            Status::Nok => summary.nok += 1,
-            Status::NotApplicable => summary.na += 1,
-        }
-    }
     RunReport {
         action,
         policy_hash: policy.hash.clone(),
+        summary: reports.iter().map(|r| r.status).collect(),
         modules: reports,
-        summary,
         duration_ms: start.elapsed().as_millis() as u64,
     }
 }
@@ -257,7 +146,7 @@ pub fn module_env(policy: &Policy, config: &EngineConfig, module: &str) -> Vec<(
 fn run_module(
     policy: &Policy,
     host: &Host,
-    action: Action,
+    action: RunAction,
     config: &EngineConfig,
     planned: &PlannedModule,
 ) -> ModuleReport {
@@ -291,15 +180,15 @@ fn run_module(
         ),
     };
     let action = match action {
-        Action::Auto if planned.autofix => Action::Fix,
-        Action::Auto => Action::Check,
+        RunAction::Auto if planned.autofix => RunAction::Fix,
+        RunAction::Auto => RunAction::Check,
         other => other,
     };
     let mut actions = Vec::new();
-    let mut step = |runner: &mut Box<dyn Runner>, a: &str| -> Status {
+    let mut step = |runner: &mut Box<dyn Runner>, a: RunAction| -> Status {
         let t = Instant::now();
         let (mut status, mut exit_code, mut lines) = runner.run(a, host);
-        if a == "fix" {
+        if a == RunAction::Fix {
             // Commit the staged writes before anything checks them: the check after fix then
             // reports what is on disk, and a failed commit shows in this fix's log.
             if let Err(e) = host.sync() {
@@ -312,7 +201,7 @@ fn run_module(
             }
         }
         actions.push(ActionReport {
-            action: a.to_string(),
+            action: a,
             exit_code,
             log: render_log(&lines),
             duration_ms: t.elapsed().as_millis() as u64,
@@ -320,23 +209,23 @@ fn run_module(
         status
     };
     let status = if config.force {
-        step(&mut runner, action.as_str())
+        step(&mut runner, action)
     } else {
         match action {
-            Action::Check => {
-                let s = step(&mut runner, "check");
+            RunAction::Check => {
+                let s = step(&mut runner, RunAction::Check);
                 if s == Status::Nok {
-                    step(&mut runner, "fixable");
+                    step(&mut runner, RunAction::Fixable);
                 }
                 s
             }
-            Action::Fixable => step(&mut runner, "fixable"),
-            Action::Fix | Action::Auto => match step(&mut runner, "check") {
-                Status::Nok => match step(&mut runner, "fixable") {
+            RunAction::Fixable => step(&mut runner, RunAction::Fixable),
+            RunAction::Fix | RunAction::Auto => match step(&mut runner, RunAction::Check) {
+                Status::Nok => match step(&mut runner, RunAction::Fixable) {
                     Status::Nok => Status::Nok,
                     _ => {
-                        step(&mut runner, "fix");
-                        step(&mut runner, "check")
+                        step(&mut runner, RunAction::Fix);
+                        step(&mut runner, RunAction::Check)
                     }
                 },
                 other => other,
@@ -351,7 +240,7 @@ fn run_module(
     ModuleReport {
         module: planned.name.clone(),
         moduleset: planned.moduleset.clone(),
-        kind,
+        kind: Some(kind),
         status,
         actions,
         rules: runner.rules(),
@@ -373,8 +262,8 @@ pub fn render_log(lines: &[LogLine]) -> String {
 }
 
 trait Runner {
-    /// Runs one sub-action: (status, exit code, log).
-    fn run(&mut self, action: &str, host: &Host) -> (Status, i32, Vec<LogLine>);
+    /// Runs one step (check, fixable or fix): (status, exit code, log).
+    fn run(&mut self, action: RunAction, host: &Host) -> (Status, i32, Vec<LogLine>);
     fn rules(&self) -> Option<Vec<RuleReport>> {
         None
     }
@@ -383,7 +272,7 @@ trait Runner {
 struct Broken(String);
 
 impl Runner for Broken {
-    fn run(&mut self, _: &str, _: &Host) -> (Status, i32, Vec<LogLine>) {
+    fn run(&mut self, _: RunAction, _: &Host) -> (Status, i32, Vec<LogLine>) {
         let line = LogLine {
             stream: Stream::Err,
             text: self.0.clone(),
@@ -399,8 +288,8 @@ struct ScriptRunner {
 }
 
 impl Runner for ScriptRunner {
-    fn run(&mut self, action: &str, _: &Host) -> (Status, i32, Vec<LogLine>) {
-        let x = script::execute(&self.script.path, action, &self.env, self.timeout);
+    fn run(&mut self, action: RunAction, _: &Host) -> (Status, i32, Vec<LogLine>) {
+        let x = script::execute(&self.script.path, action.as_str(), &self.env, self.timeout);
         (Status::from_exit_code(x.exit_code), x.exit_code, x.log)
     }
 }
@@ -495,7 +384,7 @@ pub fn substitute_value(value: &VarValue, ctx: &SubstContext<'_>) -> Result<Valu
 }
 
 impl Runner for AutoRunner {
-    fn run(&mut self, action: &str, host: &Host) -> (Status, i32, Vec<LogLine>) {
+    fn run(&mut self, action: RunAction, host: &Host) -> (Status, i32, Vec<LogLine>) {
         let mut log = Log::new();
         if let Some(why) = &self.missing {
             log.info(why.clone());
@@ -522,9 +411,9 @@ impl Runner for AutoRunner {
                 Ok(rules) => Status::merge_all(rules.iter().map(|r| {
                     let mut rlog = Log::new();
                     let st = match action {
-                        "check" => r.check(host.view(), &mut rlog),
-                        "fixable" => r.fixable(host.view(), &mut rlog),
-                        _ => r.fix(host, &mut rlog),
+                        RunAction::Check => r.check(host.view(), &mut rlog),
+                        RunAction::Fixable => r.fixable(host.view(), &mut rlog),
+                        RunAction::Fix | RunAction::Auto => r.fix(host, &mut rlog),
                     };
                     let rlines = rlog.take();
                     if let Some(first) = rlines.iter().find(|l| l.stream == Stream::Err) {
@@ -539,7 +428,7 @@ impl Runner for AutoRunner {
             } else {
                 summaries.join("; ")
             };
-            if action != "fixable" {
+            if action != RunAction::Fixable {
                 v.last = Some((status, message));
             }
             for l in lines {

@@ -1015,6 +1015,62 @@ impl Host {
         self.sync()?;
         self.run_query(cmd)
     }
+
+    /// Runs a command that starts or stops something (a daemon's start command), waiting at
+    /// most `timeout` for it to exit. Its output goes to an unnamed temporary file rather than
+    /// pipes, so a daemon it leaves behind holding them neither blocks the wait nor dies of
+    /// SIGPIPE later; stdin is `/dev/null`. The staged writes are committed first.
+    pub fn start_change(&self, cmd: &mut Command, timeout: std::time::Duration) -> Result<Started> {
+        self.sync()?;
+        let name = format!("{:?}", cmd.get_program());
+        let fail = |e: io::Error| Error::Command(format!("{name}: {e}"));
+        let tmp = std::env::temp_dir();
+        let fd = nix::fcntl::open(
+            &tmp,
+            OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| Error::io(&tmp, e.into()))?;
+        let mut out = File::from(fd);
+        tracing::debug!(?cmd, "start");
+        let mut child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().map_err(fail)?)
+            .stderr(out.try_clone().map_err(fail)?)
+            .spawn()
+            .map_err(fail)?;
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = child.try_wait().map_err(fail)? {
+                break Some(st);
+            }
+            if std::time::Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        const MAX_OUTPUT: u64 = 64 * 1024;
+        use std::io::Seek;
+        out.seek(io::SeekFrom::Start(0)).map_err(fail)?;
+        let mut output = Vec::new();
+        out.take(MAX_OUTPUT)
+            .read_to_end(&mut output)
+            .map_err(fail)?;
+        Ok(Started {
+            status,
+            output: String::from_utf8_lossy(&output).into_owned(),
+        })
+    }
+}
+
+/// What [`Host::start_change`] saw.
+#[derive(Debug)]
+pub struct Started {
+    /// The exit status; `None` when the command was still running at the deadline (it is
+    /// left running).
+    pub status: Option<std::process::ExitStatus>,
+    /// Its stdout and stderr, interleaved (the first 64 KiB).
+    pub output: String,
 }
 
 /// A program of the machine Tenet runs on (not of the managed system): the first executable

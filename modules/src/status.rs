@@ -1,72 +1,11 @@
-//! Results (ok / nok / n/a) and the per-rule log a class writes to.
+//! Results (ok / nok / n/a, [`Status`]) and the per-rule log a class writes to.
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 
-/// The outcome of a check, fixable or fix, for a rule, a variable or a module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Status {
-    /// Compliant (exit code 0).
-    #[serde(rename = "ok")]
-    Ok,
-    /// Not compliant, or failed (exit code 1).
-    #[serde(rename = "nok")]
-    Nok,
-    /// Not applicable (exit code 2).
-    #[serde(rename = "n/a")]
-    NotApplicable,
-}
-
-impl Status {
-    /// The OpenSVC exit code: 0 ok, 1 nok, 2 n/a.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Status::Ok => 0,
-            Status::Nok => 1,
-            Status::NotApplicable => 2,
-        }
-    }
-
-    /// Reads an OpenSVC exit code: 0 ok, 2 n/a, anything else nok.
-    pub fn from_exit_code(code: i32) -> Status {
-        match code {
-            0 => Status::Ok,
-            2 => Status::NotApplicable,
-            _ => Status::Nok,
-        }
-    }
-
-    /// OM3 merge: any nok gives nok; ok with n/a gives ok; n/a only when both are n/a.
-    pub fn merge(self, other: Status) -> Status {
-        match (self, other) {
-            (Status::Nok, _) | (_, Status::Nok) => Status::Nok,
-            (Status::Ok, _) | (_, Status::Ok) => Status::Ok,
-            _ => Status::NotApplicable,
-        }
-    }
-
-    /// Merges many statuses; nothing at all is n/a.
-    pub fn merge_all(statuses: impl IntoIterator<Item = Status>) -> Status {
-        statuses
-            .into_iter()
-            .fold(Status::NotApplicable, Status::merge)
-    }
-
-    /// `ok`, `nok` or `n/a`, as printed.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Nok => "nok",
-            Status::NotApplicable => "n/a",
-        }
-    }
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The outcome of a check, fixable or fix: the run-report vocabulary of `tenet_rulesets::api`,
+/// defined there once for the engine, the agent and the collector.
+pub use tenet_rulesets::api::Status;
 
 /// Which stream a log line belongs to (OpenSVC prints stderr lines with `ERR: `).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,22 +109,5 @@ impl Log {
             .rev()
             .find(|l| l.stream == Stream::Err)
             .map(|l| l.text.as_str())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merge_follows_om3() {
-        use Status::*;
-        assert_eq!(Ok.merge(Ok), Ok);
-        assert_eq!(Ok.merge(Nok), Nok);
-        assert_eq!(Ok.merge(NotApplicable), Ok);
-        assert_eq!(Nok.merge(NotApplicable), Nok);
-        assert_eq!(NotApplicable.merge(NotApplicable), NotApplicable);
-        assert_eq!(Status::merge_all([]), NotApplicable);
-        assert_eq!(Status::from_exit_code(3), Nok);
     }
 }

@@ -344,7 +344,14 @@ fn run_table(class: &str, privileged: bool) -> (Vec<String>, usize) {
         let root = dir.path().join("root");
         fs::create_dir_all(&root).unwrap();
         build(&root, &tree);
-        let host = Host::new(&root)
+        // The processes are the machine's: process rows run with root `/` (their trees are
+        // empty), as OpenSVC's object reads the real `ps`.
+        let host_root = if class == "process" {
+            Path::new("/")
+        } else {
+            root.as_path()
+        };
+        let host = Host::new(host_root)
             .with_var_dir(dir.path().join("var"))
             .with_node_config(root.join("node.toml"))
             .with_hostname("node1.example.com");
@@ -449,4 +456,56 @@ fn package() {
 #[test]
 fn nodeconf() {
     assert_table("nodeconf", false);
+}
+
+#[test]
+fn keyval() {
+    assert_table("keyval", false);
+}
+
+#[test]
+fn fileinc() {
+    assert_table("fileinc", false);
+}
+
+#[test]
+fn tar() {
+    assert_table("tar", false);
+}
+
+#[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
+fn cron_owners() {
+    assert_table("cron", true);
+}
+
+#[test]
+#[cfg_attr(tenet_unprivileged, ignore = "needs root: run the tests as root")]
+fn crontabentry_owners() {
+    assert_table("crontabentry", true);
+}
+
+#[test]
+fn self_signed_cert() {
+    assert_table("self_signed_cert", false);
+}
+
+#[test]
+fn timedatectl() {
+    assert_table("timedatectl", false);
+}
+
+#[test]
+fn process() {
+    assert_table("process", false);
+}
+
+#[test]
+fn vuln() {
+    assert_table("vuln", false);
+}
+
+#[test]
+fn systemd_unit_state() {
+    assert_table("systemd_unit_state", false);
 }

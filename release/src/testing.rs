@@ -34,6 +34,7 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("dpkg-deb", "dpkg"),
     ("python3", "python3"),
     ("script", "bsdutils"),
+    ("crontab", "cron"),
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
 ];

@@ -27,12 +27,14 @@ use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use backhand::{FilesystemReader, InnerNode, Node, SquashfsFileReader};
 use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, UtimensatFlags, fchmod, futimens, mkdirat, utimensat};
 use nix::sys::time::TimeSpec;
+
+use tenet_fsutil::tree::{Escape, resolve_in_tree};
 
 use crate::error::{Error, Result};
 use crate::progress::{Progress, Step, percent_of};
@@ -49,9 +51,6 @@ pub struct UnsquashStats {
     /// Bytes of file data written.
     pub bytes: u64,
 }
-
-/// How deep symlinks may chain while a target is resolved (Linux's limit).
-const MAX_SYMLINK_DEPTH: u32 = 40;
 
 /// Unpacks `image` into `dest` (a work dir: an existing `dest` is replaced).
 pub fn unsquash(image: &Path, dest: &Path, progress: &dyn Progress) -> Result<UnsquashStats> {
@@ -220,45 +219,17 @@ fn check_symlink(
         return Err("has a NUL byte in its target".into());
     }
     let dir = link.parent().unwrap_or(Path::new("")).to_path_buf();
-    resolve(dir, target, links, 0).map(|_| ())
-}
-
-/// Resolves `target` from directory `cur` (relative to the root) the way the kernel would,
-/// following the image's own symlinks; fails when the walk leaves the root.
-fn resolve(
-    mut cur: PathBuf,
-    target: &Path,
-    links: &HashMap<PathBuf, PathBuf>,
-    depth: u32,
-) -> Result<PathBuf, String> {
-    for comp in target.components() {
-        match comp {
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(if depth == 0 {
-                    "is absolute".into()
-                } else {
-                    "goes through a symlink with an absolute target".into()
-                });
+    resolve_in_tree(dir, target, links)
+        .map(|_| ())
+        .map_err(|e| {
+            match e {
+                Escape::Absolute => "is absolute",
+                Escape::ThroughAbsoluteLink => "goes through a symlink with an absolute target",
+                Escape::LeavesTree => "leaves the tree",
+                Escape::TooDeep => "has too many levels of symlinks",
             }
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !cur.pop() {
-                    return Err("leaves the tree".into());
-                }
-            }
-            Component::Normal(name) => {
-                cur.push(name);
-                if let Some(next) = links.get(&cur) {
-                    if depth >= MAX_SYMLINK_DEPTH {
-                        return Err("has too many levels of symlinks".into());
-                    }
-                    cur.pop();
-                    cur = resolve(cur, next, links, depth + 1)?;
-                }
-            }
-        }
-    }
-    Ok(cur)
+            .into()
+        })
 }
 
 fn nix_io(path: &Path, e: nix::Error) -> Error {

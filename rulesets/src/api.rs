@@ -2,11 +2,18 @@
 //! documents them endpoint by endpoint; both sides (de)serialize these, so a field renamed here
 //! is renamed on the wire for both.
 //!
-//! Results mirror the agent's `--format json` report (see the README's JSON contract) plus the
-//! delivery fields `run_id`, `agent_version` and `service`: the collector stores what the agent
-//! printed.
+//! Results are the agent's `--format json` report plus the delivery fields `run_id`,
+//! `agent_version`, `service` and `started_at`: the run-report vocabulary and structs are
+//! defined once, in [`report`], and the engine, the agent and the collector all use them.
+
+pub mod report;
 
 use serde::{Deserialize, Serialize};
+
+pub use report::{
+    ActionReport, ModuleKind, ModuleReport, NotOneOf, RuleReport, RunAction, RunReport, RunResults,
+    Status, Summary,
+};
 
 use crate::model::NodeFacts;
 
@@ -81,101 +88,6 @@ fn default_listener_port() -> u16 {
     DEFAULT_LISTENER_PORT
 }
 
-/// Status of a module, as the agent reports it.
-pub type ModuleStatusText = String;
-
-/// `POST /api/v1/nodes/{node}/results` request: one run of the agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunResults {
-    /// Unique id of the run, chosen by the agent (a UUID). The collector records a run once:
-    /// posting the same `run_id` again is acknowledged without storing it twice, which makes
-    /// the agent's retries exactly-once.
-    pub run_id: String,
-    /// `tenet` version that ran.
-    pub agent_version: String,
-    /// The service the run was for (`None` for a node run).
-    #[serde(default)]
-    pub service: Option<String>,
-    /// When the run started (`YYYY-MM-DD HH:MM:SS`, UTC).
-    #[serde(default)]
-    pub started_at: Option<String>,
-    /// `check`, `fix`, `fixable` or `auto`.
-    pub action: String,
-    /// Hash of the policy the run was evaluated against.
-    pub policy_hash: String,
-    /// Modules, in run order.
-    pub modules: Vec<ModuleResult>,
-    /// Counts of module statuses.
-    pub summary: Summary,
-    /// Wall time of the whole run.
-    pub duration_ms: u64,
-}
-
-/// Counts of module statuses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Summary {
-    /// Modules ending ok.
-    pub ok: usize,
-    /// Modules ending nok.
-    pub nok: usize,
-    /// Modules ending n/a.
-    pub na: usize,
-}
-
-/// One module of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModuleResult {
-    /// Module name.
-    pub module: String,
-    /// The moduleset it ran from.
-    pub moduleset: String,
-    /// `script` or `auto`.
-    #[serde(default)]
-    pub kind: Option<String>,
-    /// `ok`, `nok` or `n/a`.
-    pub status: ModuleStatusText,
-    /// Sub-actions, in order.
-    #[serde(default)]
-    pub actions: Vec<ActionResult>,
-    /// Per-variable results of auto-modules.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rules: Option<Vec<RuleResult>>,
-    /// Wall time of the module.
-    #[serde(default)]
-    pub duration_ms: u64,
-}
-
-/// One sub-action of a module.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionResult {
-    /// `check`, `fixable` or `fix`.
-    pub action: String,
-    /// 0 ok, 1 nok, 2 n/a.
-    pub exit_code: i32,
-    /// Output.
-    pub log: String,
-    /// Wall time.
-    pub duration_ms: u64,
-}
-
-/// One variable of an auto-module.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleResult {
-    /// Variable name.
-    pub variable: String,
-    /// Its class.
-    pub class: String,
-    /// `ok`, `nok` or `n/a`.
-    pub status: String,
-    /// Why.
-    pub message: String,
-}
-
 /// `POST /api/v1/nodes/{node}/results` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecorded {
@@ -195,9 +107,9 @@ pub struct ModuleStatus {
     /// The service (`None` for node runs).
     pub service: Option<String>,
     /// `ok`, `nok` or `n/a`.
-    pub status: String,
+    pub status: Status,
     /// The action of the run that set it (`check`, `fix` or `auto`).
-    pub action: String,
+    pub action: RunAction,
     /// When the collector received it (`YYYY-MM-DD HH:MM:SS`, UTC).
     pub date: String,
     /// The log of the module's last sub-action.
@@ -205,7 +117,7 @@ pub struct ModuleStatus {
     /// Hash of the policy of that run.
     pub policy_hash: String,
     /// Per-variable results, for auto-modules.
-    pub rules: Option<Vec<RuleResult>>,
+    pub rules: Option<Vec<RuleReport>>,
 }
 
 /// `GET /api/v1/nodes/{node}/status` response: the collector's view of a node.

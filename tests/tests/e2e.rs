@@ -36,3 +36,6 @@ mod substitution;
 // Issue 19 item 3: the README's quick start and the fleet commands of tenet-collector(1), run
 // as written.
 mod quickstart;
+// Issue 14 (part B): keyval, fileinc, cron, process, timedatectl, self_signed_cert, tar, vuln
+// and systemd_unit_state through their compat aliases; crontab -l and openssl confirm.
+mod library_objects;

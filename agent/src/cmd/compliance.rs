@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tenet_modules::Host;
-use tenet_modules::engine::{self, Action, EngineConfig};
+use tenet_modules::engine::{self, EngineConfig, RunAction};
+use tenet_rulesets::api::RunReport;
+use tenet_rulesets::indexmap::IndexMap;
 use tenet_rulesets::{Bundle, Policy, Selection};
 
 use crate::cli::{
@@ -16,18 +18,16 @@ use crate::cli::{
 };
 use crate::collector::{AgentState, CallError, CollectorClient, age_text};
 use crate::config::NodeConfig;
-use crate::output::{self, Style};
-
-/// Exit code for usage and policy errors.
-const USAGE: u8 = 2;
+use crate::error::CliError;
+use crate::output::{self, Json, Style, emit, note, warn};
 
 /// Runs a `compliance` subcommand. `config` is the `--config` path, if given.
-pub fn run(c: Compliance, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn run(c: Compliance, config: Option<&Path>) -> Result<ExitCode, CliError> {
     match c {
-        Compliance::Check(a) => run_action(&a, Some(Action::Check), config),
-        Compliance::Fix(a) => run_action(&a, Some(Action::Fix), config),
-        Compliance::Fixable(a) => run_action(&a, Some(Action::Fixable), config),
-        Compliance::Auto(a) => run_action(&a, Some(Action::Auto), config),
+        Compliance::Check(a) => run_action(&a, Some(RunAction::Check), config),
+        Compliance::Fix(a) => run_action(&a, Some(RunAction::Fix), config),
+        Compliance::Fixable(a) => run_action(&a, Some(RunAction::Fixable), config),
+        Compliance::Auto(a) => run_action(&a, Some(RunAction::Auto), config),
         Compliance::Env(a) => run_action(&a, None, config),
         Compliance::List(a) => list(&a, config),
         Compliance::Show(a) => show(&a, config),
@@ -57,7 +57,7 @@ enum Origin {
     },
 }
 
-/// A loaded bundle and the policy resolved from it, or the exit code of the error printed.
+/// A loaded bundle and the policy resolved from it.
 struct Loaded {
     /// The bundle, in masterless mode.
     bundle: Option<Bundle>,
@@ -68,19 +68,15 @@ struct Loaded {
 
 /// Fetches the policy from the collector, falling back to the last one cached for the same
 /// selection when the collector is unreachable (saying so, and how old it is).
-fn load_remote(p: &PolicyArgs, host: Host, cfg: &NodeConfig) -> Result<Loaded, ExitCode> {
-    let fail = |e: &dyn std::fmt::Display| {
-        eprintln!("tenet: {e}");
-        ExitCode::from(USAGE)
-    };
-    crate::collector::require_registered(cfg).map_err(|e| fail(&e))?;
-    let client = CollectorClient::for_node(cfg).map_err(|e| fail(&format!("{e:#}")))?;
+fn load_remote(p: &PolicyArgs, host: Host, cfg: &NodeConfig) -> Result<Loaded, CliError> {
+    crate::collector::require_registered(cfg).map_err(CliError::usage)?;
+    let client = CollectorClient::for_node(cfg).map_err(|e| CliError::usage(format!("{e:#}")))?;
     let state = AgentState::new(host.var_dir());
     let modulesets = p.moduleset.as_deref();
     let service = p.service.as_deref();
     if !p.ruleset.is_empty() {
-        return Err(fail(
-            &"--ruleset applies to masterless runs; attach rulesets on the collector (tenet compliance attach --ruleset NAME)",
+        return Err(CliError::usage(
+            "--ruleset applies to masterless runs; attach rulesets on the collector (tenet compliance attach --ruleset NAME)",
         ));
     }
     let policy = match client.policy(modulesets, service) {
@@ -92,22 +88,26 @@ fn load_remote(p: &PolicyArgs, host: Host, cfg: &NodeConfig) -> Result<Loaded, E
         }
         Err(CallError::Unreachable(why)) => match state.cached_policy(modulesets, service) {
             Ok(Some((doc, policy, age))) => {
-                eprintln!(
-                    "tenet: collector unreachable ({why}): using the cached policy {} fetched {} UTC ({} old)",
+                note(format_args!(
+                    "collector unreachable ({why}): using the cached policy {} fetched {} UTC ({} old)",
                     &doc.hash[..doc.hash.len().min(12)],
                     doc.fetched_at,
                     age_text(age)
-                );
+                ));
                 policy
             }
             Ok(None) => {
-                return Err(fail(&format!(
+                return Err(CliError::usage(format!(
                     "collector unreachable ({why}) and no cached policy for this selection"
                 )));
             }
-            Err(e) => return Err(fail(&format!("collector unreachable ({why}); {e:#}"))),
+            Err(e) => {
+                return Err(CliError::usage(format!(
+                    "collector unreachable ({why}); {e:#}"
+                )));
+            }
         },
-        Err(e @ CallError::Refused { .. }) => return Err(fail(&e)),
+        Err(e @ CallError::Refused { .. }) => return Err(CliError::usage(e)),
     };
     for w in &policy.warnings {
         tracing::warn!("{w}");
@@ -124,18 +124,14 @@ fn load_remote(p: &PolicyArgs, host: Host, cfg: &NodeConfig) -> Result<Loaded, E
     })
 }
 
-fn load(p: &PolicyArgs, host: Host, config: Option<&Path>) -> Result<Loaded, ExitCode> {
+fn load(p: &PolicyArgs, host: Host, config: Option<&Path>) -> Result<Loaded, CliError> {
     let Some(path) = &p.policy else {
-        let cfg = node_config(config, &p.root).map_err(|e| {
-            eprintln!("tenet: {e:#}");
-            ExitCode::from(USAGE)
-        })?;
+        let cfg = node_config(config, &p.root).map_err(|e| CliError::usage(format!("{e:#}")))?;
         if cfg.collector().is_none() {
-            eprintln!(
-                "tenet: no policy: give --policy PATH (a TOML folder or an OpenSVC export JSON), or register this node with a collector (tenet register); no collector in {}",
+            return Err(CliError::usage(format!(
+                "no policy: give --policy PATH (a TOML folder or an OpenSVC export JSON), or register this node with a collector (tenet register); no collector in {}",
                 cfg.path.display()
-            );
-            return Err(ExitCode::from(USAGE));
+            )));
         }
         let host = match cfg.var_dir() {
             Some(v) if host.var_dir() == Host::new(host.root()).var_dir() => host.with_var_dir(v),
@@ -143,10 +139,8 @@ fn load(p: &PolicyArgs, host: Host, config: Option<&Path>) -> Result<Loaded, Exi
         };
         return load_remote(p, host, &cfg);
     };
-    let bundle = tenet_rulesets::load_path(path).map_err(|e| {
-        eprintln!("tenet: policy error: {e}");
-        ExitCode::from(USAGE)
-    })?;
+    let bundle = tenet_rulesets::load_path(path)
+        .map_err(|e| CliError::usage(format!("policy error: {e}")))?;
     let mut facts = crate::facts::gather(&host);
     if let Some(svc) = &p.service {
         let mut s = tenet_rulesets::indexmap::IndexMap::new();
@@ -158,10 +152,8 @@ fn load(p: &PolicyArgs, host: Host, config: Option<&Path>) -> Result<Loaded, Exi
         rulesets: p.ruleset.clone(),
         service: p.service.clone(),
     };
-    let policy = Policy::resolve(&bundle, &facts, &selection).map_err(|e| {
-        eprintln!("tenet: policy error: {e}");
-        ExitCode::from(USAGE)
-    })?;
+    let policy = Policy::resolve(&bundle, &facts, &selection)
+        .map_err(|e| CliError::usage(format!("policy error: {e}")))?;
     for w in &policy.warnings {
         tracing::warn!("{w}");
     }
@@ -184,12 +176,11 @@ fn host_for(a: &RunArgs) -> Host {
 
 fn run_action(
     a: &RunArgs,
-    action: Option<Action>,
+    action: Option<RunAction>,
     config: Option<&Path>,
-) -> anyhow::Result<ExitCode> {
+) -> Result<ExitCode, CliError> {
     if a.module.is_some() && a.policy.moduleset.is_some() {
-        eprintln!("tenet: --moduleset and --module are exclusive");
-        return Ok(ExitCode::from(USAGE));
+        return Err(CliError::usage("--moduleset and --module are exclusive"));
     }
     // The node configuration the agent runs with is the one the `nodeconf` and `release`
     // classes read and manage.
@@ -197,28 +188,22 @@ fn run_action(
         Some(c) => host_for(a).with_node_config(c),
         None => host_for(a),
     };
-    let loaded = match load(&a.policy, host, config) {
-        Ok(l) => l,
-        Err(code) => return Ok(code),
-    };
     let Loaded {
         policy,
         host,
         origin,
         ..
-    } = loaded;
+    } = load(&a.policy, host, config)?;
     if let Some(only) = &a.module {
         for m in only {
             if policy.module(m).is_none() {
-                eprintln!("tenet: module {m} not found in the selected modulesets");
-                return Ok(ExitCode::from(USAGE));
+                return Err(CliError::usage(format!(
+                    "module {m} not found in the selected modulesets"
+                )));
             }
         }
     }
-    let templates = match crate::cmd::template::library(&a.templates) {
-        Ok(l) => Arc::new(l),
-        Err(code) => return Ok(code),
-    };
+    let templates = Arc::new(crate::cmd::template::library(&a.templates)?);
     let config = EngineConfig {
         modules_dir: a.modules_dir.clone(),
         timeout: Duration::from_secs(a.timeout.max(1)),
@@ -239,12 +224,11 @@ fn run_action(
             (None, None) => "this node's policy (nothing attached, or no module in it)".into(),
         };
         if !a.allow_empty {
-            eprintln!(
-                "tenet: no module to run in {what}; attach a moduleset, or pass --allow-empty to accept an empty run"
-            );
-            return Ok(ExitCode::from(USAGE));
+            return Err(CliError::usage(format!(
+                "no module to run in {what}; attach a moduleset, or pass --allow-empty to accept an empty run"
+            )));
         }
-        eprintln!("tenet: warning: no module to run in {what}");
+        warn(format_args!("no module to run in {what}"));
     }
     let started_at = crate::collector::now_text();
     let started = std::time::SystemTime::now();
@@ -255,21 +239,21 @@ fn run_action(
             let _ = out.flush();
         }
     });
-    match a.policy.format {
-        Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => output::digest(&mut stdout.lock(), style, &report)?,
-    }
+    emit(a.policy.format, Json::Pretty, &report, |r| {
+        output::digest(&mut stdout.lock(), style, r)
+    })?;
+    let code = ExitCode::from(u8::from(report.summary.nok > 0));
     if let Origin::Collector { client, state } = &origin {
         deliver(
             client,
             state,
-            &report,
+            report,
             a.policy.service.as_deref(),
             &started_at,
         );
         report_releases(client, host.var_dir(), started);
     }
-    Ok(ExitCode::from(u8::from(report.summary.nok > 0)))
+    Ok(code)
 }
 
 /// Spools the run's results, then delivers everything spooled. Delivery problems never change
@@ -277,19 +261,13 @@ fn run_action(
 fn deliver(
     client: &CollectorClient,
     state: &AgentState,
-    report: &engine::RunReport,
+    report: RunReport,
     service: Option<&str>,
     started_at: &str,
 ) {
-    let run = match crate::collector::run_results(report, service, started_at) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tenet: cannot build the results to post: {e:#}");
-            return;
-        }
-    };
+    let run = crate::collector::run_results(report, service, started_at);
     if let Err(e) = state.spool_results(&run) {
-        eprintln!("tenet: cannot queue the results: {e:#}");
+        note(format_args!("cannot queue the results: {e:#}"));
         return;
     }
     report_flush(&state.flush(client));
@@ -317,7 +295,9 @@ fn report_releases(client: &CollectorClient, var_dir: &Path, since: std::time::S
         if let Ok(Some(st)) = tenet_release::status::load(var_dir, version)
             && let Err(e) = client.put_release(&st)
         {
-            eprintln!("tenet: reporting release {version} to the collector: {e}");
+            note(format_args!(
+                "reporting release {version} to the collector: {e}"
+            ));
         }
     }
 }
@@ -328,14 +308,14 @@ pub fn report_flush(f: &crate::collector::Flush) {
         None if f.rejected == 0 => {
             tracing::info!("{} result(s) delivered to the collector", f.delivered)
         }
-        None => eprintln!(
-            "tenet: {} result(s) delivered, {} refused by the collector (moved to spool/dead-letter with the reason)",
+        None => note(format_args!(
+            "{} result(s) delivered, {} refused by the collector (moved to spool/dead-letter with the reason)",
             f.delivered, f.rejected
-        ),
-        Some(e) => eprintln!(
-            "tenet: {e}: results queued on disk ({} waiting), delivered on the next run",
+        )),
+        Some(e) => note(format_args!(
+            "{e}: results queued on disk ({} waiting), delivered on the next run",
             f.waiting
-        ),
+        )),
     }
 }
 
@@ -376,42 +356,34 @@ fn script_env(host: &Host, a: &RunArgs) -> Vec<(String, String)> {
     env
 }
 
-fn print_env(policy: &Policy, config: &EngineConfig, format: Format) -> anyhow::Result<ExitCode> {
-    let plan = engine::plan(policy, config);
-    if format == Format::Json {
-        let map: serde_json::Map<String, serde_json::Value> = plan
-            .iter()
-            .map(|m| {
-                let env: serde_json::Map<String, serde_json::Value> =
-                    engine::module_env(policy, config, &m.name)
-                        .into_iter()
-                        .filter(|(k, _)| k.starts_with("OSVC_COMP_"))
-                        .map(|(k, v)| (k, v.into()))
-                        .collect();
-                (m.name.clone(), env.into())
-            })
-            .collect();
-        outln!("{}", serde_json::to_string_pretty(&map)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let style = Style::detect();
-    for m in &plan {
-        outln!("{}", style.banner(&m.name));
-        for (k, v) in engine::module_env(policy, config, &m.name) {
-            if k.starts_with("OSVC_COMP_") {
+fn print_env(policy: &Policy, config: &EngineConfig, format: Format) -> Result<ExitCode, CliError> {
+    // Per module, in run order, the OpenSVC variables it gets.
+    let envs: IndexMap<String, IndexMap<String, String>> = engine::plan(policy, config)
+        .into_iter()
+        .map(|m| {
+            let env = engine::module_env(policy, config, &m.name)
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("OSVC_COMP_"))
+                .collect();
+            (m.name, env)
+        })
+        .collect();
+    emit(format, Json::Pretty, &envs, |envs| {
+        let style = Style::detect();
+        for (module, env) in envs {
+            outln!("{}", style.banner(module));
+            for (k, v) in env {
                 outln!("{k}={v}");
             }
+            outln!();
         }
-        outln!();
-    }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn list(a: &ListArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let loaded = match load(&a.policy, Host::new(&a.policy.root), config) {
-        Ok(l) => l,
-        Err(code) => return Ok(code),
-    };
+fn list(a: &ListArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
+    let loaded = load(&a.policy, Host::new(&a.policy.root), config)?;
     // Masterless: everything in the bundle. From a collector: what the node's policy holds.
     let names: Vec<String> = match (a.what, &loaded.bundle) {
         (ListWhat::Modulesets, Some(b)) => b.modulesets.keys().cloned().collect(),
@@ -435,37 +407,31 @@ fn list(a: &ListArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
             .map(|m| m.name.clone())
             .collect(),
     };
-    match a.policy.format {
-        Format::Json => outln!("{}", serde_json::to_string_pretty(&names)?),
-        Format::Text => names.iter().for_each(|n| outln!("{n}")),
-    }
+    emit(a.policy.format, Json::Pretty, &names, |names| {
+        names.iter().for_each(|n| outln!("{n}"));
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(a: &ShowArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn show(a: &ShowArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
     if a.what == ShowWhat::Status {
         return show_status(a, config);
     }
-    let loaded = match load(&a.policy, Host::new(&a.policy.root), config) {
-        Ok(l) => l,
-        Err(code) => return Ok(code),
-    };
+    let loaded = load(&a.policy, Host::new(&a.policy.root), config)?;
     let policy = &loaded.policy;
-    match (a.what, a.policy.format) {
-        (ShowWhat::Status, _) => unreachable!("handled above"),
-        (ShowWhat::Moduleset, Format::Json) => {
-            outln!("{}", serde_json::to_string_pretty(&policy.modulesets)?)
-        }
-        (ShowWhat::Moduleset, Format::Text) => {
-            if policy.modulesets.is_empty() {
+    let format = a.policy.format;
+    match a.what {
+        ShowWhat::Status => unreachable!("handled above"),
+        ShowWhat::Moduleset => emit(format, Json::Pretty, &policy.modulesets, |modulesets| {
+            if modulesets.is_empty() {
                 outln!("(none)");
             }
-            for ms in &policy.modulesets {
+            for ms in modulesets {
                 let indent = " ".repeat(ms.depth);
                 outln!("{indent}{}:", ms.name);
                 if ms.modules.is_empty()
-                    && !policy
-                        .modulesets
+                    && !modulesets
                         .iter()
                         .any(|c| c.parent.as_deref() == Some(&ms.name))
                 {
@@ -476,13 +442,11 @@ fn show(a: &ShowArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
                     outln!("{indent} {}{autofix}", m.name);
                 }
             }
-        }
-        (ShowWhat::Ruleset, Format::Json) => {
-            outln!("{}", serde_json::to_string_pretty(&policy.rulesets)?)
-        }
-        (ShowWhat::Ruleset, Format::Text) => {
+            Ok(())
+        })?,
+        ShowWhat::Ruleset => emit(format, Json::Pretty, &policy.rulesets, |rulesets| {
             outln!("rules:");
-            for rs in &policy.rulesets {
+            for rs in rulesets {
                 match &rs.moduleset {
                     Some(ms) => outln!(" {} ({}, moduleset {ms})", rs.name, rs.reason),
                     None => outln!(" {} ({})", rs.name, rs.reason),
@@ -498,90 +462,69 @@ fn show(a: &ShowArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
                     outln!("  {}={shown}", tenet_rulesets::env::env_name(&v.name));
                 }
             }
-        }
+            Ok(())
+        })?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// A node client from the configuration, or the exit code of the error printed.
-fn node_client(config: Option<&Path>, root: &Path) -> Result<CollectorClient, ExitCode> {
-    let fail = |e: anyhow::Error| {
-        eprintln!("tenet: {e:#}");
-        ExitCode::from(USAGE)
-    };
-    let cfg = node_config(config, root).map_err(fail)?;
-    crate::collector::require_registered(&cfg).map_err(fail)?;
-    CollectorClient::for_node(&cfg).map_err(fail)
+/// The configuration of a node registered with a collector (exit 2 when it is not).
+pub fn registered(config: Option<&Path>, root: &Path) -> Result<NodeConfig, CliError> {
+    node_config(config, root)
+        .and_then(|c| crate::collector::require_registered(&c).map(|_| c))
+        .map_err(|e| CliError::usage(format!("{e:#}")))
 }
 
-fn call_failed(e: CallError) -> anyhow::Result<ExitCode> {
-    eprintln!("tenet: {e}");
-    Ok(ExitCode::from(match e {
-        CallError::Unreachable(_) => 1,
-        CallError::Refused { .. } => USAGE,
-    }))
+/// A node client from the configuration.
+fn node_client(config: Option<&Path>, root: &Path) -> Result<CollectorClient, CliError> {
+    CollectorClient::for_node(&registered(config, root)?)
+        .map_err(|e| CliError::usage(format!("{e:#}")))
 }
 
-fn show_status(a: &ShowArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let client = match node_client(config, &a.policy.root) {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
-    let status = match client.status() {
-        Ok(s) => s,
-        Err(e) => return call_failed(e),
-    };
-    if a.policy.format == Format::Json {
-        outln!("{}", serde_json::to_string_pretty(&status)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let style = Style::detect();
-    outln!(
-        "{} ({}), last run {}",
-        status.name,
-        status.node_id,
-        status.last_run.as_deref().unwrap_or("never")
-    );
-    for m in &status.modules {
-        let svc = m
-            .service
-            .as_deref()
-            .map(|s| format!(" [service {s}]"))
-            .unwrap_or_default();
+fn show_status(a: &ShowArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
+    let status = node_client(config, &a.policy.root)?.status()?;
+    emit(a.policy.format, Json::Pretty, &status, |status| {
+        let style = Style::detect();
         outln!(
-            "  {:<40} {:<4} {} {}{svc}",
-            m.module,
-            style.status_text(&m.status),
-            m.date,
-            m.action
+            "{} ({}), last run {}",
+            status.name,
+            status.node_id,
+            status.last_run.as_deref().unwrap_or("never")
         );
-    }
-    outln!(
-        "{} ok, {} nok, {} n/a",
-        status.summary.ok,
-        status.summary.nok,
-        status.summary.na
-    );
+        for m in &status.modules {
+            let svc = m
+                .service
+                .as_deref()
+                .map(|s| format!(" [service {s}]"))
+                .unwrap_or_default();
+            outln!(
+                "  {:<40} {:<4} {} {}{svc}",
+                m.module,
+                style.status(m.status),
+                m.date,
+                m.action
+            );
+        }
+        outln!(
+            "{} ok, {} nok, {} n/a",
+            status.summary.ok,
+            status.summary.nok,
+            status.summary.na
+        );
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn attachment(a: &AttachArgs, attach: bool, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let client = match node_client(config, Path::new("/")) {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
+fn attachment(a: &AttachArgs, attach: bool, config: Option<&Path>) -> Result<ExitCode, CliError> {
+    let client = node_client(config, Path::new("/"))?;
     let (kind, name) = match (&a.moduleset, &a.ruleset) {
         (Some(m), _) => ("modulesets", m),
         (_, Some(r)) => ("rulesets", r),
         _ => unreachable!("clap requires one of --moduleset, --ruleset"),
     };
-    let answer = match client.attachment(kind, name, attach) {
-        Ok(v) => v,
-        Err(e) => return call_failed(e),
-    };
-    if a.format == Format::Json {
-        outln!("{}", serde_json::to_string_pretty(&answer)?);
-    } else {
+    let answer = client.attachment(kind, name, attach)?;
+    emit(a.format, Json::Pretty, &answer, |answer| {
         let changed = answer
             .get("changed")
             .and_then(|v| v.as_bool())
@@ -593,11 +536,12 @@ fn attachment(a: &AttachArgs, attach: bool, config: Option<&Path>) -> anyhow::Re
             (false, true) => outln!("{what} {name} detached"),
             (false, false) => outln!("{what} {name} was not attached"),
         }
-    }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn install_compat(dir: &Path) -> anyhow::Result<ExitCode> {
+fn install_compat(dir: &Path) -> Result<ExitCode, CliError> {
     let exe = std::env::current_exe().context("cannot locate the tenet executable")?;
     let lib: PathBuf = dir.join("com.opensvc");
     std::fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;

@@ -4,15 +4,15 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::cli::{DaemonArgs, DequeueArgs, ExplainArgs, Format, TasksArgs};
+use crate::cli::{DaemonArgs, DequeueArgs, ExplainArgs, TasksArgs};
 use crate::config::NodeConfig;
 use crate::daemon::tasks::{State, StateFile, alive};
 use crate::daemon::{self, ControlRequest};
+use crate::error::CliError;
+use crate::output::{Json, emit, warn};
 use crate::schedule::{Schedule, parse_datetime, splay_fraction};
 
 use super::compliance::node_config;
-
-const USAGE: u8 = 2;
 
 fn config_path(config: Option<&Path>, root: &Path) -> PathBuf {
     config
@@ -27,36 +27,27 @@ fn var_dir(arg: Option<&Path>, cfg: &NodeConfig, root: &Path) -> PathBuf {
 }
 
 /// `tenet schedule explain EXPR [--now T] [--last T] [--format json]`.
-pub fn explain(a: &ExplainArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn explain(a: &ExplainArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
     let sched = Schedule::parse(&a.expr);
     if !sched.invalid.is_empty() && sched.members.is_empty() {
-        for e in &sched.invalid {
-            eprintln!("tenet: {e}");
-        }
-        return Ok(ExitCode::from(USAGE));
+        let lines: Vec<String> = sched
+            .invalid
+            .iter()
+            .map(|e| CliError::usage(e).to_string())
+            .collect();
+        return Err(CliError::Usage(lines.join("\n")));
     }
     for e in &sched.invalid {
-        eprintln!("tenet: warning: {e} (member dropped, the others apply)");
+        warn(format_args!("{e} (member dropped, the others apply)"));
     }
-    let when =
-        |what: &str, v: &Option<String>| -> Result<Option<jiff::civil::DateTime>, ExitCode> {
-            match v {
-                None => Ok(None),
-                Some(s) => parse_datetime(s).map(Some).ok_or_else(|| {
-                    eprintln!("tenet: --{what} {s:?}: expected YYYY-MM-DD HH:MM[:SS]");
-                    ExitCode::from(USAGE)
-                }),
-            }
-        };
-    let now = match when("now", &a.now) {
-        Ok(Some(n)) => n,
-        Ok(None) => jiff::Zoned::now().datetime(),
-        Err(c) => return Ok(c),
+    let when = |what: &str, v: &Option<String>| match v {
+        None => Ok(None),
+        Some(s) => parse_datetime(s).map(Some).ok_or_else(|| {
+            CliError::usage(format!("--{what} {s:?}: expected YYYY-MM-DD HH:MM[:SS]"))
+        }),
     };
-    let last = match when("last", &a.last) {
-        Ok(l) => l,
-        Err(c) => return Ok(c),
-    };
+    let now = when("now", &a.now)?.unwrap_or_else(|| jiff::Zoned::now().datetime());
+    let last = when("last", &a.last)?;
     let node = match &a.node_id {
         Some(n) => n.clone(),
         None => {
@@ -66,26 +57,24 @@ pub fn explain(a: &ExplainArgs, config: Option<&Path>) -> anyhow::Result<ExitCod
         }
     };
     let e = sched.explain(now, last, splay_fraction(&node));
-    match a.format {
-        Format::Json => outln!("{}", serde_json::to_string(&e)?),
-        Format::Text => {
-            outln!("schedule: {}", a.expr);
-            outln!("now:      {}", crate::schedule::format_datetime(now));
-            outln!(
-                "last:     {}",
-                last.map(crate::schedule::format_datetime)
-                    .unwrap_or_else(|| "never".into())
-            );
-            outln!("allowed:  {}", if e.allowed { "yes" } else { "no" });
-            outln!("reason:   {}", e.reason);
-            outln!("next:     {}", e.next.as_deref().unwrap_or("never"));
-        }
-    }
+    emit(a.format, Json::Line, &e, |e| {
+        outln!("schedule: {}", a.expr);
+        outln!("now:      {}", crate::schedule::format_datetime(now));
+        outln!(
+            "last:     {}",
+            last.map(crate::schedule::format_datetime)
+                .unwrap_or_else(|| "never".into())
+        );
+        outln!("allowed:  {}", if e.allowed { "yes" } else { "no" });
+        outln!("reason:   {}", e.reason);
+        outln!("next:     {}", e.next.as_deref().unwrap_or("never"));
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `tenet daemon`.
-pub fn daemon(a: &DaemonArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn daemon(a: &DaemonArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
     let path = config_path(config, &a.root);
     let cfg = NodeConfig::load(&path)?;
     let opts = daemon::Options {
@@ -98,115 +87,111 @@ pub fn daemon(a: &DaemonArgs, config: Option<&Path>) -> anyhow::Result<ExitCode>
 }
 
 /// `tenet tasks [--submit COMMAND] [--format json]`.
-pub fn tasks(a: &TasksArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn tasks(a: &TasksArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
     let cfg = NodeConfig::load(&config_path(config, &a.root))?;
     let var = var_dir(a.var_dir.as_deref(), &cfg, &a.root);
     if let Some(command) = &a.submit {
-        if let Err(e) = tenet_rulesets::action::ActionCommand::parse(command) {
-            eprintln!("tenet: {e}");
-            return Ok(ExitCode::from(USAGE));
-        }
+        tenet_rulesets::action::ActionCommand::parse(command).map_err(CliError::usage)?;
         let reply = daemon::control(&var, &ControlRequest::Submit(command.clone()))?;
-        return Ok(match (reply.id, reply.error) {
-            (Some(id), _) => {
-                match a.format {
-                    Format::Json => outln!("{}", serde_json::json!({ "id": id })),
-                    Format::Text => outln!("task {id} queued"),
-                }
-                ExitCode::SUCCESS
-            }
-            (None, e) => {
-                eprintln!("tenet: the daemon refused: {}", e.unwrap_or_default());
-                ExitCode::from(1)
-            }
-        });
+        let Some(id) = reply.id else {
+            return Err(CliError::failed(format!(
+                "the daemon refused: {}",
+                reply.error.unwrap_or_default()
+            )));
+        };
+        emit(
+            a.format,
+            Json::Line,
+            &serde_json::json!({ "id": id }),
+            |_| {
+                outln!("task {id} queued");
+                Ok(())
+            },
+        )?;
+        return Ok(ExitCode::SUCCESS);
     }
     let path = daemon::state_path(&var);
     let Some(state) = StateFile::load(&path)? else {
-        eprintln!(
-            "tenet: no daemon state in {} (has `tenet daemon` run with this var dir?)",
+        return Err(CliError::failed(format!(
+            "no daemon state in {} (has `tenet daemon` run with this var dir?)",
             path.display()
-        );
-        return Ok(ExitCode::from(1));
+        )));
     };
     let live = state.running && alive(state.pid);
-    match a.format {
-        Format::Json => {
-            let mut v = serde_json::to_value(&state)?;
-            v["running"] = live.into();
-            outln!("{}", serde_json::to_string_pretty(&v)?);
+    // The state as saved, but whether the daemon is alive now.
+    let mut shown = serde_json::to_value(&state)?;
+    shown["running"] = live.into();
+    emit(a.format, Json::Pretty, &shown, |_| {
+        if live {
+            outln!(
+                "daemon: running (pid {}, since {})",
+                state.pid,
+                state.started_at
+            );
+        } else {
+            outln!("daemon: not running (state of {})", state.updated_at);
         }
-        Format::Text => {
-            if live {
-                outln!(
-                    "daemon: running (pid {}, since {})",
-                    state.pid,
-                    state.started_at
-                );
+        outln!();
+        outln!(
+            "{:>5}  {:<8}  {:<7}  {:<24}  {:<24}  {:>4}  {}",
+            "ID",
+            "STATE",
+            "ORIGIN",
+            "NAME",
+            "STARTED",
+            "EXIT",
+            "PROGRESS"
+        );
+        for t in &state.tasks {
+            let st = match t.state {
+                State::Queued => "queued",
+                State::Running => "running",
+                State::Done => "done",
+                State::Nok => "nok",
+                State::Failed => "failed",
+            };
+            let origin = format!("{:?}", t.origin).to_lowercase();
+            let name = if t.late {
+                format!("{} (late)", t.name)
             } else {
-                outln!("daemon: not running (state of {})", state.updated_at);
-            }
-            outln!();
+                t.name.clone()
+            };
             outln!(
                 "{:>5}  {:<8}  {:<7}  {:<24}  {:<24}  {:>4}  {}",
-                "ID",
-                "STATE",
-                "ORIGIN",
-                "NAME",
-                "STARTED",
-                "EXIT",
-                "PROGRESS"
+                t.id,
+                st,
+                origin,
+                name,
+                t.started_at.as_deref().unwrap_or("-"),
+                t.exit_code.map(|c| c.to_string()).unwrap_or("-".into()),
+                t.progress
             );
-            for t in &state.tasks {
-                let st = match t.state {
-                    State::Queued => "queued",
-                    State::Running => "running",
-                    State::Done => "done",
-                    State::Nok => "nok",
-                    State::Failed => "failed",
-                };
-                let origin = format!("{:?}", t.origin).to_lowercase();
-                let name = if t.late {
-                    format!("{} (late)", t.name)
-                } else {
-                    t.name.clone()
-                };
-                outln!(
-                    "{:>5}  {:<8}  {:<7}  {:<24}  {:<24}  {:>4}  {}",
-                    t.id,
-                    st,
-                    origin,
-                    name,
-                    t.started_at.as_deref().unwrap_or("-"),
-                    t.exit_code.map(|c| c.to_string()).unwrap_or("-".into()),
-                    t.progress
-                );
-            }
-            outln!();
-            outln!(
-                "{:<24}  {:<20}  {:<20}  {:<20}  SCHEDULE",
-                "TASK",
-                "LAST RUN",
-                "LAST SUCCESS",
-                "NEXT RUN"
-            );
-            for s in &state.schedules {
-                outln!(
-                    "{:<24}  {:<20}  {:<20}  {:<20}  {}",
-                    s.task,
-                    s.last_run.as_deref().unwrap_or("-"),
-                    s.last_success.as_deref().unwrap_or("-"),
-                    s.next_run.as_deref().unwrap_or("-"),
-                    s.schedule
-                );
-            }
         }
-    }
+        outln!();
+        outln!(
+            "{:<24}  {:<20}  {:<20}  {:<20}  SCHEDULE",
+            "TASK",
+            "LAST RUN",
+            "LAST SUCCESS",
+            "NEXT RUN"
+        );
+        for s in &state.schedules {
+            outln!(
+                "{:<24}  {:<20}  {:<20}  {:<20}  {}",
+                s.task,
+                s.last_run.as_deref().unwrap_or("-"),
+                s.last_success.as_deref().unwrap_or("-"),
+                s.next_run.as_deref().unwrap_or("-"),
+                s.schedule
+            );
+        }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `tenet dequeue-actions [--stdin]`.
-pub fn dequeue(a: &DequeueArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn dequeue(a: &DequeueArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
     if a.stdin {
         let mut buf = Vec::new();
         std::io::stdin()
@@ -218,22 +203,20 @@ pub fn dequeue(a: &DequeueArgs, config: Option<&Path>) -> anyhow::Result<ExitCod
                 "rejected a malformed notification: {:?}",
                 String::from_utf8_lossy(&buf)
             );
-            eprintln!("tenet: rejected a malformed notification");
-            return Ok(ExitCode::from(USAGE));
+            return Err(CliError::usage("rejected a malformed notification"));
         }
     }
     let cfg = NodeConfig::load(&config_path(config, &a.root))?;
     let var = var_dir(a.var_dir.as_deref(), &cfg, &a.root);
     let reply = daemon::control(&var, &ControlRequest::Dequeue)?;
     if let Some(e) = reply.error {
-        eprintln!("tenet: the daemon refused: {e}");
-        return Ok(ExitCode::from(1));
+        return Err(CliError::failed(format!("the daemon refused: {e}")));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `tenet daemon-call` (internal): one collector call for the daemon.
-pub fn daemon_call(config: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn daemon_call(config: Option<&Path>) -> Result<ExitCode, CliError> {
     use crate::daemon::client::{CallReply, CallRequest, perform};
     let mut input = String::new();
     std::io::stdin()

@@ -34,44 +34,33 @@ use tenet_rulesets::{
 };
 
 use crate::cli::{Import, ImportMachineConfigArgs};
-
-/// Exit code for usage and input errors.
-const USAGE: u8 = 2;
+use crate::error::CliError;
+use crate::output::warn;
 
 /// Runs an `import` subcommand.
-pub fn run(i: Import) -> anyhow::Result<ExitCode> {
+pub fn run(i: Import) -> Result<ExitCode, CliError> {
     match i {
         Import::Machineconfig(a) => machineconfig(&a),
     }
 }
 
-fn machineconfig(a: &ImportMachineConfigArgs) -> anyhow::Result<ExitCode> {
+/// An import that failed: nothing was written.
+fn nothing_written(e: anyhow::Error) -> CliError {
+    CliError::usage(format!("import error: {e:#}\ntenet: nothing written"))
+}
+
+fn machineconfig(a: &ImportMachineConfigArgs) -> Result<ExitCode, CliError> {
     let mut inputs = Vec::new();
     for f in &a.files {
-        match std::fs::read_to_string(f) {
-            Ok(text) => inputs.push((f.clone(), text)),
-            Err(e) => {
-                eprintln!("tenet: import error: {}: {e}", f.display());
-                return Ok(ExitCode::from(USAGE));
-            }
-        }
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| CliError::usage(format!("import error: {}: {e}", f.display())))?;
+        inputs.push((f.clone(), text));
     }
-    let converted = match convert(&inputs) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tenet: import error: {e:#}");
-            eprintln!("tenet: nothing written");
-            return Ok(ExitCode::from(USAGE));
-        }
-    };
+    let converted = convert(&inputs).map_err(nothing_written)?;
     for w in &converted.warnings {
-        eprintln!("tenet: warning: {w}");
+        warn(w);
     }
-    if let Err(e) = write_policy_dir(&converted.bundle, &a.output, a.force) {
-        eprintln!("tenet: import error: {e:#}");
-        eprintln!("tenet: nothing written");
-        return Ok(ExitCode::from(USAGE));
-    }
+    write_policy_dir(&converted.bundle, &a.output, a.force).map_err(nothing_written)?;
     let vars: usize = converted
         .bundle
         .rulesets

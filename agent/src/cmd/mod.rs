@@ -11,9 +11,11 @@ pub mod template;
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
+use crate::error::CliError;
+use crate::output::{Json, emit};
 
 /// Runs the parsed command.
-pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+pub fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
     let config = cli.config.as_deref();
     match cli.command {
         Command::Compliance(c) => compliance::run(c, config),
@@ -31,16 +33,18 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Release(r) => release::run(r, config),
         Command::Facts(f) => {
             let host = tenet_modules::Host::new(&f.root);
-            let facts = crate::facts::gather(&host);
-            match f.format {
-                crate::cli::Format::Json => outln!("{}", serde_json::to_string_pretty(&facts)?),
-                crate::cli::Format::Text => {
+            emit(
+                f.format,
+                Json::Pretty,
+                &crate::facts::gather(&host),
+                |facts| {
                     for (k, v) in &facts.node {
                         outln!("{k}: {v}");
                     }
                     outln!("packages: {}", facts.packages.len());
-                }
-            }
+                    Ok(())
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -13,6 +13,7 @@ use tenet_modules::classes;
 use tenet_modules::{Host, Status};
 
 use crate::cli::ObjectArgs;
+use crate::error::CliError;
 
 /// The class an OpenSVC object script name stands for (`files.py` → file).
 pub fn class_for_alias(name: &str) -> Option<&'static ClassEntry> {
@@ -52,34 +53,34 @@ pub fn host_from_env() -> Host {
 }
 
 /// `tenet object CLASS PREFIX ACTION`.
-pub fn run(args: &ObjectArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &ObjectArgs) -> Result<ExitCode, CliError> {
     let Some(class) = classes::find(&args.class) else {
         let known: Vec<_> = classes::CLASSES.iter().map(|c| c.name).collect();
-        eprintln!(
+        return Err(CliError::Usage(format!(
             "tenet object: unknown class {:?}; known: {}",
             args.class,
             known.join(", ")
-        );
-        return Ok(ExitCode::from(2));
+        )));
     };
     object(class, &args.prefix, &args.action)
 }
 
 /// `files.py PREFIX ACTION` (`argv[0]` alias).
-pub fn run_alias(class: &'static ClassEntry, args: &[String]) -> anyhow::Result<ExitCode> {
+pub fn run_alias(class: &'static ClassEntry, args: &[String]) -> Result<ExitCode, CliError> {
     match args {
         [prefix, action] => object(class, prefix, action),
-        _ => {
-            eprintln!("usage: {}.py PREFIX check|fix|fixable", class.name);
-            Ok(ExitCode::from(2))
-        }
+        _ => Err(CliError::Usage(format!(
+            "usage: {}.py PREFIX check|fix|fixable",
+            class.name
+        ))),
     }
 }
 
-fn object(class: &ClassEntry, prefix: &str, action: &str) -> anyhow::Result<ExitCode> {
+fn object(class: &ClassEntry, prefix: &str, action: &str) -> Result<ExitCode, CliError> {
     if !matches!(action, "check" | "fix" | "fixable") {
-        eprintln!("tenet object: action must be check, fix or fixable, not {action:?}");
-        return Ok(ExitCode::from(2));
+        return Err(CliError::Usage(format!(
+            "tenet object: action must be check, fix or fixable, not {action:?}"
+        )));
     }
     let host = host_from_env();
     let env: Vec<(String, String)> = std::env::vars().collect();
@@ -89,19 +90,15 @@ fn object(class: &ClassEntry, prefix: &str, action: &str) -> anyhow::Result<Exit
         .map(PathBuf::from)
         .into_iter()
         .collect();
-    let templates = match tenet_templates::Library::load(&dirs) {
-        Ok(l) => std::sync::Arc::new(l),
-        Err(e) => {
-            // Exit 1 (nok), not 2: a calling script reads 2 as "not applicable".
-            eprintln!("tenet object: template directory: {e}");
-            return Ok(ExitCode::from(1));
-        }
-    };
+    // Exit 1 (nok), not 2: a calling script reads 2 as "not applicable".
+    let templates = tenet_templates::Library::load(&dirs)
+        .map(std::sync::Arc::new)
+        .map_err(|e| CliError::Failed(format!("tenet object: template directory: {e}")))?;
     // Templated rules see what the script's environment holds (variables, facts, service).
     let ctx = RuleContext::new(templates, tenet_rulesets::env::template_data(&env));
     let status =
         tenet_modules::object::run_object(class, prefix, action, &env, &lookup, &host, &ctx);
-    Ok(ExitCode::from(status.exit_code() as u8))
+    Ok(exit_code(status))
 }
 
 /// Exit code of a status (kept here so the mapping is in one place for the agent).

@@ -8,43 +8,35 @@ use tenet_modules::Host;
 use tenet_rulesets::api::{FactsUpdate, RegisterRequest};
 use tenet_rulesets::names::{self, NameKind};
 
-use crate::cli::{Format, PushassetArgs, RegisterArgs, SvcPullArgs};
+use crate::cli::{PushassetArgs, RegisterArgs, SvcPullArgs};
 use crate::collector::{AgentState, CallError, CollectorClient};
 use crate::config::write_private;
+use crate::error::CliError;
+use crate::output::{Json, emit};
 
-use super::compliance::{node_config, report_flush};
+use super::compliance::{node_config, registered, report_flush};
 
 /// `tenet register`: one admin call, then the configuration and the secret file are written
 /// (the secret with mode 0600, before the configuration names it).
-pub fn register(a: &RegisterArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn register(a: &RegisterArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
     let mut cfg = node_config(config, Path::new("/"))?;
     if !(a.collector.starts_with("https://") || a.collector.starts_with("http://")) {
-        eprintln!(
-            "tenet: --collector: {:?} is not an http(s) URL",
+        return Err(CliError::usage(format!(
+            "--collector: {:?} is not an http(s) URL",
             a.collector
-        );
-        return Ok(ExitCode::from(2));
+        )));
     }
     if a.collector.starts_with("http://") && !a.insecure_http {
-        eprintln!(
-            "tenet: --collector: {} is plain HTTP: the admin token and the node secret would be sent in clear. Use https:// (with --ca-file for a private or self-signed certificate), or give --insecure-http to accept it",
+        return Err(CliError::usage(format!(
+            "--collector: {} is plain HTTP: the admin token and the node secret would be sent in clear. Use https:// (with --ca-file for a private or self-signed certificate), or give --insecure-http to accept it",
             a.collector
-        );
-        return Ok(ExitCode::from(2));
+        )));
     }
-    let invalid = |what: &str, e: tenet_rulesets::names::NameError| {
-        eprintln!("tenet: {what}: {e}");
-        Ok(ExitCode::from(2))
-    };
-    if let Some(t) = &a.team
-        && let Err(e) = names::check(NameKind::Team, t)
-    {
-        return invalid("--team", e);
+    if let Some(t) = &a.team {
+        names::check(NameKind::Team, t).map_err(invalid("--team"))?;
     }
     for s in &a.services {
-        if let Err(e) = names::check(NameKind::Service, s) {
-            return invalid("--service", e);
-        }
+        names::check(NameKind::Service, s).map_err(invalid("--service"))?;
     }
     let name = match &a.name {
         Some(n) => n.clone(),
@@ -54,9 +46,7 @@ pub fn register(a: &RegisterArgs, config: Option<&Path>) -> anyhow::Result<ExitC
             .unwrap_or_default()
             .to_string(),
     };
-    if let Err(e) = names::check(NameKind::Node, &name) {
-        return invalid("node name (--name)", e);
-    }
+    names::check(NameKind::Node, &name).map_err(invalid("node name (--name)"))?;
     let ca = a.ca_file.clone().or_else(|| cfg.ca_file());
     let client = CollectorClient::for_admin(&a.collector, &a.token, ca.as_deref())?;
     let request = RegisterRequest {
@@ -75,16 +65,7 @@ pub fn register(a: &RegisterArgs, config: Option<&Path>) -> anyhow::Result<ExitC
             other => break other,
         }
     };
-    let reg = match reg {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tenet: registration failed: {e}");
-            return Ok(ExitCode::from(match e {
-                CallError::Unreachable(_) => 1,
-                CallError::Refused { .. } => 2,
-            }));
-        }
-    };
+    let reg = reg.map_err(|e| CliError::call(Some("registration failed"), e))?;
     let secret_file = cfg.secret_file();
     write_private(&secret_file, format!("{}\n", reg.secret).as_bytes(), 0o600)
         .context("writing the node secret")?;
@@ -101,35 +82,28 @@ pub fn register(a: &RegisterArgs, config: Option<&Path>) -> anyhow::Result<ExitC
         cfg.table.remove("insecure_http");
     }
     cfg.save()?;
-    match a.format {
-        Format::Json => outln!(
-            "{}",
-            serde_json::json!({
-                "node_id": reg.node_id, "name": reg.name,
-                "config": cfg.path, "secret_file": secret_file,
-            })
-        ),
-        Format::Text => {
-            outln!("registered {} as node {}", reg.name, reg.node_id);
-            outln!("configuration: {}", cfg.path.display());
-            outln!("secret: {} (mode 0600)", secret_file.display());
-        }
-    }
+    let answer = serde_json::json!({
+        "node_id": reg.node_id, "name": reg.name,
+        "config": cfg.path, "secret_file": secret_file,
+    });
+    emit(a.format, Json::Line, &answer, |_| {
+        outln!("registered {} as node {}", reg.name, reg.node_id);
+        outln!("configuration: {}", cfg.path.display());
+        outln!("secret: {} (mode 0600)", secret_file.display());
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A name an option gives that its grammar refuses: `tenet: --team: invalid ...`, exit 2.
+fn invalid(what: &'static str) -> impl Fn(names::NameError) -> CliError {
+    move |e| CliError::usage(format!("{what}: {e}"))
 }
 
 /// `tenet pushasset`: facts (with the configuration's `[facts]`), listener port and hosted
 /// services; then queued results.
-pub fn pushasset(a: &PushassetArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let cfg = match node_config(config, &a.root)
-        .and_then(|c| crate::collector::require_registered(&c).map(|_| c))
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tenet: {e:#}");
-            return Ok(ExitCode::from(2));
-        }
-    };
+pub fn pushasset(a: &PushassetArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
+    let cfg = registered(config, &a.root)?;
     let mut host = Host::new(&a.root);
     if let Some(v) = a.var_dir.clone().or_else(|| cfg.var_dir()) {
         host = host.with_var_dir(v);
@@ -150,59 +124,39 @@ pub fn pushasset(a: &PushassetArgs, config: Option<&Path>) -> anyhow::Result<Exi
         services: cfg.services(),
     };
     let client = CollectorClient::for_node(&cfg)?;
-    if let Err(e) = client.put_facts(&update) {
-        eprintln!("tenet: pushasset failed: {e}");
-        return Ok(ExitCode::from(1));
-    }
+    // Exit 1 whatever the collector said: the facts are pushed again on the next run.
+    client
+        .put_facts(&update)
+        .map_err(|e| CliError::failed(format!("pushasset failed: {e}")))?;
     let flush = AgentState::new(host.var_dir()).flush(&client);
     report_flush(&flush);
-    match a.format {
-        Format::Json => outln!(
-            "{}",
-            serde_json::json!({
-                "facts": update.facts.node, "packages": update.facts.packages.len(),
-                "listener_port": update.listener_port, "services": update.services,
-                "results_delivered": flush.delivered, "results_waiting": flush.waiting,
-            })
-        ),
-        Format::Text => outln!(
+    let answer = serde_json::json!({
+        "facts": update.facts.node, "packages": update.facts.packages.len(),
+        "listener_port": update.listener_port, "services": update.services,
+        "results_delivered": flush.delivered, "results_waiting": flush.waiting,
+    });
+    emit(a.format, Json::Line, &answer, |_| {
+        outln!(
             "facts pushed: {} fields, {} packages; {} queued result(s) delivered, {} waiting",
             update.facts.node.len(),
             update.facts.packages.len(),
             flush.delivered,
             flush.waiting
-        ),
-    }
+        );
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `tenet svc pull SVC`: the collector's configuration of SVC, written atomically; a file
 /// already identical is not rewritten (its mtime stays).
-pub fn svc_pull(a: &SvcPullArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let cfg = match node_config(config, &a.root)
-        .and_then(|c| crate::collector::require_registered(&c).map(|_| c))
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tenet: {e:#}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    if let Err(e) = names::check(NameKind::Service, &a.service) {
-        eprintln!("tenet: {e}");
-        return Ok(ExitCode::from(2));
-    }
+pub fn svc_pull(a: &SvcPullArgs, config: Option<&Path>) -> Result<ExitCode, CliError> {
+    let cfg = registered(config, &a.root)?;
+    names::check(NameKind::Service, &a.service).map_err(CliError::usage)?;
     let client = CollectorClient::for_node(&cfg)?;
-    let (text, sha) = match client.service_config(&a.service) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("tenet: svc pull {}: {e}", a.service);
-            return Ok(ExitCode::from(match e {
-                CallError::Unreachable(_) => 1,
-                CallError::Refused { .. } => 2,
-            }));
-        }
-    };
+    let (text, sha) = client
+        .service_config(&a.service)
+        .map_err(|e| CliError::call(Some(&format!("svc pull {}", a.service)), e))?;
     let (path, unchanged) = match &a.output {
         Some(path) => {
             let unchanged = std::fs::read(path).is_ok_and(|old| old == text.as_bytes());
@@ -231,21 +185,19 @@ pub fn svc_pull(a: &SvcPullArgs, config: Option<&Path>) -> anyhow::Result<ExitCo
             (file.real(), unchanged)
         }
     };
-    match a.format {
-        Format::Json => outln!(
-            "{}",
-            serde_json::json!({
-                "service": a.service, "path": path, "sha256": sha, "bytes": text.len(),
-                "changed": !unchanged,
-            })
-        ),
-        Format::Text => outln!(
+    let answer = serde_json::json!({
+        "service": a.service, "path": path, "sha256": sha, "bytes": text.len(),
+        "changed": !unchanged,
+    });
+    emit(a.format, Json::Line, &answer, |_| {
+        outln!(
             "{}: {} ({} bytes, sha256 {})",
             path.display(),
             if unchanged { "unchanged" } else { "written" },
             text.len(),
             &sha[..sha.len().min(12)]
-        ),
-    }
+        );
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -29,8 +29,8 @@ use crate::cli::{Format, ReleaseCmd, ReleasePlace, ReleaseRunCmd};
 use crate::collector::CollectorClient;
 use crate::config::NodeConfig;
 use crate::daemon::{self, ControlRequest};
-
-const USAGE: u8 = 2;
+use crate::error::CliError;
+use crate::output::{Json, emit};
 
 fn config_path(config: Option<&Path>, root: &Path) -> PathBuf {
     config
@@ -47,7 +47,7 @@ fn var_dir(place: &ReleasePlace, cfg: &NodeConfig) -> PathBuf {
 }
 
 /// Runs a `tenet release` command.
-pub fn run(cmd: ReleaseCmd, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: ReleaseCmd, config: Option<&Path>) -> Result<ExitCode, CliError> {
     match cmd {
         ReleaseCmd::Status(a) => {
             let cfg = NodeConfig::load(&config_path(config, &a.place.root))?;
@@ -156,12 +156,9 @@ fn submit_or_run(
     opts: ApplyOptions,
     foreground: bool,
     format: Format,
-) -> anyhow::Result<ExitCode> {
+) -> Result<ExitCode, CliError> {
     // The same allow-list as queued actions: what the CLI queues, the collector could too.
-    if let Err(e) = ActionCommand::parse(command) {
-        eprintln!("tenet: {e}");
-        return Ok(ExitCode::from(USAGE));
-    }
+    ActionCommand::parse(command).map_err(CliError::usage)?;
     if foreground {
         return run_in_place(config, place, rule, opts, format);
     }
@@ -169,13 +166,9 @@ fn submit_or_run(
     let var = var_dir(place, &cfg);
     // Refuse a rule that cannot run now rather than queue a task that will fail.
     let settings = settings_from_config(&cfg.table, &cfg.path.display().to_string())?;
-    let spec = match rule.resolve(&settings, &var, &place.root) {
-        Ok(spec) => spec,
-        Err(e) => {
-            eprintln!("tenet: {e}");
-            return Ok(ExitCode::from(USAGE));
-        }
-    };
+    let spec = rule
+        .resolve(&settings, &var, &place.root)
+        .map_err(CliError::usage)?;
     let op = if rule.state == DesiredState::Present {
         "add"
     } else {
@@ -188,14 +181,12 @@ fn submit_or_run(
     if !opts.force
         && let Some((_, detail)) = converge::block_on(converge::already_as_wanted(&ctx, &spec))?
     {
-        match format {
-            Format::Json => outln!(
-                "{}",
-                serde_json::json!({"task": null, "version": rule.version, "operation": op,
-                                   "changed": false, "message": detail})
-            ),
-            Format::Text => outln!("{detail}"),
-        }
+        let answer = serde_json::json!({"task": null, "version": rule.version, "operation": op,
+                                        "changed": false, "message": detail});
+        emit(format, Json::Line, &answer, |_| {
+            outln!("{detail}");
+            Ok(())
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
     // Queued before the task can start, so that the task's own status always comes after.
@@ -209,32 +200,30 @@ fn submit_or_run(
         Ok(r) => r,
         Err(e) => {
             restore()?;
-            return Err(e.context(
-                "queueing the release task (start `tenet daemon`, or use --foreground to run here)",
-            ));
+            return Err(e
+                .context(
+                    "queueing the release task (start `tenet daemon`, or use --foreground to run here)",
+                )
+                .into());
         }
     };
-    match (reply.id, reply.error) {
-        (Some(id), _) => {
-            match format {
-                Format::Json => outln!(
-                    "{}",
-                    serde_json::json!({"task": id, "version": rule.version, "operation": op})
-                ),
-                Format::Text => outln!(
-                    "release {} {op}: task {id} queued (follow it with `tenet release status {}`)",
-                    rule.version,
-                    rule.version
-                ),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        (None, e) => {
-            restore()?;
-            eprintln!("tenet: the daemon refused: {}", e.unwrap_or_default());
-            Ok(ExitCode::from(1))
-        }
-    }
+    let Some(id) = reply.id else {
+        restore()?;
+        return Err(CliError::failed(format!(
+            "the daemon refused: {}",
+            reply.error.unwrap_or_default()
+        )));
+    };
+    let answer = serde_json::json!({"task": id, "version": rule.version, "operation": op});
+    emit(format, Json::Line, &answer, |_| {
+        outln!(
+            "release {} {op}: task {id} queued (follow it with `tenet release status {}`)",
+            rule.version,
+            rule.version
+        );
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Progress for pipes and logs: one line per step and per percent (the daemon shows a task's
@@ -396,17 +385,13 @@ fn run_in_place(
     rule: ReleaseRule,
     opts: ApplyOptions,
     format: Format,
-) -> anyhow::Result<ExitCode> {
+) -> Result<ExitCode, CliError> {
     let cfg = NodeConfig::load(&config_path(config, &place.root))?;
     let var = var_dir(place, &cfg);
     let settings = settings_from_config(&cfg.table, &cfg.path.display().to_string())?;
-    let spec = match rule.resolve(&settings, &var, &place.root) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("tenet: {e}");
-            return Ok(ExitCode::from(USAGE));
-        }
-    };
+    let spec = rule
+        .resolve(&settings, &var, &place.root)
+        .map_err(CliError::usage)?;
     let ctx = Context {
         var_dir: var.clone(),
     };
@@ -428,19 +413,12 @@ fn run_in_place(
         stop.store(true, Ordering::SeqCst);
         let _ = handle.join();
     }
-    let st = status::load(&var, &spec.version)?;
-    if format == Format::Json
-        && let Some(st) = &st
-    {
-        outln!("{}", serde_json::to_string_pretty(st)?);
+    // The result is the status the operation left (text: the progress lines said it all).
+    if let Some(st) = status::load(&var, &spec.version)? {
+        emit(format, Json::Pretty, &st, |_| Ok(()))?;
     }
-    match outcome {
-        Ok(_) => Ok(ExitCode::SUCCESS),
-        Err(e) => {
-            eprintln!("tenet: release {}: {e}", spec.version);
-            Ok(ExitCode::from(1))
-        }
-    }
+    outcome.map_err(|e| CliError::failed(format!("release {}: {e}", spec.version)))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Sends the release's status to the collector whenever it changes, until stopped, then once
@@ -474,80 +452,81 @@ fn collector_reporter(
     Some((stop, handle))
 }
 
-fn show_status(var: &Path, version: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
-    let list = match version {
-        Some(v) => match status::load(var, v)? {
-            Some(s) => vec![s],
-            None => {
-                eprintln!("tenet: release {v}: unknown on this node");
-                return Ok(ExitCode::from(1));
-            }
-        },
-        None => status::load_all(var)?,
-    };
-    match format {
-        Format::Json => {
-            if version.is_some() {
-                outln!("{}", serde_json::to_string_pretty(&list[0])?);
-            } else {
-                outln!("{}", serde_json::to_string_pretty(&list)?);
-            }
+fn show_status(var: &Path, version: Option<&str>, format: Format) -> Result<ExitCode, CliError> {
+    match version {
+        Some(v) => {
+            let Some(s) = status::load(var, v)? else {
+                return Err(CliError::failed(format!(
+                    "release {v}: unknown on this node"
+                )));
+            };
+            emit(format, Json::Pretty, &s, |s| {
+                show_one(s);
+                Ok(())
+            })?
         }
-        Format::Text if version.is_some() => {
-            let s = &list[0];
-            outln!("release:     {}", s.version);
-            outln!("state:       {}", s.state.as_str());
-            outln!("operation:   {}", s.operation);
-            outln!(
-                "step:        {}{}",
-                s.step.map(|x| x.as_str()).unwrap_or("-"),
-                s.percent.map(|p| format!(" ({p}%)")).unwrap_or_default()
-            );
-            outln!("message:     {}", s.message);
-            outln!("last error:  {}", s.last_error.as_deref().unwrap_or("-"));
-            outln!("source:      {}", s.source.as_deref().unwrap_or("-"));
-            outln!("sha256:      {}", s.sha256.as_deref().unwrap_or("-"));
-            outln!("images:      {}", s.images.len());
-            for im in &s.images {
-                outln!(
-                    "  {}:{} and :{} -> {}",
-                    im.name,
-                    im.tag,
-                    im.version_tag,
-                    im.digest
-                );
-            }
-            outln!("files:       {}", s.files.len());
-            outln!("registries:  {}", s.registries.join(", "));
-            outln!("file stores: {}", s.file_stores.join(", "));
-            outln!("started:     {}", s.started_at.as_deref().unwrap_or("-"));
-            outln!("updated:     {}", s.updated_at);
-        }
-        Format::Text => {
-            if list.is_empty() {
-                outln!("no release known on this node");
-            } else {
-                outln!(
-                    "{:<28}  {:<8}  {:<20}  {:>4}  {:<20}  MESSAGE",
-                    "VERSION",
-                    "STATE",
-                    "STEP",
-                    "PCT",
-                    "UPDATED"
-                );
-                for s in &list {
-                    outln!(
-                        "{:<28}  {:<8}  {:<20}  {:>4}  {:<20}  {}",
-                        s.version,
-                        s.state.as_str(),
-                        s.step.map(|x| x.as_str()).unwrap_or("-"),
-                        s.percent.map(|p| format!("{p}%")).unwrap_or_default(),
-                        s.updated_at,
-                        s.last_error.as_deref().unwrap_or(&s.message)
-                    );
-                }
-            }
-        }
+        None => emit(format, Json::Pretty, &status::load_all(var)?, |list| {
+            show_list(list);
+            Ok(())
+        })?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The status of one release, a line per field.
+fn show_one(s: &ReleaseStatus) {
+    outln!("release:     {}", s.version);
+    outln!("state:       {}", s.state.as_str());
+    outln!("operation:   {}", s.operation);
+    outln!(
+        "step:        {}{}",
+        s.step.map(|x| x.as_str()).unwrap_or("-"),
+        s.percent.map(|p| format!(" ({p}%)")).unwrap_or_default()
+    );
+    outln!("message:     {}", s.message);
+    outln!("last error:  {}", s.last_error.as_deref().unwrap_or("-"));
+    outln!("source:      {}", s.source.as_deref().unwrap_or("-"));
+    outln!("sha256:      {}", s.sha256.as_deref().unwrap_or("-"));
+    outln!("images:      {}", s.images.len());
+    for im in &s.images {
+        outln!(
+            "  {}:{} and :{} -> {}",
+            im.name,
+            im.tag,
+            im.version_tag,
+            im.digest
+        );
+    }
+    outln!("files:       {}", s.files.len());
+    outln!("registries:  {}", s.registries.join(", "));
+    outln!("file stores: {}", s.file_stores.join(", "));
+    outln!("started:     {}", s.started_at.as_deref().unwrap_or("-"));
+    outln!("updated:     {}", s.updated_at);
+}
+
+/// The releases known, a line each.
+fn show_list(list: &[ReleaseStatus]) {
+    if list.is_empty() {
+        outln!("no release known on this node");
+    } else {
+        outln!(
+            "{:<28}  {:<8}  {:<20}  {:>4}  {:<20}  MESSAGE",
+            "VERSION",
+            "STATE",
+            "STEP",
+            "PCT",
+            "UPDATED"
+        );
+        for s in list {
+            outln!(
+                "{:<28}  {:<8}  {:<20}  {:>4}  {:<20}  {}",
+                s.version,
+                s.state.as_str(),
+                s.step.map(|x| x.as_str()).unwrap_or("-"),
+                s.percent.map(|p| format!("{p}%")).unwrap_or_default(),
+                s.updated_at,
+                s.last_error.as_deref().unwrap_or(&s.message)
+            );
+        }
+    }
 }

@@ -13,31 +13,27 @@ use serde_json::{Map, Value};
 use tenet_templates::{Error, FormOptions, Library};
 
 use crate::cli::{RenderArgs, TemplateCmd, TemplateDirArgs};
-
-/// Exit code for usage, input and template errors.
-const USAGE: u8 = 2;
+use crate::error::CliError;
+use crate::output::note_as;
 
 /// Runs a `template` subcommand.
-pub fn run(c: TemplateCmd) -> anyhow::Result<ExitCode> {
-    Ok(match c {
+pub fn run(c: TemplateCmd) -> Result<ExitCode, CliError> {
+    match c {
         TemplateCmd::Render(a) => render(&a),
         TemplateCmd::List(d) => list(&d),
         TemplateCmd::Show { name, dirs } => show(&name, &dirs),
-    })
+    }
 }
 
-/// The shipped templates plus `--template-dir`, or the exit code of the error printed.
-pub fn library(dirs: &TemplateDirArgs) -> Result<Library, ExitCode> {
+/// The shipped templates plus `--template-dir`.
+pub fn library(dirs: &TemplateDirArgs) -> Result<Library, CliError> {
     let extra: Vec<_> = dirs.template_dir.iter().cloned().collect();
-    Library::load(&extra).map_err(|e| {
-        eprintln!("tenet: template directory: {e}");
-        ExitCode::from(USAGE)
-    })
+    Library::load(&extra).map_err(|e| CliError::usage(format!("template directory: {e}")))
 }
 
-fn fail(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("tenet template render: {e}");
-    ExitCode::from(USAGE)
+/// A failure of `render`: exit 2, nothing on stdout.
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError::Usage(format!("tenet template render: {e}"))
 }
 
 /// Reads `--input`: a JSON object from a file, or from stdin for `-`.
@@ -61,31 +57,22 @@ fn read_inputs(path: &Path) -> Result<Map<String, Value>, String> {
     }
 }
 
-fn render(a: &RenderArgs) -> ExitCode {
-    let lib = match library(&a.dirs) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
+fn render(a: &RenderArgs) -> Result<ExitCode, CliError> {
+    let lib = library(&a.dirs)?;
     let mut pairs = Vec::new();
     for s in &a.set {
         match s.split_once('=') {
             Some((k, v)) if !k.is_empty() => pairs.push((k.to_string(), v.to_string())),
-            _ => return fail(format!("--set {s:?}: expected KEY=VALUE")),
+            _ => return Err(fail(format!("--set {s:?}: expected KEY=VALUE"))),
         }
     }
     let mut inputs = match &a.input {
-        Some(p) => match read_inputs(p) {
-            Ok(m) => m,
-            Err(e) => return fail(e),
-        },
+        Some(p) => read_inputs(p).map_err(fail)?,
         None => Map::new(),
     };
     let text = match lib.form(&a.name) {
         Ok(form) => {
-            match form.inputs_from_pairs(&pairs) {
-                Ok(typed) => inputs.extend(typed),
-                Err(e) => return fail(e),
-            }
+            inputs.extend(form.inputs_from_pairs(&pairs).map_err(fail)?);
             let options = FormOptions {
                 use_defaults: a.defaults,
             };
@@ -100,22 +87,15 @@ fn render(a: &RenderArgs) -> ExitCode {
         }
         Err(e) => Err(e),
     };
-    match text {
-        Ok(text) => {
-            let mut out = std::io::stdout().lock();
-            // A closed stdout (`| head`) is not an error of the rendering.
-            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
+    let text = text.map_err(fail)?;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`| head`) is not an error of the rendering.
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    Ok(ExitCode::SUCCESS)
 }
 
-fn list(dirs: &TemplateDirArgs) -> ExitCode {
-    let lib = match library(dirs) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
+fn list(dirs: &TemplateDirArgs) -> Result<ExitCode, CliError> {
+    let lib = library(dirs)?;
     for name in lib.names() {
         let info = lib.info(&name);
         let form = info.and_then(|i| i.form.as_ref());
@@ -129,23 +109,19 @@ fn list(dirs: &TemplateDirArgs) -> ExitCode {
         }
     }
     for problem in lib.problems() {
-        eprintln!("tenet template list: does not load: {problem}");
+        note_as(
+            "tenet template list",
+            format_args!("does not load: {problem}"),
+        );
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
-fn show(name: &str, dirs: &TemplateDirArgs) -> ExitCode {
-    let lib = match library(dirs) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let form = match lib.form(name) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("tenet template show: {e}");
-            return ExitCode::from(USAGE);
-        }
-    };
+fn show(name: &str, dirs: &TemplateDirArgs) -> Result<ExitCode, CliError> {
+    let lib = library(dirs)?;
+    let form = lib
+        .form(name)
+        .map_err(|e| CliError::Usage(format!("tenet template show: {e}")))?;
     outln!("form {name} ({})", form.origin);
     if let Some(d) = &form.description {
         outln!("  {d}");
@@ -183,5 +159,5 @@ fn show(name: &str, dirs: &TemplateDirArgs) -> ExitCode {
             outln!("  {}", c.condition);
         }
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

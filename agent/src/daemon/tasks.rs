@@ -51,7 +51,7 @@ impl State {
         let compliance_run = words.next() == Some("compliance")
             && words
                 .next()
-                .is_some_and(|a| ["check", "fix", "fixable", "auto"].contains(&a));
+                .is_some_and(|a| a.parse::<tenet_rulesets::api::RunAction>().is_ok());
         match code {
             0 => State::Done,
             1 if compliance_run => State::Nok,

@@ -1,12 +1,13 @@
 //! Endpoints a node calls about itself (an admin may call them for any node).
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tenet_rulesets::api::{FactsUpdate, NodeStatus, RunRecorded, RunResults, Summary};
+use tenet_rulesets::api::{FactsUpdate, NodeStatus, NotOneOf, RunRecorded, RunResults};
 
 use super::{ApiError, AppState, Caller, blocking};
 use crate::store::{AttachKind, Target};
@@ -145,7 +146,7 @@ pub async fn get_policy(
     let policies = state.policies.clone();
     let served =
         blocking(move || policies.resolve(&node, q.service.as_deref(), modulesets)).await?;
-    let etag = format!("\"{}\"", served.hash);
+    let etag = format!("\"{}\"", served.hash());
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -158,7 +159,7 @@ pub async fn get_policy(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        served.json.clone(),
+        served.into_body(),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -172,28 +173,14 @@ pub async fn post_results(
     State(state): State<AppState>,
     caller: Caller,
     Path(node): Path<String>,
-    body: Result<Json<RunResults>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<RunResults>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let node = caller.node(&state, &node).await?;
-    let Json(run) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let Json(run) = body.map_err(results_rejected)?;
     if run.run_id.is_empty() || run.run_id.len() > 128 {
         return Err(ApiError::bad_request(
             "run_id: must be 1 to 128 characters (a UUID)",
         ));
-    }
-    if !["check", "fix", "fixable", "auto"].contains(&run.action.as_str()) {
-        return Err(ApiError::bad_request(format!(
-            "action: {:?} is not one of check, fix, fixable, auto",
-            run.action
-        )));
-    }
-    for (i, m) in run.modules.iter().enumerate() {
-        if !["ok", "nok", "n/a"].contains(&m.status.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "modules[{i}].status: {:?} is not one of ok, nok, n/a",
-                m.status
-            )));
-        }
     }
     check_service(&state, &caller, &node.id, run.service.as_deref()).await?;
     let store = state.store.clone();
@@ -207,6 +194,27 @@ pub async fn post_results(
     Ok((status, Json(RunRecorded { run_id, new })).into_response())
 }
 
+/// Why a results body was refused. The types of `tenet_rulesets::api::report` validate it: a
+/// word outside the run-report vocabulary (an action, status or kind no agent sends) is a 400
+/// naming the field (`modules[0].status: "x" is not one of ok, nok, n/a`); any other mismatch
+/// (unknown or missing fields, wrong types) is axum's 422.
+fn results_rejected(e: JsonRejection) -> ApiError {
+    let refused = std::error::Error::source(&e)
+        .and_then(|axum_error| axum_error.source())
+        .and_then(|inner| inner.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>());
+    if let Some(err) = refused {
+        let json = err.inner();
+        let text = json.to_string();
+        // serde_json appends where in the body the error is; the path says it better.
+        let position = format!(" at line {} column {}", json.line(), json.column());
+        let message = text.strip_suffix(&position).unwrap_or(&text);
+        if NotOneOf::is_refusal(message) {
+            return ApiError::bad_request(format!("{}: {message}", err.path()));
+        }
+    }
+    ApiError::new(e.status(), e.body_text())
+}
+
 /// `GET /api/v1/nodes/{node}/status`.
 pub async fn get_status(
     State(state): State<AppState>,
@@ -217,19 +225,11 @@ pub async fn get_status(
     let store = state.store.clone();
     let id = node.id.clone();
     let (modules, last_run) = blocking(move || store.node_status(&id)).await?;
-    let mut summary = Summary::default();
-    for m in &modules {
-        match m.status.as_str() {
-            "ok" => summary.ok += 1,
-            "nok" => summary.nok += 1,
-            _ => summary.na += 1,
-        }
-    }
     Ok(Json(NodeStatus {
         node_id: node.id,
         name: node.name,
+        summary: modules.iter().map(|m| m.status).collect(),
         modules,
-        summary,
         last_run,
     }))
 }

@@ -160,7 +160,7 @@ pub struct RunSummary {
     /// The agent's run id.
     pub run_id: String,
     /// `check`, `fix`, `fixable` or `auto`.
-    pub action: String,
+    pub action: tenet_rulesets::api::RunAction,
     /// The service, if a service run.
     pub service: Option<String>,
     /// Hash of the policy run.

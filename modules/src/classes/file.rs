@@ -72,15 +72,15 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::time::Duration;
 
-use base64::Engine as _;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_json::{Map, Value};
 
+pub use super::common::decode_data_url;
 use super::common::{
-    Attrs, Mode, Owner, de_gid, de_uid, report_difference, target, through_link, wrong_kind,
+    Attrs, Mode, Owner, de_gid, de_uid, fetch_ref, report_difference, target, through_link,
+    wrong_kind,
 };
 use crate::class::{Class, RuleContext};
 use crate::host::{Host, HostView, RootedPath};
@@ -701,7 +701,7 @@ fn wanted_content(rule: &FileRule, host: &HostView) -> Result<Vec<u8>, String> {
                 .into(),
         ),
         (Some(fmt), None, None) => Ok(expand_fmt(fmt, host.hostname()).into_bytes()),
-        (None, Some(reference), None) => fetch(reference),
+        (None, Some(reference), None) => fetch_ref(reference),
     }
 }
 
@@ -715,107 +715,6 @@ fn expand_fmt(fmt: &str, hostname: &str) -> String {
         text.push('\n');
     }
     text
-}
-
-/// How long an `https` download may take, connection included.
-const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Fetches the body a `ref` designates.
-fn fetch(reference: &str) -> Result<Vec<u8>, String> {
-    let scheme = reference
-        .split_once(':')
-        .map(|(scheme, _)| scheme.to_ascii_lowercase())
-        .unwrap_or_default();
-    match scheme.as_str() {
-        "https" => download(reference),
-        "data" => decode_data_url(&reference["data:".len()..])
-            .map_err(|e| format!("ref: invalid data: URL: {e}")),
-        "http" => Err(format!(
-            "ref {reference}: plain http is refused (the content could be altered in transit); \
-             use an https:// or data: URL"
-        )),
-        _ => Err(format!(
-            "ref {reference:?}: unsupported; use an https:// or data: URL"
-        )),
-    }
-}
-
-/// Downloads an `https` URL, verifying the server's certificate.
-fn download(url: &str) -> Result<Vec<u8>, String> {
-    let failed = |e: reqwest::Error| format!("ref {url}: download failed: {}", error_chain(&e));
-    let client = reqwest::blocking::Client::builder()
-        .timeout(DOWNLOAD_TIMEOUT)
-        .https_only(true)
-        .build()
-        .map_err(failed)?;
-    let response = client
-        .get(url)
-        .send()
-        .and_then(|r| r.error_for_status())
-        .map_err(failed)?;
-    Ok(response.bytes().map_err(failed)?.to_vec())
-}
-
-/// An error and its sources, `: `-separated (reqwest hides the cause in the source chain).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Decodes what follows `data:` in an RFC 2397 URL: `[<mediatype>][;base64],<data>`. The
-/// media type is ignored; the data is percent-decoded, then base64-decoded when `;base64` is
-/// given (whitespace ignored, padding optional).
-pub fn decode_data_url(rest: &str) -> Result<Vec<u8>, String> {
-    let (header, data) = rest
-        .split_once(',')
-        .ok_or("no ',' between the media type and the data")?;
-    let data = percent_decode(data.as_bytes());
-    if !header.to_ascii_lowercase().ends_with(";base64") {
-        return Ok(data);
-    }
-    let compact: Vec<u8> = data
-        .into_iter()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let engine = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    );
-    engine
-        .decode(compact)
-        .map_err(|e| format!("bad base64: {e}"))
-}
-
-/// Replaces `%XX` escapes by their byte; a `%` not followed by two hex digits is kept as is
-/// (as browsers do).
-fn percent_decode(input: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        let escaped = match input.get(i..i + 3) {
-            Some([b'%', h, l]) => hex(*h).zip(hex(*l)).map(|(h, l)| (h * 16 + l) as u8),
-            _ => None,
-        };
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(input[i]);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 /// serde `deserialize_with` for `fmt`: text as is; a number or a boolean as OpenSVC's
@@ -882,6 +781,7 @@ pub(crate) fn python_float(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use crate::testing::{
         assert_class_contract, assert_class_contract_in, check, check_in, fix, fix_in,
     };

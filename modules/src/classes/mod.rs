@@ -1,6 +1,6 @@
 //! The built-in object classes, one file each. Adding a class: write `<class>.rs` (rule type,
-//! check, fixable, fix and tests calling [`crate::testing::assert_class_contract`]) and add one
-//! line to the `classes!` list below.
+//! check, fixable, fix, and tests calling `testing::assert_class_contract`, which the `testing`
+//! feature provides) and add one line to the `classes!` list below.
 
 use crate::class::ClassEntry;
 
@@ -31,6 +31,14 @@ classes! {
     mount::Mount,
     k8s_replicas::K8sReplicas,
     release::Release,
+    keyval::KeyVal,
+    fileinc::FileInc,
+    cron::Cron,
+    timedatectl::Timedatectl,
+    self_signed_cert::SelfSignedCert,
+    tar::Tar,
+    vuln::Vuln,
+    process::Process,
 }
 
 /// Finds a class by name or alias.

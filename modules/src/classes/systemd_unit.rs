@@ -63,6 +63,17 @@ pub struct SystemdUnitRule {
     /// Running or stopped; n/a when systemd does not run the managed system.
     #[serde(default)]
     pub active: Option<bool>,
+    /// OpenSVC's `systemd_unit_state.py` spelling: `disable = true` is `enabled = false`,
+    /// `false` is `enabled = true`; ignored when `mask` is true (as upstream does).
+    #[serde(default)]
+    pub disable: Option<bool>,
+    /// OpenSVC's `systemd_unit_state.py` spelling of `masked`.
+    #[serde(default)]
+    pub mask: Option<bool>,
+    /// Set for rules in the `systemd_unit_state.py` shape: a unit with no unit file and no
+    /// mask anywhere is "not found", compliant, and left alone.
+    #[serde(skip)]
+    pub if_present: bool,
 }
 
 /// The `systemd_unit` class.
@@ -89,7 +100,12 @@ impl Class for SystemdUnit {
     type Rule = SystemdUnitRule;
 
     const NAME: &'static str = "systemd_unit";
-    const ALIASES: &'static [&'static str] = &["systemd_units", "unit"];
+    const ALIASES: &'static [&'static str] = &[
+        "systemd_units",
+        "unit",
+        "systemd_unit_state",
+        "systemd_unit_state.py",
+    ];
     const DESCRIPTION: &'static str =
         "a systemd unit: file contents, enabled, masked, active (enablement under the root prefix)";
 
@@ -110,6 +126,10 @@ impl Class for SystemdUnit {
 
     fn check(rule: &SystemdUnitRule, host: &HostView, log: &mut Log) -> Status {
         match inspect(rule, host) {
+            Ok(state) if not_found(rule, &state) => {
+                log.info(format!("unit {}: not found, nothing to do", rule.name));
+                Status::Ok
+            }
             Ok(state) => state.report(rule, log),
             Err(e) => {
                 log.err(format!("unit {}: {e}", rule.name));
@@ -136,7 +156,36 @@ impl Class for SystemdUnit {
     }
 }
 
+/// A `systemd_unit_state.py`-shaped rule about a unit that has no unit file and no mask:
+/// OpenSVC's `LoadState=not-found`, compliant.
+fn not_found(rule: &SystemdUnitRule, state: &State) -> bool {
+    rule.if_present && state.unit_path.is_none() && state.mask_links.is_empty()
+}
+
+/// Turns the `systemd_unit_state.py` fields (`disable`, `mask`) into the class's own.
+fn from_unit_state(mut rule: SystemdUnitRule) -> Result<SystemdUnitRule, String> {
+    if rule.disable.is_none() && rule.mask.is_none() {
+        return Ok(rule);
+    }
+    if rule.mask.is_some() && rule.masked.is_some() {
+        return Err("mask: the same as masked (systemd_unit_state.py spelling): set one".into());
+    }
+    if rule.disable.is_some() && rule.enabled.is_some() {
+        return Err(
+            "disable: the opposite of enabled (systemd_unit_state.py spelling): set one".into(),
+        );
+    }
+    rule.masked = rule.mask.take();
+    let disable = rule.disable.take();
+    if rule.masked != Some(true) {
+        rule.enabled = disable.map(|d| !d);
+    }
+    rule.if_present = true;
+    Ok(rule)
+}
+
 fn validate(rule: SystemdUnitRule) -> Result<SystemdUnitRule, String> {
+    let rule = from_unit_state(rule)?;
     let name = &rule.name;
     let suffix_ok = name
         .rsplit_once('.')
@@ -525,6 +574,9 @@ impl State {
 fn fix_rule(rule: &SystemdUnitRule, host: &Host, log: &mut Log) -> Result<(), String> {
     let name = &rule.name;
     let state = inspect(rule, host)?;
+    if not_found(rule, &state) {
+        return Ok(());
+    }
     let mut changed = false;
     // Unmask first: a mask at /etc/systemd/system/<name> is where contents go.
     if rule.masked == Some(false) || (rule.contents.is_some() && !state.mask_links.is_empty()) {
@@ -793,6 +845,58 @@ mod tests {
         assert_eq!(i.wanted_by, vec!["c.target"]);
         assert_eq!(i.required_by, vec!["local-fs.target"]);
         assert_eq!(i.alias, vec!["x.service"]);
+    }
+
+    /// `systemd_unit_state.py`'s rule shape: `disable` and `mask`; a unit that does not exist
+    /// is compliant, as upstream reads `LoadState=not-found`.
+    #[test]
+    fn systemd_unit_state_shape() {
+        let d = tempfile::tempdir().unwrap();
+        let h = host(d.path());
+        let lib = d.path().join("lib/systemd/system");
+        fs::create_dir_all(&lib).unwrap();
+        fs::write(lib.join("lvm2-lvmetad.service"), UNIT).unwrap();
+        let wants = d.path().join("etc/systemd/system/multi-user.target.wants");
+        fs::create_dir_all(&wants).unwrap();
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/lvm2-lvmetad.service",
+            wants.join("lvm2-lvmetad.service"),
+        )
+        .unwrap();
+        let rule = json!({"name": "lvm2-lvmetad.service", "disable": true, "mask": false});
+        assert_class_contract::<SystemdUnit>(&h, &[d.path()], rule);
+        assert!(fs::symlink_metadata(wants.join("lvm2-lvmetad.service")).is_err());
+        // mask wins over disable, as upstream (a masked unit is not disabled too).
+        let rule = json!([{"name": "lvm2-lvmetad.service", "disable": false, "mask": true}]);
+        assert_class_contract::<SystemdUnit>(&h, &[d.path()], rule);
+        assert_eq!(
+            fs::read_link(d.path().join("etc/systemd/system/lvm2-lvmetad.service")).unwrap(),
+            Path::new("/dev/null")
+        );
+        // Not found: ok, and fix leaves it alone.
+        let before = crate::testing::snapshot(d.path());
+        for rule in [
+            json!({"name": "nothere.service", "disable": false}),
+            json!({"name": "nothere.service", "mask": false, "disable": true}),
+        ] {
+            let (st, log) = check::<SystemdUnit>(&h, rule.clone());
+            assert_eq!(st, Status::Ok, "{log:?}");
+            assert!(log.iter().any(|l| l.contains("not found")), "{log:?}");
+            let (st, _) = fix::<SystemdUnit>(&h, rule);
+            assert_eq!(st, Status::Ok);
+        }
+        assert!(crate::testing::diff_snapshots(&before, &crate::testing::snapshot(d.path())).is_empty());
+        // The class's own spelling keeps its stricter meaning.
+        let (st, _) = check::<SystemdUnit>(&h, json!({"name": "nothere.service", "enabled": true}));
+        assert_eq!(st, Status::Nok);
+        assert!(crate::classes::find("systemd_unit_state.py").is_some_and(|c| c.name == "systemd_unit"));
+        for (v, needle) in [
+            (json!({"name": "a.service", "mask": true, "masked": true}), "mask:"),
+            (json!({"name": "a.service", "disable": true, "enabled": true}), "disable:"),
+        ] {
+            let err = SystemdUnit::rules(&v).unwrap_err();
+            assert!(err.contains(needle), "{v}: {err}");
+        }
     }
 
     #[test]

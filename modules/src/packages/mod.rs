@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod inventory;
+pub(crate) mod tools;
 pub mod version;
 
 pub use inventory::{installed_packages, parse_dpkg_status, parse_rpm_query};

@@ -31,7 +31,9 @@ use bundle::{corrupt, load_bundle, save_bundle};
 use pool::sibling;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tenet_rulesets::api::{ModuleStatus, NodeAttributes, RuleResult, RunResults};
+use tenet_rulesets::api::{
+    ModuleStatus, NodeAttributes, NotOneOf, RuleReport, RunAction, RunResults, Status,
+};
 use tenet_rulesets::{Bundle, NodeFacts, PackageFact};
 
 use super::{
@@ -44,11 +46,10 @@ use crate::error::{Error, Result};
 use tenet_rulesets::action::{Action, ActionResult, DequeuedAction};
 
 fn read_generation(conn: &Connection) -> Result<u64> {
-    let g: String = conn.query_row(
-        "SELECT value FROM meta WHERE key = 'policy_generation'",
-        [],
-        |r| r.get(0),
-    )?;
+    // Read on every policy fetch: a cached statement, not parsed each time.
+    let g: String = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'policy_generation'")?
+        .query_row([], |r| r.get(0))?;
     g.parse()
         .map_err(|_| Error::Store(format!("meta.policy_generation is not a number: {g}")))
 }
@@ -71,6 +72,16 @@ fn node_exists(conn: &Connection, node_id: &str) -> Result<()> {
         .ok_or_else(|| Error::not_found("node", node_id))
 }
 
+/// A run-report word (status, action) stored as its text.
+fn word<T: std::str::FromStr<Err = NotOneOf>>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+) -> rusqlite::Result<T> {
+    r.get::<_, String>(idx)?.parse().map_err(|e: NotOneOf| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 fn status_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModuleStatus> {
     let service: String = r.get(1)?;
     let rules: Option<String> = r.get(8)?;
@@ -78,12 +89,12 @@ fn status_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModuleStatus> {
         module: r.get(0)?,
         service: (!service.is_empty()).then_some(service),
         moduleset: r.get(2)?,
-        status: r.get(3)?,
-        action: r.get(4)?,
+        status: word(r, 3)?,
+        action: word(r, 4)?,
         log: r.get(5)?,
         policy_hash: r.get(6)?,
         date: r.get(7)?,
-        rules: rules.and_then(|t| serde_json::from_str::<Vec<RuleResult>>(&t).ok()),
+        rules: rules.and_then(|t| serde_json::from_str::<Vec<RuleReport>>(&t).ok()),
     })
 }
 
@@ -240,13 +251,8 @@ impl Store for SqliteStore {
                 Default::default();
             let mut rows = counts.query([])?;
             while let Some(r) = rows.next()? {
-                let (node, status, n): (String, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-                let s = by_node.entry(node).or_default();
-                match status.as_str() {
-                    "ok" => s.ok += n as usize,
-                    "nok" => s.nok += n as usize,
-                    _ => s.na += n as usize,
-                }
+                let (node, status, n): (String, Status, i64) = (r.get(0)?, word(r, 1)?, r.get(2)?);
+                by_node.entry(node).or_default().add(status, n as usize);
             }
             for n in &mut nodes {
                 n.compliance = by_node.remove(&n.node_id).unwrap_or_default();
@@ -450,7 +456,7 @@ impl Store for SqliteStore {
                     id,
                     run.run_id,
                     service,
-                    run.action,
+                    run.action.as_str(),
                     run.policy_hash,
                     run.agent_version,
                     run.started_at,
@@ -468,13 +474,13 @@ impl Store for SqliteStore {
                 .execute(params![id, now])?;
             // `fixable` reports what could be fixed, not the module's state: it goes to the
             // history only. Every other action ends with the module's current state.
-            let sets_status = run.action != "fixable";
+            let sets_status = run.action != RunAction::Fixable;
             for m in &run.modules {
                 let detail = serde_json::json!({"kind": m.kind, "actions": m.actions, "rules": m.rules});
                 c.prepare_cached(
                     "INSERT INTO module_results (run_pk, module, moduleset, status, duration_ms, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
-                .execute(params![run_pk, m.module, m.moduleset, m.status, m.duration_ms as i64, detail.to_string()])?;
+                .execute(params![run_pk, m.module, m.moduleset, m.status.as_str(), m.duration_ms as i64, detail.to_string()])?;
                 if sets_status {
                     let log = m.actions.last().map(|a| a.log.clone()).unwrap_or_default();
                     let rules = m
@@ -488,7 +494,7 @@ impl Store for SqliteStore {
                            status = excluded.status, action = excluded.action, log = excluded.log,
                            policy_hash = excluded.policy_hash, rules = excluded.rules, updated_at = excluded.updated_at",
                     )?
-                    .execute(params![id, service, m.module, m.moduleset, m.status, run.action, log, run.policy_hash, rules, now])?;
+                    .execute(params![id, service, m.module, m.moduleset, m.status.as_str(), run.action.as_str(), log, run.policy_hash, rules, now])?;
                 }
             }
             Ok(true)
@@ -530,7 +536,7 @@ impl Store for SqliteStore {
                 let service: String = r.get(2)?;
                 Ok(RunSummary {
                     run_id: r.get(0)?,
-                    action: r.get(1)?,
+                    action: word(r, 1)?,
                     service: (!service.is_empty()).then_some(service),
                     policy_hash: r.get(3)?,
                     agent_version: r.get(4)?,
