@@ -119,7 +119,7 @@ pub fn timeline(history: &[RunModules]) -> Markup {
                     @let class = match status { Some("ok") => "cell ok", Some("nok") => "cell nok", Some(_) => "cell na", None => "cell none" };
                     rect class=(class) x=(format!("{:.1}", label_w + col as f64 * cell)) y=(format!("{:.1}", row as f64 * cell))
                         width=(cell - 2.0) height=(cell - 2.0) {
-                        title { (r.run.received_at) " " (r.run.action) ": " (m) " " (status.unwrap_or("not run")) }
+                        title { (r.run.received_at) " " (r.run.action.as_str()) ": " (m) " " (status.unwrap_or("not run")) }
                     }
                 }
             }

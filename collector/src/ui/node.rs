@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use serde_json::Value;
 use tenet_rulesets::NodeFacts;
 use tenet_rulesets::action::Action;
-use tenet_rulesets::api::{ModuleStatus, NodeAttributes};
+use tenet_rulesets::api::{ModuleStatus, NodeAttributes, Status};
 
 use super::layout::{self, badge, csrf, enc, module_link, or_dash, ruleset_link};
 use super::session::Session;
@@ -60,7 +60,7 @@ pub async fn page(
             .policies
             .resolve(&auth, None, None)
             .map_err(|e| e.to_string())
-            .and_then(|served| serde_json::from_slice(&served.json).map_err(|e| e.to_string()));
+            .and_then(|served| serde_json::from_slice(&served.to_vec()).map_err(|e| e.to_string()));
         Ok(Some(NodeView {
             name: auth.name.clone(),
             facts: st.store.node_facts(&id)?,
@@ -118,7 +118,7 @@ pub async fn page(
                         tbody {
                             @for r in &view.history {
                                 tr {
-                                    td { (r.run.received_at) } td { (r.run.action) }
+                                    td { (r.run.received_at) } td { (r.run.action.as_str()) }
                                     td { (or_dash(r.run.service.as_deref())) }
                                     td.num { (r.run.summary.ok) } td.num { (r.run.summary.nok) } td.num { (r.run.summary.na) }
                                 }
@@ -138,11 +138,7 @@ pub async fn page(
 fn summary(modules: &[ModuleStatus]) -> tenet_rulesets::api::Summary {
     let mut s = tenet_rulesets::api::Summary::default();
     for m in modules {
-        match m.status.as_str() {
-            "ok" => s.ok += 1,
-            "nok" => s.nok += 1,
-            _ => s.na += 1,
-        }
+        s.add(m.status, 1);
     }
     s
 }
@@ -195,11 +191,11 @@ fn modules_panel(modules: &[ModuleStatus], logs: &[ModuleLogs]) -> Markup {
                 @let service = m.service.as_deref().unwrap_or("");
                 @let actions = logs.iter().find(|l| l.module == m.module && l.service == service)
                     .map(|l| &l.actions).unwrap_or(&no_actions);
-                details.module id=(anchor) open[m.status == "nok"] {
+                details.module id=(anchor) open[m.status == Status::Nok] {
                     summary {
-                        (badge(&m.status)) " " strong { (m.module) }
+                        (badge(m.status.as_str())) " " strong { (m.module) }
                         @if let Some(s) = &m.service { " (service " (s) ")" }
-                        " · " (m.action) " · " (m.date) " · moduleset " (m.moduleset)
+                        " · " (m.action.as_str()) " · " (m.date) " · moduleset " (m.moduleset)
                     }
                     p { (module_link(&m.module)) " (the module across the fleet)" }
                     @if let Some(rules) = &m.rules {
@@ -212,7 +208,7 @@ fn modules_panel(modules: &[ModuleStatus], logs: &[ModuleLogs]) -> Markup {
                                     @let lines = actions.iter().map(|(_, _, log)| rule_lines(log, &r.variable))
                                         .find(|l| !l.is_empty()).unwrap_or_else(|| rule_lines(&m.log, &r.variable));
                                     tr.rule data-variable=(r.variable) {
-                                        td.mono { (r.variable) } td { (r.class) } td { (badge(&r.status)) }
+                                        td.mono { (r.variable) } td { (r.class) } td { (badge(r.status.as_str())) }
                                         td {
                                             p.message { (mask::text(&r.message)) }
                                             @if lines.len() > 1 || (lines.len() == 1 && lines[0] != r.message) {

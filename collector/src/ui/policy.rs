@@ -204,7 +204,10 @@ pub async fn module_page(
             "No moduleset lists this module and no node reported it.",
         );
     }
-    let nok: Vec<&ModuleNode> = nodes.iter().filter(|n| n.status.status == "nok").collect();
+    let nok: Vec<&ModuleNode> = nodes
+        .iter()
+        .filter(|n| n.status.status == tenet_rulesets::api::Status::Nok)
+        .collect();
     let body = html! {
         section.panel aria-labelledby="mcount-h" {
             h2 #mcount-h { "Across the fleet" }
@@ -224,7 +227,7 @@ pub async fn module_page(
                                 td { (or_dash(n.service.as_deref())) }
                                 td { (n.status.date) }
                                 td {
-                                    @for r in n.status.rules.iter().flatten().filter(|r| r.status == "nok") {
+                                    @for r in n.status.rules.iter().flatten().filter(|r| r.status == tenet_rulesets::api::Status::Nok) {
                                         div { span.mono { (r.variable) } ": " (mask::text(&r.message)) }
                                     }
                                 }

@@ -439,7 +439,7 @@ pub(super) fn run_history(c: &Connection, node_id: &str, limit: u32) -> Result<V
                 r.get(0)?,
                 RunSummary {
                     run_id: r.get(1)?,
-                    action: r.get(2)?,
+                    action: super::word(r, 2)?,
                     service: (!service.is_empty()).then_some(service),
                     policy_hash: r.get(4)?,
                     agent_version: r.get(5)?,
@@ -547,7 +547,7 @@ pub(super) fn latest_module_logs(
 mod tests {
     use super::super::SqliteStore;
     use crate::store::{FleetFilter, NodeState, Store, TokenRole};
-    use tenet_rulesets::api::{ModuleResult, RunResults, Summary};
+    use tenet_rulesets::api::{ModuleReport, RunAction, RunResults, Summary};
 
     fn run(id: &str, statuses: &[(&str, &str)]) -> RunResults {
         RunResults {
@@ -555,15 +555,15 @@ mod tests {
             agent_version: "t".into(),
             service: None,
             started_at: None,
-            action: "check".into(),
+            action: RunAction::Check,
             policy_hash: "h".into(),
             modules: statuses
                 .iter()
-                .map(|(m, s)| ModuleResult {
+                .map(|(m, s)| ModuleReport {
                     module: m.to_string(),
                     moduleset: "ms".into(),
                     kind: None,
-                    status: s.to_string(),
+                    status: s.parse().unwrap(),
                     actions: Vec::new(),
                     rules: None,
                     duration_ms: 1,
