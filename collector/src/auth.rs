@@ -26,6 +26,14 @@ pub fn new_admin_token() -> String {
     format!("{ADMIN_TOKEN_PREFIX}{}", new_secret())
 }
 
+/// Prefix of viewer (read-only) tokens.
+pub const VIEWER_TOKEN_PREFIX: &str = "tenet_viewer_";
+
+/// A new viewer token.
+pub fn new_viewer_token() -> String {
+    format!("{VIEWER_TOKEN_PREFIX}{}", new_secret())
+}
+
 /// The stored form of a secret or token: hex SHA-256.
 pub fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))

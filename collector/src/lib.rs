@@ -6,7 +6,8 @@
 //! exports and Tenet TOML folders.
 //!
 //! Layout: [`store`] (the [`store::Store`] trait and its SQLite implementation) knows SQL and
-//! nothing of HTTP; [`api`] knows HTTP and nothing of SQL; [`policy`] resolves a node's policy
+//! nothing of HTTP; [`api`] knows HTTP and nothing of SQL; [`ui`] is the web console under
+//! `/ui/`, HTML pages over the same store and state as the API; [`policy`] resolves a node's policy
 //! with the same `tenet-rulesets` code the agent uses masterless, and caches it.
 //!
 //! Must not depend on: tenet-modules, tenet-agent (the collector never runs modules).
@@ -21,6 +22,7 @@ pub mod error;
 pub mod policy;
 pub mod retention;
 pub mod store;
+pub mod ui;
 
 pub use api::merge;
 pub use error::{Error, Result};

@@ -48,6 +48,9 @@ enum Command {
         /// again (OpenSVC: 20).
         #[arg(long, default_value_t = 20, value_name = "SECS")]
         ack_timeout: u64,
+        /// How long a web console session lasts from sign-in (`/ui/`; see docs/console.md).
+        #[arg(long, default_value = "8h", value_parser = duration, value_name = "DURATION")]
+        session_ttl: Duration,
         #[command(flatten)]
         limits: Box<Limits>,
     },
@@ -137,9 +140,13 @@ struct Limits {
 enum TokenCommand {
     /// Create a token and print it (once: only its digest is stored).
     Create {
-        /// An admin token (the only kind today; required so scripts say what they mean).
-        #[arg(long, required = true)]
+        /// An admin token: may do everything.
+        #[arg(long, required_unless_present = "viewer", conflicts_with = "viewer")]
         admin: bool,
+        /// A viewer token: reads everything (API and web console), changes nothing (every
+        /// other request is refused with 403).
+        #[arg(long)]
+        viewer: bool,
         /// A name for the token, recorded in the audit log of what it does.
         #[arg(long, default_value = "admin")]
         name: String,
@@ -190,6 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             template_dir,
             notify_timeout,
             ack_timeout,
+            session_ttl,
             limits,
         } => {
             let store = open(&db)?;
@@ -207,6 +215,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let tls = match (tls_cert, tls_key) {
                 (Some(c), Some(k)) => Some(tenet_collector::api::tls_config(&c, &k)?),
                 _ => None,
+            };
+            let console = tenet_collector::ui::ConsoleOptions {
+                secure_cookie: tls.is_some(),
+                session_ttl,
             };
             let fd_limit = match tenet_collector::api::raise_fd_limit() {
                 Ok(n) => n,
@@ -271,6 +283,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let state = tenet_collector::api::AppState::new(store)
                     .with_policy_cache(limits.policy_cache_size)
                     .with_templates(templates)
+                    .with_console(console)
                     .with_action_timing(tenet_collector::api::ActionTiming {
                         notify_timeout: std::time::Duration::from_secs(notify_timeout),
                         ack_timeout: std::time::Duration::from_secs(ack_timeout),
@@ -339,10 +352,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Token(TokenCommand::Create { admin: _, name, db }) => {
+        Command::Token(TokenCommand::Create {
+            admin: _,
+            viewer,
+            name,
+            db,
+        }) => {
             let store = open(&db)?;
-            let token = tenet_collector::auth::new_admin_token();
-            store.create_admin_token(&name, &tenet_collector::auth::digest(&token))?;
+            let (token, role) = if viewer {
+                (
+                    tenet_collector::auth::new_viewer_token(),
+                    tenet_collector::store::TokenRole::Viewer,
+                )
+            } else {
+                (
+                    tenet_collector::auth::new_admin_token(),
+                    tenet_collector::store::TokenRole::Admin,
+                )
+            };
+            store.create_token(&name, &tenet_collector::auth::digest(&token), role)?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }

@@ -40,6 +40,8 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("grpck", "passwd"),
     ("useradd", "passwd"),
     ("ssh-keygen", "openssh-client"),
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
 ];
 
 /// A `Command` for an external program a test needs. When the program is not on `PATH` the

@@ -15,6 +15,9 @@
 //! - report helpers ([`module`], [`rule`], [`action_log`], [`assert_report_consistent`]) read
 //!   the JSON contract of `tenet compliance ... --format json`.
 //!
+//! - [`browser::Browser`] drives a real headless Chromium (WebDriver, chromedriver) for the
+//!   web console's tests, and saves screenshots.
+//!
 //! Nothing here writes outside temporary directories: every run gets `--root <tempdir>`.
 
 use std::collections::BTreeMap;
@@ -25,6 +28,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
+pub mod browser;
 pub mod collector;
 pub mod lir;
 pub use tenet_modules::testing::{Entry, Netns, diff_snapshots, require_root, snapshot};

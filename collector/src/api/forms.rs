@@ -77,7 +77,34 @@ pub async fn render_form(
         .templates
         .render_form(&name, &req.inputs, options)
         .map_err(template_error)?;
-    let service = match (rendered.service, req.service) {
+    let config = store_rendered(
+        &state,
+        caller.actor(),
+        &name,
+        req.inputs,
+        rendered,
+        req.service,
+    )
+    .await?;
+    let answer = serde_json::json!({
+        "service": config.service, "form": name, "sha256": config.sha256,
+        "bytes": config.config.len(), "updated_at": config.updated_at,
+    });
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// Stores a rendered form as its service's configuration: the one path of the API and the
+/// web console, so both store the same bytes for the same inputs. The service is the one the
+/// inputs name (a form's `service` template) or, for a form that names none, `given`.
+pub(crate) async fn store_rendered(
+    state: &AppState,
+    actor: String,
+    name: &str,
+    inputs: serde_json::Map<String, serde_json::Value>,
+    rendered: tenet_templates::RenderedForm,
+    given: Option<String>,
+) -> Result<ServiceConfig, ApiError> {
+    let service = match (rendered.service, given) {
         (Some(derived), Some(given)) if derived != given => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -97,21 +124,17 @@ pub async fn render_form(
     names::check(NameKind::Service, &service)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("service: {e}")))?;
     let config = ServiceConfig {
-        service: service.clone(),
-        form: name.clone(),
-        inputs: serde_json::Value::Object(req.inputs),
+        service,
+        form: name.to_string(),
+        inputs: serde_json::Value::Object(inputs),
         sha256: hex::encode(Sha256::digest(rendered.text.as_bytes())),
         config: rendered.text,
         updated_at: now_text(),
     };
     let store = state.store.clone();
-    let actor = caller.actor();
-    let answer = serde_json::json!({
-        "service": service, "form": name, "sha256": config.sha256,
-        "bytes": config.config.len(), "updated_at": config.updated_at,
-    });
-    blocking(move || store.put_service_config(&config, &actor)).await?;
-    Ok((StatusCode::CREATED, Json(answer)).into_response())
+    let stored = config.clone();
+    blocking(move || store.put_service_config(&stored, &actor)).await?;
+    Ok(config)
 }
 
 /// `GET /api/v1/services/{svc}/config`: the configuration text, for an admin or a node an

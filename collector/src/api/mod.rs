@@ -5,7 +5,7 @@
 mod actions;
 mod admin;
 mod errors;
-mod forms;
+pub(crate) mod forms;
 mod limits;
 mod metrics;
 mod node;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use tenet_rulesets::api::ErrorBody;
@@ -27,9 +27,9 @@ use tenet_rulesets::{Filterset, Moduleset, Ruleset};
 use crate::auth::{self, Presented};
 use crate::error::Error;
 use crate::policy::Policies;
-use crate::store::{NodeAuth, Store};
+use crate::store::{NodeAuth, Store, TokenRole};
 
-pub use actions::{ActionTiming, NOTIFICATION, Notifier};
+pub use actions::{ActionTiming, NOTIFICATION, Notifier, Peer as PeerAddr};
 pub use admin::{merge, parse_import};
 pub use limits::DISCARD_LIMIT;
 pub use metrics::Metrics;
@@ -59,6 +59,8 @@ pub struct AppState {
     pub actions: Arc<Notifier>,
     /// Failed authentications per source address.
     pub throttle: Arc<AuthThrottle>,
+    /// The web console's sessions and caches (`crate::ui`).
+    pub console: Arc<crate::ui::Console>,
 }
 
 impl AppState {
@@ -71,7 +73,14 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             throttle: Arc::new(AuthThrottle::default()),
             templates: tenet_templates::Library::shared_builtin(),
+            console: Arc::new(crate::ui::Console::new(Default::default())),
         }
+    }
+
+    /// The web console with these options (secure cookies under TLS, session lifetime).
+    pub fn with_console(mut self, options: crate::ui::ConsoleOptions) -> Self {
+        self.console = Arc::new(crate::ui::Console::new(options));
+        self
     }
 
     /// A policy cache of at most `bytes`.
@@ -195,6 +204,7 @@ pub fn router(state: AppState) -> Router {
         .route("/releases", get(releases::all_releases));
     Router::new()
         .nest("/api/v1", api)
+        .merge(crate::ui::routes(state.clone()))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::render))
@@ -290,6 +300,11 @@ impl ApiError {
             request_id: Some(id),
             retry_after: None,
         }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 
     fn unauthorized(message: &str) -> Self {
@@ -433,8 +448,20 @@ impl FromRequestParts<AppState> for Caller {
         match presented {
             Presented::Bearer(token) => {
                 let digest = auth::digest(&token);
-                match blocking(move || store.admin_token(&digest)).await? {
-                    Some(name) => Ok(Caller::Admin { token: name }),
+                match blocking(move || store.token(&digest)).await? {
+                    Some((name, TokenRole::Admin)) => Ok(Caller::Admin { token: name }),
+                    // A viewer reads what an admin reads, and changes nothing: every method
+                    // but GET and HEAD is refused here, before any handler runs.
+                    Some((name, TokenRole::Viewer)) => {
+                        if parts.method == Method::GET || parts.method == Method::HEAD {
+                            Ok(Caller::Admin { token: name })
+                        } else {
+                            Err(ApiError::forbidden(format!(
+                                "viewer token {name} is read-only: {} is refused",
+                                parts.method
+                            )))
+                        }
+                    }
                     None => {
                         state.throttle.failed(peer, "invalid admin token");
                         Err(ApiError::unauthorized("invalid admin token"))

@@ -372,6 +372,191 @@ pub trait Store: Send + Sync + 'static {
         node_id: Option<&str>,
         version: Option<&str>,
     ) -> Result<Vec<ReleaseRow>>;
+
+    // ---- The web console (issue 15, `crate::ui`): tokens with a role, and reads shaped for
+    // its pages, each one query or a few over indexes (migration 7), so that a page stays
+    // fast with 10,000 nodes and 30 days of history. ----
+
+    /// Records a token of `role` by the hex SHA-256 of its value.
+    fn create_token(&self, name: &str, token_hash: &str, role: TokenRole) -> Result<()>;
+    /// The name and role of the token with this digest, if any.
+    fn token(&self, token_hash: &str) -> Result<Option<(String, TokenRole)>>;
+    /// The nodes matching `filter`, by name, with their compliance counts (node and service
+    /// statuses, as in [`NodeSummary::compliance`]) and when they were last seen.
+    fn fleet_nodes(&self, filter: &FleetFilter) -> Result<Vec<FleetNode>>;
+    /// The modules with the most nok statuses over the nodes matching `filter`, worst first.
+    fn worst_modules(&self, filter: &FleetFilter, limit: u32) -> Result<Vec<ModuleCount>>;
+    /// Compliance per day since `since_day` (oldest first) of the nodes matching `filter`
+    /// (every node and service: the same figures as [`Store::compliance_daily`]).
+    fn fleet_daily(&self, since_day: &str, filter: &FleetFilter) -> Result<Vec<DailyCompliance>>;
+    /// Every daily aggregate row of nodes (and their services) since `since_day`: what the
+    /// console's trend of a filtered selection and the nodes' usual intervals are computed
+    /// from (it keeps them in memory until the next day is rolled up).
+    fn node_days(&self, since_day: &str) -> Result<Vec<NodeDay>>;
+    /// Counts of the latest statuses of `module` over every node and service, and the first
+    /// `limit` of them, nok first, then by node.
+    fn module_nodes(
+        &self,
+        module: &str,
+        limit: u32,
+    ) -> Result<(tenet_rulesets::api::Summary, Vec<ModuleNode>)>;
+    /// A node's latest `limit` runs with each module's status, newest first.
+    fn run_history(&self, node_id: &str, limit: u32) -> Result<Vec<RunModules>>;
+    /// The audit entries about `objects` (`ruleset NAME`, `moduleset NAME`), newest first.
+    fn audit_of(&self, objects: &[String], limit: u32) -> Result<Vec<AuditEntry>>;
+    /// Each module's sub-actions with their logs (check, fixable, fix: a rule's diff is in
+    /// its check's log) in the most recent of the node's last `runs` runs that has it (a
+    /// `fixable` run only when no other has), per service and module.
+    fn latest_module_logs(&self, node_id: &str, runs: u32) -> Result<Vec<ModuleLogs>>;
+}
+
+/// A module's sub-actions in its latest run (see [`Store::latest_module_logs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleLogs {
+    /// The service ("" for the node itself).
+    pub service: String,
+    /// The module.
+    pub module: String,
+    /// (sub-action, exit code, log), in order.
+    pub actions: Vec<(String, i32, String)>,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRole {
+    /// Everything.
+    Admin,
+    /// Read everything, change nothing: every state-changing request is refused (403).
+    Viewer,
+}
+
+impl TokenRole {
+    /// `admin` or `viewer`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Admin => "admin",
+            TokenRole::Viewer => "viewer",
+        }
+    }
+}
+
+/// The state of a node, from its latest module statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// No module nok and at least one ok.
+    Ok,
+    /// At least one module nok.
+    Nok,
+    /// Only n/a modules, or none reported yet.
+    Na,
+}
+
+impl NodeState {
+    /// The state of a node with these counts.
+    pub fn of(c: &tenet_rulesets::api::Summary) -> NodeState {
+        if c.nok > 0 {
+            NodeState::Nok
+        } else if c.ok > 0 {
+            NodeState::Ok
+        } else {
+            NodeState::Na
+        }
+    }
+
+    /// `ok`, `nok` or `n/a`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Ok => "ok",
+            NodeState::Nok => "nok",
+            NodeState::Na => "n/a",
+        }
+    }
+}
+
+/// Which nodes a console page is about; every part given must hold (AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetFilter {
+    /// Node names containing this text (case-insensitive).
+    pub name: Option<String>,
+    /// Facts: `(field, value)` pairs the node's `nodes` facts hold exactly.
+    pub facts: Vec<(String, String)>,
+    /// Nodes with a latest status of this module.
+    pub module: Option<String>,
+    /// Nodes in this state.
+    pub state: Option<NodeState>,
+}
+
+impl FleetFilter {
+    /// Whether it selects every node.
+    pub fn is_empty(&self) -> bool {
+        self == &FleetFilter::default()
+    }
+}
+
+/// A node as the fleet page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetNode {
+    /// Node id.
+    pub node_id: String,
+    /// Node name.
+    pub name: String,
+    /// Last facts push or results post.
+    pub last_seen: Option<String>,
+    /// Latest module statuses, node and services.
+    pub compliance: tenet_rulesets::api::Summary,
+}
+
+/// A module and how many latest statuses it has, nok and in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleCount {
+    /// Module name.
+    pub module: String,
+    /// Latest statuses nok.
+    pub nok: i64,
+    /// Latest statuses in all, over the whole fleet (`None` for a filtered selection: counting
+    /// them would read every status of the selected nodes).
+    pub total: Option<i64>,
+}
+
+/// One daily aggregate row of a node or a service on it (`node_daily`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDay {
+    /// Node id.
+    pub node_id: String,
+    /// Whether the row is of a service on the node rather than the node itself.
+    pub service: bool,
+    /// The day (`YYYY-MM-DD`).
+    pub day: String,
+    /// Runs that day.
+    pub runs: i64,
+    /// Modules ending ok, nok, n/a at their last run of the day.
+    pub ok: i64,
+    /// nok.
+    pub nok: i64,
+    /// n/a.
+    pub na: i64,
+}
+
+/// One node's (or service's) latest status of a module.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleNode {
+    /// Node name.
+    pub node: String,
+    /// The service, if a service run.
+    pub service: Option<String>,
+    /// The status and the rest of it.
+    pub status: ModuleStatus,
+}
+
+/// A run and the status of each of its modules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunModules {
+    /// The run.
+    pub run: RunSummary,
+    /// (module, status), in run order.
+    pub modules: Vec<(String, String)>,
 }
 
 /// One aggregate row of a day: of a node (`key` = node id, `service`) or of a module (`key`

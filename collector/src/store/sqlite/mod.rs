@@ -15,6 +15,7 @@
 mod actions;
 mod attachments;
 mod bundle;
+mod console;
 mod pool;
 mod retention;
 mod schema;
@@ -36,8 +37,9 @@ use tenet_rulesets::api::{
 use tenet_rulesets::{Bundle, NodeFacts, PackageFact};
 
 use super::{
-    AttachKind, Attachments, AuditEntry, BundleEdit, DailyCompliance, EditOutcome, Gauges,
-    NodeAuth, NodeSummary, NotifyTarget, ReleaseRow, RunSummary, ServiceConfig, Store, Target,
+    AttachKind, Attachments, AuditEntry, BundleEdit, DailyCompliance, EditOutcome, FleetFilter,
+    FleetNode, Gauges, ModuleCount, ModuleLogs, ModuleNode, NodeAuth, NodeDay, NodeSummary,
+    NotifyTarget, ReleaseRow, RunModules, RunSummary, ServiceConfig, Store, Target, TokenRole,
     now_text,
 };
 use crate::error::{Error, Result};
@@ -127,11 +129,11 @@ impl Store for SqliteStore {
 
     fn admin_token(&self, token_hash: &str) -> Result<Option<String>> {
         self.read(|c| {
-            Ok(
-                c.prepare_cached("SELECT name FROM admin_tokens WHERE token_hash = ?1")?
-                    .query_row([token_hash], |r| r.get(0))
-                    .optional()?,
-            )
+            Ok(c.prepare_cached(
+                "SELECT name FROM admin_tokens WHERE token_hash = ?1 AND role = 'admin'",
+            )?
+            .query_row([token_hash], |r| r.get(0))
+            .optional()?)
         })
     }
 
@@ -812,6 +814,53 @@ impl Store for SqliteStore {
             }
             Ok(out)
         })
+    }
+
+    // ---- The web console (issue 15): see `console.rs`. ----
+
+    fn create_token(&self, name: &str, token_hash: &str, role: TokenRole) -> Result<()> {
+        let (name, hash) = (name.to_string(), token_hash.to_string());
+        self.write(move |c| console::create_token(c, &name, &hash, role))
+    }
+
+    fn token(&self, token_hash: &str) -> Result<Option<(String, TokenRole)>> {
+        self.read(|c| console::token(c, token_hash))
+    }
+
+    fn fleet_nodes(&self, filter: &FleetFilter) -> Result<Vec<FleetNode>> {
+        self.read(|c| console::fleet_nodes(c, filter))
+    }
+
+    fn worst_modules(&self, filter: &FleetFilter, limit: u32) -> Result<Vec<ModuleCount>> {
+        self.read(|c| console::worst_modules(c, filter, limit))
+    }
+
+    fn fleet_daily(&self, since_day: &str, filter: &FleetFilter) -> Result<Vec<DailyCompliance>> {
+        self.read(|c| console::fleet_daily(c, since_day, filter))
+    }
+
+    fn node_days(&self, since_day: &str) -> Result<Vec<NodeDay>> {
+        self.read(|c| console::node_days(c, since_day))
+    }
+
+    fn module_nodes(
+        &self,
+        module: &str,
+        limit: u32,
+    ) -> Result<(tenet_rulesets::api::Summary, Vec<ModuleNode>)> {
+        self.read(|c| console::module_nodes(c, module, limit))
+    }
+
+    fn run_history(&self, node_id: &str, limit: u32) -> Result<Vec<RunModules>> {
+        self.read(|c| console::run_history(c, node_id, limit))
+    }
+
+    fn audit_of(&self, objects: &[String], limit: u32) -> Result<Vec<AuditEntry>> {
+        self.read(|c| console::audit_of(c, objects, limit))
+    }
+
+    fn latest_module_logs(&self, node_id: &str, runs: u32) -> Result<Vec<ModuleLogs>> {
+        self.read(|c| console::latest_module_logs(c, node_id, runs))
     }
 }
 

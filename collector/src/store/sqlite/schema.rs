@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::{actions, retention};
+use super::{actions, console, retention};
 use crate::error::{Error, Result};
 use crate::store::now_text;
 
@@ -247,6 +247,8 @@ CREATE INDEX release_status_version ON release_status (version);
     (5, retention::MIGRATION),
     // Privileges come from what an admin assigns, never from what a node reports (issue 13).
     (6, MIGRATION_6),
+    // The web console: viewer tokens, pre-aggregated compliance, its indexes (issue 15).
+    (7, console::MIGRATION),
 ];
 
 /// Migration 6: admin-assigned node attributes, and who made each node attachment.
